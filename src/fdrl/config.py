@@ -1,0 +1,253 @@
+"""Run configuration: typed dataclasses, YAML presets shipped in the package, key=value overrides.
+
+A config is validated when built: unknown keys, values of the wrong type and out-of-range
+numbers raise :class:`ConfigError` with one line naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fdrl.objectives import get_objective
+
+
+class ConfigError(ValueError):
+    """A configuration problem the user can fix; the message says how."""
+
+
+@dataclass
+class DataConfig:
+    """Which data to learn (``fdrl.data.build_data``) and its options."""
+
+    name: str = "swissroll"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PriorConfig:
+    """Where particles start: standard_normal | gaussian | data_gaussian | uniform | dataset."""
+
+    name: str = "standard_normal"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    """The estimator (``fdrl.nets.build_estimator``) and its options."""
+
+    name: str = "mlp"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FlowConfig:
+    """Eq. 9: step size eta, noise nu; K steps in training, K + kappa when sampling (Alg. 2)."""
+
+    eta: float = 3.0
+    noise: float = 1e-2
+    steps: int = 100
+    refine_steps: int = 20
+
+
+@dataclass
+class TrainConfig:
+    """Algorithm 1's outer loop, the optimiser, EMA, and what is written when."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    #: steps at which the learning rate is multiplied by lr_decay_factor; a negative entry
+    #: counts from the end (-20000 = when 20000 steps remain, as in App. F)
+    lr_decay_at: list[int] = field(default_factory=list)
+    lr_decay_factor: float = 0.1
+    ema: float = 0.998
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    sample_every: int = 1000
+    sample_n: int = 1000
+    eval_n: int = 5000
+
+
+@dataclass
+class Config:
+    name: str = "custom"
+    objective: str = "lsif-chi2"
+    device: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> "Config":
+        """Check ranges and the pairing; raise ConfigError naming the key."""
+        try:
+            get_objective(self.objective)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        positive = {
+            "flow.eta": self.flow.eta,
+            "flow.steps": self.flow.steps,
+            "train.steps": self.train.steps,
+            "train.batch_size": self.train.batch_size,
+            "train.lr": self.train.lr,
+            "train.log_every": self.train.log_every,
+            "train.checkpoint_every": self.train.checkpoint_every,
+            "train.keep_checkpoints": self.train.keep_checkpoints,
+            "train.sample_every": self.train.sample_every,
+            "train.sample_n": self.train.sample_n,
+            "train.eval_n": self.train.eval_n,
+        }
+        for key, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"{key} must be > 0, got {value}")
+        for key, value in {"flow.noise": self.flow.noise, "flow.refine_steps": self.flow.refine_steps}.items():
+            if value < 0:
+                raise ConfigError(f"{key} must be >= 0, got {value}")
+        if not 0.0 <= self.train.ema < 1.0:
+            raise ConfigError(f"train.ema must be in [0, 1), got {self.train.ema}")
+        if not 0.0 < self.train.lr_decay_factor <= 1.0:
+            raise ConfigError(f"train.lr_decay_factor must be in (0, 1], got {self.train.lr_decay_factor}")
+        if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
+        return self
+
+    def lr_milestones(self) -> list[int]:
+        """``train.lr_decay_at`` resolved to absolute steps (negative entries count from the end)."""
+        steps = self.train.steps
+        return sorted(s if s >= 0 else steps + s for s in self.train.lr_decay_at)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted where floats are."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping of keys, got {type(value).__name__}")
+        return _build(tp, value, key + ".")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list of {_type_name(item_tp)}, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            if option is type(None) and value is None:
+                return None
+        return _coerce(value, next(a for a in typing.get_args(tp) if a is not type(None)), key)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp in (str, bool) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key '{prefix}{unknown[0]}'; valid keys here: {', '.join(prefix + n for n in names)}"
+        )
+    return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in values.items()})
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any], into_params: bool = False) -> dict[str, Any]:
+    """Deep-merge ``update`` into ``base``. A preset that ``extends`` another replaces a whole
+    ``params`` mapping; a command-line override (``into_params``) updates single entries."""
+    out = dict(base)
+    for key, value in update.items():
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
+        if nested and (into_params or key != "params"):
+            out[key] = _merge(out[key], value, into_params)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"train.steps=100"`` -> {"train": {"steps": 100}} (the value is read as YAML)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override '{text}' must look like key=value, e.g. train.steps=100")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    nested: dict[str, Any] = {}
+    node = nested
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("fdrl.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(path_or_text: Any, label: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path_or_text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{label} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label} must be a YAML mapping of config keys")
+    return data
+
+
+def load_raw(source: str) -> dict[str, Any]:
+    """A preset name or a YAML file path -> the raw mapping (presets may ``extends:`` another)."""
+    path = Path(source)
+    if source.endswith((".yaml", ".yml")) or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file '{source}' does not exist")
+        data = _read_yaml(path.read_text(), f"config file '{source}'")
+    elif source in preset_names():
+        text = resources.files("fdrl.presets").joinpath(f"{source}.yaml").read_text()
+        data = _read_yaml(text, f"preset '{source}'")
+        data.setdefault("name", source)
+    else:
+        raise ConfigError(f"unknown preset '{source}'; valid presets: {', '.join(preset_names())} (or a .yaml file)")
+    parent = data.pop("extends", None)
+    if parent is not None:
+        data = _merge(load_raw(str(parent)), data)
+    return data
+
+
+def load_config(source: str | dict[str, Any] | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build a validated :class:`Config` from a preset name, YAML path or mapping plus overrides."""
+    raw = {} if source is None else (dict(source) if isinstance(source, dict) else load_raw(source))
+    raw.pop("extends", None)
+    for text in overrides:
+        raw = _merge(raw, parse_override(text), into_params=True)
+    return _build(Config, raw).validate()
+

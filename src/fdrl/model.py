@@ -1,0 +1,187 @@
+"""A trained FDRL model: estimator (EMA weights), objective, prior and flow settings.
+
+``FDRL.sample`` is Algorithm 2: draw x_0 from the prior and run K + kappa steps of Eq. 9.
+``FDRL.save(dir)`` writes safetensors + JSON; ``FDRL.load(path)`` reads a saved model or a
+training run directory (its newest checkpoint's EMA weights).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from fdrl import seeding
+from fdrl.checkpoint import load_latest, safe_load
+from fdrl.flow import Potential, flow, frozen, ratio_potential
+from fdrl.nets import build_estimator
+from fdrl.objectives import Objective, get_objective
+from fdrl.priors import Prior, load_prior
+
+MODEL_FILE, META_FILE = "model.safetensors", "fdrl.json"
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
+    return device
+
+
+class FDRL:
+    """The generative model of the paper, ready to sample.
+
+    Parameters mirror App. F: ``eta`` (step size), ``noise`` (nu), ``steps`` (K, the training
+    flow length) and ``refine_steps`` (kappa, the extra refinement steps of Sec. 4.1).
+    """
+
+    def __init__(
+        self,
+        estimator: nn.Module,
+        objective: Objective | str,
+        prior: Prior,
+        eta: float,
+        noise: float,
+        steps: int,
+        refine_steps: int = 0,
+        estimator_spec: dict[str, Any] | None = None,
+    ):
+        self.estimator = estimator.eval()
+        self.objective = get_objective(objective) if isinstance(objective, str) else objective
+        self.prior = prior
+        self.eta, self.noise = float(eta), float(noise)
+        self.steps, self.refine_steps = int(steps), int(refine_steps)
+        self.estimator_spec = estimator_spec or {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.estimator.parameters()).device
+
+    def to(self, device: str | torch.device) -> "FDRL":
+        self.estimator.to(device)
+        return self
+
+    def potential(self) -> Potential:
+        """f'(r_theta(x)): the potential of Eq. 9. Compositions add terms to it."""
+        return ratio_potential(self.estimator, self.objective)
+
+    @torch.no_grad()
+    def log_ratio(self, x: Tensor) -> Tensor:
+        """log r_theta(x) = log q~(x)/p(x) for a batch."""
+        return self.objective.log_ratio(self.estimator(x.to(self.device)))
+
+    def flow(
+        self,
+        x: Tensor,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        potential: Potential | None = None,
+        trajectory: list[Tensor] | None = None,
+        record_every: int = 1,
+    ) -> Tensor:
+        """Flow ``x`` for ``steps`` steps (default K + kappa) of Eq. 9."""
+        steps = self.steps + self.refine_steps if steps is None else steps
+        with frozen(self.estimator):
+            return flow(
+                x.to(self.device), potential or self.potential(), steps, self.eta, self.noise,
+                generator=generator, trajectory=trajectory, record_every=record_every,
+            )
+
+    def sample(
+        self,
+        n: int,
+        steps: int | None = None,
+        seed: int = 0,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> Tensor:
+        """Algorithm 2: ``n`` samples after ``steps`` (default K + kappa) flow steps, on the CPU.
+
+        Batches of ``batch_size`` are drawn with generators seeded by (seed, batch index), so
+        the result does not depend on the batch size's device placement, only on the seed.
+        """
+        if n < 1:
+            raise ValueError(f"number of samples must be >= 1, got {n}")
+        batch_size = batch_size or n
+        chunks = range(0, n, batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            chunks = tqdm(chunks, desc="sampling", unit="batch")
+        out = []
+        for i, start in enumerate(chunks):
+            m = min(batch_size, n - start)
+            x0 = self.prior.sample(m, seeding.generator(seed, "prior", i), device=self.device)
+            out.append(self.flow(x0, steps, seeding.generator(seed, "flow", i, device=self.device)).cpu())
+        return torch.cat(out)
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "objective": self.objective.name,
+            "estimator": self.estimator_spec,
+            "eta": self.eta,
+            "noise": self.noise,
+            "steps": self.steps,
+            "refine_steps": self.refine_steps,
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.safetensors``, ``fdrl.json`` and the prior to ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.estimator.state_dict().items()}
+        save_file(state, str(directory / MODEL_FILE))
+        (directory / META_FILE).write_text(json.dumps(self.meta(), indent=2))
+        self.prior.save(directory)
+        return directory
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu", checkpoint: str | Path | None = None) -> "FDRL":
+        """Load a saved model directory, or a run directory (EMA weights of its newest checkpoint)."""
+        path = Path(path)
+        if (path / META_FILE).exists():
+            meta = json.loads((path / META_FILE).read_text())
+            state = load_file(str(path / MODEL_FILE))
+        elif (path / "config.yaml").exists():
+            meta, state = _run_meta_and_weights(path, checkpoint)
+        else:
+            raise FileNotFoundError(
+                f"'{path}' is neither a saved model (no {META_FILE}) nor a run directory (no config.yaml)"
+            )
+        spec = meta["estimator"]
+        estimator = build_estimator(spec["name"], spec["in_shape"], **spec.get("params", {}))
+        estimator.load_state_dict(state)
+        model = cls(
+            estimator, meta["objective"], load_prior(path), meta["eta"], meta["noise"],
+            meta["steps"], meta["refine_steps"], estimator_spec=spec,
+        )
+        return model.to(resolve_device(str(device)) if isinstance(device, str) else device)
+
+
+def _run_meta_and_weights(run_dir: Path, checkpoint: str | Path | None) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    if checkpoint is not None:
+        state = safe_load(checkpoint)
+    else:
+        found = load_latest(run_dir)
+        if found is None:
+            raise FileNotFoundError(f"run directory '{run_dir}' has no checkpoint yet; train it first")
+        state = found[0]
+    meta = {
+        "objective": config["objective"],
+        "estimator": state["estimator_spec"],
+        **{k: config["flow"][k] for k in ("eta", "noise", "steps", "refine_steps")},
+    }
+    return meta, state["ema"]

@@ -1,0 +1,23 @@
+"""Build an estimator from its name and keyword arguments (the ``model`` section of a config)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from torch import nn
+
+from fdrl.nets.mlp import MLP
+
+#: name -> constructor taking (in_shape, **kwargs)
+ESTIMATORS: dict[str, Callable[..., nn.Module]] = {"mlp": MLP}
+
+
+def build_estimator(name: str, in_shape: Iterable[int], **kwargs: Any) -> nn.Module:
+    """Construct the estimator ``name`` for samples of shape ``in_shape``."""
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown estimator '{name}'; choose one of: {', '.join(ESTIMATORS)}")
+    try:
+        return ESTIMATORS[name](tuple(in_shape), **kwargs)
+    except TypeError as err:
+        raise ValueError(f"bad options for estimator '{name}': {err}") from None

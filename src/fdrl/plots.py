@@ -1,0 +1,66 @@
+"""Figures: particles against data for vectors, image grids for images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+
+def scatter_panels(
+    panels: Sequence[tuple[str, Tensor]],
+    path: str | Path,
+    reference: Tensor | None = None,
+    limits: tuple[float, float] | None = None,
+    point_size: float = 1.0,
+) -> Path:
+    """One scatter panel per (title, points) pair, the first two coordinates; an optional
+    ``reference`` set (the data) is drawn faintly behind every panel."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), squeeze=False)
+    for ax, (title, points) in zip(axes[0], panels):
+        if reference is not None:
+            ax.scatter(reference[:, 0], reference[:, 1], s=point_size, c="0.8", label="data")
+        pts = points.reshape(points.shape[0], -1)
+        ax.scatter(pts[:, 0], pts[:, 1], s=point_size, c="tab:orange")
+        ax.set_title(title, fontsize=9)
+        if limits is not None:
+            ax.set_xlim(*limits)
+            ax.set_ylim(*limits)
+        ax.set_aspect("equal", adjustable="box")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def save_image_grid(images: Tensor, path: str | Path, nrow: int | None = None) -> Path:
+    """Images in [-1, 1] (n, C, H, W) saved as one PNG grid."""
+    from torchvision.utils import save_image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nrow = nrow or max(1, int(images.shape[0] ** 0.5))
+    save_image(images.float().clamp(-1, 1) * 0.5 + 0.5, path, nrow=nrow, padding=1)
+    return path
+
+
+def save_samples_figure(samples: Tensor, path: str | Path, data: Tensor | None = None, title: str = "samples") -> Path:
+    """Images -> a grid; vectors -> a scatter of the first two coordinates over the data."""
+    if samples.ndim == 4:
+        return save_image_grid(samples[:64], path)
+    if samples.ndim == 3:
+        return save_image_grid(samples[:64].unsqueeze(1), path)
+    both = samples if data is None else torch.cat([samples, data])
+    lo, hi = float(both[:, :2].min()), float(both[:, :2].max())
+    pad = 0.05 * (hi - lo + 1e-6)
+    return scatter_panels([(title, samples)], path, reference=data, limits=(lo - pad, hi + pad))

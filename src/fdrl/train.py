@@ -1,0 +1,332 @@
+"""Algorithm 1: flow-guided training of the density-ratio estimator.
+
+Each iteration draws a data batch x_p ~ p and prior particles x_0 ~ q', flows the particles
+K steps along f'(r_theta) with the *current* network (Eq. 9), and takes one optimiser step on
+the Bregman loss (Eq. 11) between x_p and the flowed x_K. :func:`training_step` is that
+iteration on its own; :class:`Trainer` adds the run directory, EMA, learning-rate decay,
+checkpoints, logging, figures and resume.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+import json
+import random
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor, nn
+
+from fdrl import __version__, seeding
+from fdrl.checkpoint import atomic_save, checkpoint_path, list_checkpoints, load_latest, prune
+from fdrl.config import Config, ConfigError, load_config
+from fdrl.data import build_data
+from fdrl.flow import flow, frozen, ratio_potential
+from fdrl.model import FDRL, resolve_device
+from fdrl.nets import build_estimator
+from fdrl.objectives import Objective, get_objective
+from fdrl.evaluate import evaluate_vectors
+from fdrl.plots import save_samples_figure
+from fdrl.priors import Prior, build_prior, load_prior
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became non-finite); the message says what to do."""
+
+
+@dataclass
+class StepOutput:
+    loss: Tensor
+    out_data: Tensor
+    out_particles: Tensor
+    particles: Tensor
+
+
+def training_step(
+    net: nn.Module,
+    objective: Objective,
+    optimizer: torch.optim.Optimizer,
+    x_data: Tensor,
+    x_prior: Tensor,
+    steps: int,
+    eta: float,
+    noise: float,
+    generator: torch.Generator | None = None,
+) -> StepOutput:
+    """One iteration of Algorithm 1 (flow K steps with the current net, then one update)."""
+    with frozen(net):
+        x_k = flow(x_prior, ratio_potential(net, objective), steps, eta, noise, generator=generator)
+    out = net(torch.cat([x_data, x_k]))
+    out_data, out_particles = out[: x_data.shape[0]], out[x_data.shape[0] :]
+    loss = objective.loss(out_data, out_particles)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return StepOutput(loss.detach(), out_data.detach(), out_particles.detach(), x_k)
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, net: nn.Module, decay: float) -> None:
+    """theta' <- m theta' + (1 - m) theta (App. F); buffers are copied."""
+    for p_ema, p in zip(ema.parameters(), net.parameters()):
+        p_ema.lerp_(p, 1.0 - decay)
+    for b_ema, b in zip(ema.buffers(), net.buffers()):
+        b_ema.copy_(b)
+
+
+#: Keys that may differ between a run's stored config and the one it is resumed with.
+_RESUMABLE_CHANGES = {"device", "train.steps", "train.log_every", "train.checkpoint_every",
+                      "train.keep_checkpoints", "train.sample_every", "train.sample_n", "train.eval_n"}
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "params":
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+class _StopRequest:
+    """SIGTERM / SIGINT ask training to stop after the current step; a second SIGINT aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "_StopRequest":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    """Algorithm 1 with everything a real run needs, writing to ``run_dir``:
+
+    ``config.yaml`` (resolved), ``prior.json``/``prior.safetensors``, ``checkpoints/``,
+    ``metrics.jsonl``, ``tb/`` (TensorBoard), ``samples/step_*.png`` and, for vector data,
+    ``metrics.json`` with the final evaluation. A run directory that already holds
+    checkpoints is resumed from its newest good one.
+    """
+
+    def __init__(self, config: Config, run_dir: str | Path, progress: bool = True):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.device = resolve_device(config.device)
+        self.objective = get_objective(config.objective)
+        self.data = build_data(config.data.name, **config.data.params)
+        self.estimator_spec = {"name": config.model.name, "in_shape": list(self.data.shape),
+                               "params": dict(config.model.params)}
+        torch.manual_seed(seeding.derived_seed(config.train.seed, "init"))
+        self.net = build_estimator(config.model.name, self.data.shape, **config.model.params).to(self.device)
+        self.ema = copy.deepcopy(self.net).eval()
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        t = config.train
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=t.lr, betas=tuple(t.betas))
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, config.lr_milestones(), t.lr_decay_factor)
+        self.step = 0
+        self._prepare_run_dir()
+        self.prior = self._prior()
+
+    # -- run directory -------------------------------------------------------------------------
+    def _prepare_run_dir(self) -> None:
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.run_dir / ".write_test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as err:
+            raise ConfigError(f"run directory '{self.run_dir}' is not writable ({err.strerror}); pass another --out") from None
+        stored = self.run_dir / "config.yaml"
+        if list_checkpoints(self.run_dir) and stored.exists():
+            old = _flatten(yaml.safe_load(stored.read_text()))
+            new = _flatten(self.config.to_dict())
+            for key in sorted(set(old) | set(new)):
+                if key not in _RESUMABLE_CHANGES and old.get(key) != new.get(key):
+                    raise ConfigError(
+                        f"run directory '{self.run_dir}' holds a run with {key}={old.get(key)!r}, not "
+                        f"{new.get(key)!r}; resume it unchanged (fdrl train --resume) or pass another --out"
+                    )
+        stored.write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+
+    def _prior(self) -> Prior:
+        if (self.run_dir / "prior.json").exists():
+            return load_prior(self.run_dir)
+        prior = build_prior(self.config.prior.name, self.config.prior.params, self.data)
+        if tuple(prior.shape) != tuple(self.data.shape):
+            raise ConfigError(f"prior samples have shape {prior.shape} but data samples {self.data.shape}")
+        prior.save(self.run_dir)
+        return prior
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "estimator": self.net.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": _rng_state(),
+            "config": self.config.to_dict(),
+            "estimator_spec": self.estimator_spec,
+            "version": __version__,
+        }
+
+    def save_checkpoint(self) -> Path:
+        path = checkpoint_path(self.run_dir, self.step)
+        atomic_save(self.state(), path)
+        prune(self.run_dir, self.config.train.keep_checkpoints)
+        return path
+
+    def resume(self) -> bool:
+        """Load the newest good checkpoint of the run directory, if any."""
+        found = load_latest(self.run_dir, map_location=self.device)
+        if found is None:
+            return False
+        state, path = found
+        self.net.load_state_dict(state["estimator"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        # milestones follow the (possibly extended) config, not the stored schedule
+        self.scheduler.milestones = Counter(self.config.lr_milestones())
+        _set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self._log({"event": "resumed", "step": self.step, "checkpoint": path.name})
+        return True
+
+    # -- logging -------------------------------------------------------------------------------
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def model(self) -> FDRL:
+        """The trained model with the EMA weights (what sampling and evaluation use)."""
+        f = self.config.flow
+        return FDRL(self.ema, self.objective, self.prior, f.eta, f.noise, f.steps, f.refine_steps, self.estimator_spec)
+
+    def _save_samples_figure(self) -> None:
+        samples = self.model().sample(self.config.train.sample_n, seed=self.config.train.seed)
+        data = self.data.draw(self.config.train.sample_n, self.config.train.seed) if samples.ndim == 2 else None
+        save_samples_figure(samples, self.run_dir / "samples" / f"step_{self.step:07d}.png", data,
+                            title=f"{self.config.objective}, step {self.step}")
+
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self) -> FDRL:
+        """Run (or continue) Algorithm 1 until ``train.steps``; returns the EMA model."""
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm.auto import tqdm
+
+        cfg, t, f = self.config, self.config.train, self.config.flow
+        self.resume()
+        writer = SummaryWriter(str(self.run_dir / "tb"))
+        bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, desc=cfg.name, unit="it")
+        tick, tick_step = time.perf_counter(), self.step
+        try:
+            with _StopRequest() as stop:
+                while self.step < t.steps:
+                    x_data = self.data.batch(self.step, t.batch_size, t.seed).to(self.device)
+                    x_prior = self.prior.sample(t.batch_size, seeding.generator(t.seed, "prior", self.step), self.device)
+                    gen = seeding.generator(t.seed, "flow", self.step, device=self.device)
+                    out = training_step(self.net, self.objective, self.optimizer, x_data, x_prior,
+                                        f.steps, f.eta, f.noise, gen)
+                    if not torch.isfinite(out.loss):
+                        raise TrainingError(
+                            f"loss became {float(out.loss)} at step {self.step}; the last checkpoint is kept in "
+                            f"{self.run_dir / 'checkpoints'}; lower train.lr or flow.eta and resume"
+                        )
+                    self.scheduler.step()
+                    update_ema(self.ema, self.net, t.ema)
+                    self.step += 1
+                    bar.update(1)
+                    if self.step % t.log_every == 0 or self.step == t.steps:
+                        now = time.perf_counter()
+                        record = {
+                            "step": self.step,
+                            "loss": float(out.loss),
+                            "r_data": float(self.objective.ratio(out.out_data).mean()),
+                            "r_particles": float(self.objective.ratio(out.out_particles).mean()),
+                            "lr": self.optimizer.param_groups[0]["lr"],
+                            "steps_per_s": (self.step - tick_step) / max(now - tick, 1e-9),
+                        }
+                        tick, tick_step = now, self.step
+                        self._log(record)
+                        for key, value in record.items():
+                            if key != "step":
+                                writer.add_scalar(f"train/{key}", value, self.step)
+                        bar.set_postfix(loss=f"{record['loss']:.4g}", r_p=f"{record['r_data']:.3g}",
+                                        r_q=f"{record['r_particles']:.3g}")
+                    if self.step % t.checkpoint_every == 0 or self.step == t.steps:
+                        self.save_checkpoint()
+                    if self.step % t.sample_every == 0 or self.step == t.steps:
+                        self._save_samples_figure()
+                    if stop.requested:
+                        path = self.save_checkpoint()
+                        self._log({"event": "stopped", "step": self.step, "checkpoint": path.name})
+                        bar.write(f"stopped at step {self.step}; checkpoint {path}; "
+                                  f"resume with: fdrl train --resume {self.run_dir}")
+                        break
+        finally:
+            bar.close()
+            writer.close()
+        return self.model()
+
+    def evaluate(self, n: int | None = None) -> dict[str, Any]:
+        """For vector data: energy distance and classifier two-sample accuracy of ``n`` EMA
+        samples against fresh data, with the prior and a second data set as references.
+        Written to ``metrics.json``."""
+        n = n or self.config.train.eval_n
+        seed = self.config.train.seed
+        samples = self.model().sample(n, seed=seed + 1)
+        if samples.ndim != 2:
+            raise ValueError("evaluate() reports vector metrics; image metrics live in fdrl.evaluate")
+        data = self.data.draw(2 * n, seed + 2)
+        prior = self.prior.sample(n, seeding.generator(seed + 3, "eval"))
+        metrics = {"step": self.step, "objective": self.config.objective,
+                   "samples_steps": self.config.flow.steps + self.config.flow.refine_steps,
+                   **evaluate_vectors(samples, data[:n], data[n:], prior, seed)}
+        (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        return metrics
