@@ -21,6 +21,13 @@ class UsageError(ValueError):
     """A command-line mistake; reported as one line with exit code 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is a UsageError (one line, exit 2) rather than a usage dump."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see: {self.prog} --help)")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -139,7 +146,7 @@ def _ints(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fdrl", description="Flow-Guided Density Ratio Learning")
+    parser = _Parser(prog="fdrl", description="Flow-Guided Density Ratio Learning")
     parser.add_argument("--version", action="version", version=f"fdrl {__import__('fdrl').__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -195,14 +202,14 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    warnings.filterwarnings("ignore", message=".*TensorFlow installation not found.*")
     from fdrl.train import TrainingError
 
+    warnings.filterwarnings("ignore", message=".*TensorFlow installation not found.*")
     try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
         return args.func(args)
     except _USER_ERRORS + (TrainingError,) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -159,6 +159,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return _coerce(value, next(a for a in typing.get_args(tp) if a is not type(None)), key)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if tp in (str, bool) and isinstance(value, tp):

@@ -1,6 +1,11 @@
-"""Training data: toy distributions, vector arrays and (later) images behind one interface."""
+"""Training data: toy distributions, vector arrays and images behind one interface."""
 
+from fdrl.data.images import IMAGE_DATASETS, ImageData, build_image_data
+from fdrl.data.order import SampleOrder
 from fdrl.data.source import ArrayData, DataSource, build_data, DATASETS
 from fdrl.data.toy import ToyDistribution
 
-__all__ = ["ArrayData", "DataSource", "ToyDistribution", "build_data", "DATASETS"]
+__all__ = [
+    "ArrayData", "DataSource", "ImageData", "SampleOrder", "ToyDistribution", "build_data",
+    "build_image_data", "DATASETS", "IMAGE_DATASETS",
+]

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fdrl import seeding
+from fdrl.data.images import IMAGE_DATASETS, build_image_data
+from fdrl.data.order import SampleOrder
 from fdrl.data.toy import TOY_SAMPLERS, ToyDistribution
 
 
@@ -27,11 +28,8 @@ class DataSource(Protocol):
 
 
 class ArrayData:
-    """A finite dataset held as one tensor, visited in a fresh random order every epoch.
-
-    Global sample positions ``(step * world + rank) * n + i`` index a concatenation of per-epoch
-    permutations (epoch e permuted by a generator seeded from (seed, e)).
-    """
+    """A finite dataset held as one tensor, visited in a fresh random order every epoch
+    (:class:`SampleOrder`)."""
 
     def __init__(self, samples: Tensor, name: str = "array"):
         samples = torch.as_tensor(samples, dtype=torch.float32)
@@ -46,24 +44,13 @@ class ArrayData:
             )
         self.samples, self.name = samples, name
         self.shape = tuple(samples.shape[1:])
-        self._perms: dict[int, Tensor] = {}
+        self.order = SampleOrder(samples.shape[0])
 
     def __len__(self) -> int:
         return self.samples.shape[0]
 
-    def _permutation(self, epoch: int, seed: int) -> Tensor:
-        if epoch not in self._perms:
-            if len(self._perms) > 4:
-                self._perms.clear()
-            g = seeding.generator(seed, "epoch", epoch)
-            self._perms[epoch] = torch.randperm(len(self), generator=g)
-        return self._perms[epoch]
-
     def indices(self, step: int, n: int, seed: int, rank: int = 0, world: int = 1) -> Tensor:
-        start = (step * world + rank) * n
-        positions = torch.arange(start, start + n)
-        epochs, offsets = positions // len(self), positions % len(self)
-        return torch.stack([self._permutation(int(e), seed)[int(o)] for e, o in zip(epochs, offsets)])
+        return self.order.indices(step, n, seed, rank, world)
 
     def batch(self, step, n, seed, rank=0, world=1):
         return self.samples[self.indices(step, n, seed, rank, world)]
@@ -73,8 +60,7 @@ class ArrayData:
         yield from self.samples.split(batch_size)
 
     def draw(self, n: int, seed: int) -> Tensor:
-        g = seeding.generator(seed, "eval")
-        return self.samples[torch.randint(len(self), (n,), generator=g)]
+        return self.samples[self.order.draw_indices(n, seed)]
 
     @classmethod
     def from_file(cls, path: str | Path) -> "ArrayData":
@@ -91,15 +77,18 @@ class ArrayData:
         return cls(torch.from_numpy(np.asarray(array, dtype=np.float32)), name=path.name)
 
 
-DATASETS = sorted([*TOY_SAMPLERS, "array"])
+DATASETS = sorted([*TOY_SAMPLERS, "array", *IMAGE_DATASETS])
 
 
 def build_data(name: str, **params: Any) -> DataSource:
-    """The ``data`` section of a config: a toy distribution's name, or ``array`` with ``path``."""
+    """The ``data`` section of a config: a toy distribution's name, ``array`` with ``path``, or
+    an image dataset of :mod:`fdrl.data.images` with its options."""
     if name in TOY_SAMPLERS:
         return ToyDistribution(name, **params)
     if name == "array":
         if "path" not in params:
             raise ValueError("data 'array' needs data.params.path=FILE (.npy, .csv or .txt)")
         return ArrayData.from_file(params["path"])
+    if name in IMAGE_DATASETS:
+        return build_image_data(name, **params)
     raise ValueError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")

@@ -2,5 +2,6 @@
 
 from fdrl.nets.mlp import MLP
 from fdrl.nets.registry import ESTIMATORS, build_estimator
+from fdrl.nets.resnet import ARCHITECTURES, ResNet
 
-__all__ = ["MLP", "ESTIMATORS", "build_estimator"]
+__all__ = ["MLP", "ARCHITECTURES", "ESTIMATORS", "ResNet", "build_estimator"]
