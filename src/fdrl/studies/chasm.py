@@ -66,10 +66,13 @@ class ChasmSettings:
     fdrl_eta: float = 0.01
     noise: float = 1e-2
     snapshots: list[int] = field(default_factory=lambda: [10, 40, 1000])
+    sweep_n: int = 500
     eval_n: int = 2000
 
     def eta_sweep(self) -> list[float]:
-        return self.etas or [1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+        """Quarter decades from 1e-9 to 1e-3 (where the stale flows cross over from barely moving
+        to exploding), then decades to 1."""
+        return self.etas or [round(10 ** (k / 4), 12) for k in range(-36, -11)] + [1e-2, 1e-1, 1.0]
 
 
 def particle_stats(x: Tensor, target_mean: Tensor) -> dict[str, Any]:
@@ -120,10 +123,10 @@ def train_estimator(
     return net, history
 
 
-def flow_from_prior(net: MLP, settings: ChasmSettings, steps: int, eta: float, seed: int) -> tuple[Tensor, Tensor]:
-    """Prior particles and the same particles after ``steps`` of Eq. 9 with the frozen ``net``."""
+def flow_from_prior(net: MLP, settings: ChasmSettings, steps: int, eta: float, seed: int, n: int) -> tuple[Tensor, Tensor]:
+    """``n`` prior particles and the same particles after ``steps`` of Eq. 9 with the frozen ``net``."""
     objective = get_objective(settings.objective)
-    x0 = GaussianPrior.isotropic([0.0, 0.0], VARIANCE).sample(settings.eval_n, seeding.generator(seed, "eval"))
+    x0 = GaussianPrior.isotropic([0.0, 0.0], VARIANCE).sample(n, seeding.generator(seed, "eval"))
     with frozen(net), np.errstate(all="ignore"):
         x = flow(x0, ratio_potential(net, objective), steps, eta, settings.noise, seeding.generator(seed, "eval", 1))
     return x0, x
@@ -136,7 +139,7 @@ def _stale_case(settings: ChasmSettings, offset: float, steps: int, progress) ->
     for seed in settings.seeds:
         net, history = train_estimator(settings, offset, seed, flow_steps=0)
         for eta in settings.eta_sweep():
-            x0, x = flow_from_prior(net, settings, steps, eta, seed)
+            x0, x = flow_from_prior(net, settings, steps, eta, seed, settings.sweep_n)
             per_eta[f"{eta:g}"]["seeds"][str(seed)] = {**particle_stats(x, target), "final_loss": history["loss"][-1]}
             if seed == settings.seeds[0]:
                 particles[f"{eta:g}"] = (x0, x)
@@ -155,7 +158,8 @@ def _fdrl_case(settings: ChasmSettings, offset: float, progress) -> dict[str, An
     first: dict[str, Any] = {}
     for seed in settings.seeds:
         net, history = train_estimator(settings, offset, seed, settings.fdrl_steps, record=True)
-        x0, x = flow_from_prior(net, settings, settings.fdrl_steps + settings.fdrl_refine_steps, settings.fdrl_eta, seed)
+        x0, x = flow_from_prior(net, settings, settings.fdrl_steps + settings.fdrl_refine_steps,
+                                settings.fdrl_eta, seed, settings.eval_n)
         seeds[str(seed)] = {**particle_stats(x, target), "final_loss": history["loss"][-1]}
         if not first:
             first = {"history": history, "x0": x0, "x": x}
@@ -177,7 +181,7 @@ def _figures(out: Path, settings: ChasmSettings, results: dict[str, Any]) -> Non
                    out / "fig2a_stale_easy.png", reference=easy_target, limits=(-1.5, settings.easy_offset + 1.5), point_size=2)
     hard = results["stale_hard"]
     panels = [(f"stale, eta={eta}, K={hard['flow_steps']}", xs[1]) for eta, xs in hard["_particles"].items()]
-    scatter_panels(panels, out / "fig2b_stale_hard_sweep.png", reference=target, limits=lim, point_size=2)
+    scatter_panels(panels, out / "fig2b_stale_hard_sweep.png", reference=target, limits=lim, point_size=2, ncols=7)
     # Fig. 3: FDRL's flowed particles at three training iterations, and the path of their mean
     first = results["fdrl_hard"]["_first"]
     snaps = [(f"tau = {k}", v) for k, v in sorted(first["history"]["snapshots"].items())]
