@@ -1,9 +1,5 @@
-import pytest
 import torch
 
-
-@pytest.fixture(autouse=True)
-def _deterministic_threads():
-    """Tests compare floating-point results; one thread: small models run fastest so and do not busy-wait on a loaded CI machine."""
-    torch.set_num_threads(1)
-    yield
+# One thread for everything, module-scoped fixtures included: the tests run tiny networks, which
+# are fastest on one thread and do not busy-wait when a shared 2-core CI machine is loaded.
+torch.set_num_threads(1)

@@ -15,16 +15,6 @@ from fdrl.nets import MLP
 K, ETA, NOISE = 10, 0.2, 0.01
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One thread for the module-scoped fixtures too, which pytest builds before conftest's
-    per-test setting: tiny networks on shared cores run far faster so."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def data(n: int, g: torch.Generator) -> torch.Tensor:
     return torch.randn(n, 2, generator=g) * 0.5 + 2.0
 

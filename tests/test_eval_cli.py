@@ -13,16 +13,6 @@ from fdrl.config import load_config
 from fdrl.train import Trainer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One thread for the module-scoped fixtures too, which pytest builds before conftest's
-    per-test setting: tiny networks on shared cores run far faster so."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "swissroll"

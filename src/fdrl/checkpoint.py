@@ -3,13 +3,15 @@
 A checkpoint is written with ``torch.save`` to a temporary file, fsynced and renamed, so a
 crash never leaves a half-written file under a checkpoint's name. It is read with
 ``torch.load(weights_only=True)``: tensors, numbers, strings, lists and dicts only, so a
-tampered file cannot run code.
+tampered file cannot run code. Rotation keeps the newest few; ``best.pt`` is a hard link to the
+checkpoint with the best evaluation, so it survives rotation without a second copy on disk.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import torch
 
 CHECKPOINT_DIR = "checkpoints"
+BEST_NAME = "best.pt"
 _NAME = re.compile(r"^ckpt_(\d{9})\.pt$")
 
 
@@ -67,16 +70,44 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path] | None:
-    """The newest checkpoint that loads; corrupt ones are skipped with a warning."""
+    """The newest checkpoint that loads, with a warning for each newer one skipped as corrupt.
+    None if the run has no checkpoint; CheckpointError (naming the newest) if none loads."""
+    skipped: list[CheckpointError] = []
     for path in reversed(list_checkpoints(run_dir)):
         try:
-            return safe_load(path, map_location), path
+            state = safe_load(path, map_location)
         except CheckpointError as err:
-            warnings.warn(f"{err}; falling back to the previous checkpoint", stacklevel=2)
+            skipped.append(err)
+            continue
+        for err in skipped:
+            warnings.warn(f"{err}; using {path.name} instead", stacklevel=2)
+        return state, path
+    if skipped:
+        raise CheckpointError(f"no checkpoint of {run_dir} loads; the newest: {skipped[0]}")
     return None
 
 
+def link_best(path: str | Path) -> Path:
+    """Make ``best.pt`` next to ``path`` point at it (a hard link, or a copy where the file
+    system has none), replacing the previous one atomically."""
+    path = Path(path)
+    best, tmp = path.with_name(BEST_NAME), path.with_name(f".{BEST_NAME}.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(path, tmp)
+        except OSError:
+            shutil.copyfile(path, tmp)
+        os.replace(tmp, best)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"could not write checkpoint {best}: {err.strerror or err}") from None
+    return best
+
+
 def prune(run_dir: str | Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints."""
-    for path in list_checkpoints(run_dir)[:-keep]:
+    """Delete all but the newest ``keep`` checkpoints (``best.pt`` is not one of them), and
+    temporary files a killed writer left behind."""
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    for path in [*list_checkpoints(run_dir)[:-keep], *directory.glob(".ckpt_*.pt.tmp")]:
         path.unlink(missing_ok=True)

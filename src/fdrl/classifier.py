@@ -10,9 +10,9 @@ judge.
 :class:`DigitClassifier` takes 1-channel images in [-1, 1] (scikit-learn's 8x8 ``digits``,
 28x28 ``mnist``; any (C, H, W) works) and has two architectures:
 
-* ``cnn``: two blocks of two 3x3 convolutions (``width``, then ``2 * width`` channels, ReLU)
-  each followed by 2x2 max-pooling, then a ReLU layer of ``4 * width`` units (the penultimate
-  features) and the linear class layer;
+* ``cnn``: 3x3 convolutions of ``width``, ``2 * width`` and ``2 * width`` channels (ReLU), the
+  first two followed by 2x2 max-pooling, then a ReLU layer of ``4 * width`` units (the
+  penultimate features) and the linear class layer;
 * ``mlp``: the flattened image through two ReLU layers of ``4 * width`` units (the second is
   the penultimate features), then the class layer. Different inductive bias, so a classifier
   of the other architecture and seed is a fair, independent judge of guided samples.
@@ -62,7 +62,8 @@ class DigitClassifier(nn.Module):
         if arch not in ARCHITECTURES:
             raise ValueError(f"unknown classifier architecture '{arch}'; choose one of: {', '.join(ARCHITECTURES)}")
         if width < 1 or num_classes < 2:
-            raise ValueError(f"a classifier needs width >= 1 and >= 2 classes, got width {width}, {num_classes} classes")
+            raise ValueError(f"a classifier needs width >= 1 and >= 2 classes, got width {width}, "
+                             f"{num_classes} classes")
         in_shape = tuple(int(s) for s in in_shape)
         if len(in_shape) != 3:
             raise ValueError(f"a digit classifier takes images (C, H, W), got sample shape {in_shape}")
@@ -73,10 +74,9 @@ class DigitClassifier(nn.Module):
             if h < 4 or w < 4:
                 raise ValueError(f"the cnn classifier needs images of at least 4x4, got {h}x{w}")
             self.body = nn.Sequential(
-                nn.Conv2d(c, width, 3, padding=1), nn.ReLU(),
-                nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(),
-                nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(c, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU(),
                 nn.Flatten(), nn.Linear(2 * width * (h // 4) * (w // 4), self.feature_dim), nn.ReLU(),
             )
         else:
@@ -185,7 +185,8 @@ def train_classifier(
     mnist) and measure its accuracy on the held-out ``test`` split.
 
     ``noise`` is the sigma of the Gaussian added to training inputs (the dataset's
-    dequantisation). Initialisation, batch order and noise are fixed by ``seed``. Writes the
+    dequantisation). Initialisation, batch order and noise are fixed by ``seed``; ``device``
+    is a torch device or a name (``auto`` picks CUDA, then MPS, then the CPU). Writes the
     classifier to ``out_dir`` (unless None). Returns the model (eval mode, on ``device``) and
     the metrics: train and held-out accuracy, their sizes, and the training time in seconds.
     """
@@ -197,7 +198,7 @@ def train_classifier(
     start = time.perf_counter()
     train_x, train_y = labelled_images(dataset_name, "train", test_fraction)
     test_x, test_y = labelled_images(dataset_name, "test", test_fraction)
-    device = torch.device(device)
+    device = _resolve(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seeding.derived_seed(seed, "init"))
         model = DigitClassifier(tuple(train_x.shape[1:]), int(train_y.max()) + 1, arch, width)
@@ -284,7 +285,13 @@ def load_classifier(
     if num_classes is not None and model.num_classes != num_classes:
         raise ValueError(f"classifier in '{directory}' has {model.num_classes} classes, {num_classes} were expected")
     model.info = info
-    return model.to(device).eval()
+    return model.to(_resolve(device)).eval()
+
+
+def _resolve(device: str | torch.device) -> torch.device:
+    from fdrl.model import resolve_device
+
+    return resolve_device(device) if isinstance(device, str) else device
 
 
 def classifier_frechet_distance(

@@ -193,8 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_figure)
 
     from fdrl.commands_eval import register as register_evaluation
+    from fdrl.commands_images import register as register_images
 
     register_evaluation(sub)
+    register_images(sub)
     return parser
 
 
@@ -211,7 +213,11 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", message=".*TensorFlow installation not found.*")
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]  # key=value overrides given after an option
+        elif extra:
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see: fdrl {args.command or ''} --help)")
         if args.command is None:
             parser.print_help()
             return 2

@@ -4,10 +4,13 @@
 its training data and writes ``RUN_DIR/eval/metrics.json`` (one entry per metric: value, n,
 flow steps, checkpoint, seed, feature extractor, reference) and ``RUN_DIR/eval/samples.png``.
 ``fdrl ablate-steps RUN_DIR --steps 60,80,100 --metric NAME`` writes the Fig. 5 table and plot.
+``--metric classifier_fd --classifier DIR`` is the Frechet distance in the penultimate features
+of a digit classifier trained by ``fdrl train-classifier`` (:mod:`fdrl.classifier`).
 
 FID's reference is every training image of a finite dataset (App. F: "against the training
 set"), or ``n`` fresh draws of an infinite source; its Inception statistics are cached (see
-``fdrl.evaluate.fid.fid_reference_stats``). Handlers return 0, and raise ValueError or
+``fdrl.evaluate.fid.fid_reference_stats``). The classifier Frechet distance uses the same
+reference, with statistics cached under the classifier's weights hash. Handlers return 0, and raise ValueError or
 FileNotFoundError with a one-line message on bad input.
 """
 
@@ -37,6 +40,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="FID Inception weights file (or $FDRL_INCEPTION_WEIGHTS)")
     p.add_argument("--stats-cache", type=Path, metavar="DIR",
                    help="reference statistics cache (default $FDRL_CACHE_DIR/stats or ~/.cache/fdrl/stats)")
+    p.add_argument("--classifier", type=Path, metavar="DIR",
+                   help="a classifier from `fdrl train-classifier` (for --metric classifier_fd)")
     p.add_argument("--device", default="auto", metavar="DEVICE", help="auto (default), cpu, cuda, cuda:N or mps")
 
 
@@ -113,11 +118,9 @@ class _Evaluation:
         _positive(args.batch, "--batch")
         get_metric(metric)  # an unknown name raises, listing the valid ones
         self.metric = metric
-        if metric == "classifier_fd":
-            raise ValueError(
-                "classifier_fd needs a feature extractor the command line cannot name yet; call "
-                "fdrl.evaluate.METRICS['classifier_fd'](samples, reference, extractor=net) from Python"
-            )
+        if metric == "classifier_fd" and getattr(args, "classifier", None) is None:
+            raise ValueError("classifier_fd needs a feature extractor: pass --classifier DIR "
+                             "(train one with: fdrl train-classifier digits --out DIR)")
         self.run, self.seed = run, args.seed
         config = load_config(str(run / "config.yaml"))
         self.checkpoint = args.checkpoint
@@ -141,6 +144,8 @@ class _Evaluation:
     def _bind(self, args: argparse.Namespace) -> Callable[[Tensor], float]:
         from fdrl.evaluate import METRICS, fid_from_samples, fid_reference_stats
 
+        if self.metric == "classifier_fd":
+            return self._bind_classifier(args)
         if self.metric != "fid":
             self.reference = self.data.draw(self.n, self.seed)
             self.reference_n = self.n
@@ -163,6 +168,29 @@ class _Evaluation:
         return lambda samples: fid_from_samples(
             samples, stats, batch_size=batch, inception_weights=args.inception_weights, device=self.model.device
         )
+
+    def _bind_classifier(self, args: argparse.Namespace) -> Callable[[Tensor], float]:
+        """The classifier Frechet distance against every training image of a finite dataset
+        (else ``n`` draws), reference statistics cached under the classifier's identity."""
+        from fdrl.classifier import PenultimateFeatures, load_classifier
+        from fdrl.evaluate.frechet import cached_stats, default_cache_dir, feature_stats, frechet_feature_distance
+
+        classifier = load_classifier(args.classifier, device=self.model.device)
+        if tuple(self.data.shape) != classifier.in_shape:
+            raise ValueError(f"classifier '{args.classifier}' takes images of shape {classifier.in_shape}, "
+                             f"but this run's samples have shape {tuple(self.data.shape)}")
+        extractor = PenultimateFeatures(classifier)
+        batch = self.batch or 256
+        finite = hasattr(self.data, "iter_batches")
+        self.dataset["subset"] = "all" if finite else f"draw n={self.n} seed={self.seed}"
+        key = {"dataset": self.dataset, "extractor": extractor.identity}
+        stats = cached_stats(
+            args.stats_cache or default_cache_dir(), key,
+            lambda: feature_stats(_reference_batches(self.data, self.n, self.seed, batch), extractor, batch),
+        )
+        self.extractor = {**extractor.identity, "path": str(args.classifier)}
+        self.reference_n = stats.n
+        return lambda samples: frechet_feature_distance(samples, stats, extractor, batch)
 
     def record(self, **fields: Any) -> dict[str, Any]:
         return {

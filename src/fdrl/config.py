@@ -7,6 +7,7 @@ numbers raise :class:`ConfigError` with one line naming the key and what is allo
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,26 +25,12 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class DataConfig:
-    """Which data to learn (``fdrl.data.build_data``) and its options."""
+class Component:
+    """A named, configurable part: ``data`` (``fdrl.data.build_data``), ``prior``
+    (``fdrl.priors.build_prior``: standard_normal | gaussian | data_gaussian | uniform | dataset)
+    or ``model`` (``fdrl.nets.build_estimator``), with its options in ``params``."""
 
-    name: str = "swissroll"
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class PriorConfig:
-    """Where particles start: standard_normal | gaussian | data_gaussian | uniform | dataset."""
-
-    name: str = "standard_normal"
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ModelConfig:
-    """The estimator (``fdrl.nets.build_estimator``) and its options."""
-
-    name: str = "mlp"
+    name: str
     params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -77,6 +64,18 @@ class TrainConfig:
     sample_every: int = 1000
     sample_n: int = 1000
     eval_n: int = 5000
+    #: CPU threads for PyTorch (0: PyTorch's default). Small networks run fastest on 1, and
+    #: several threads busy-wait badly when the cores are shared.
+    threads: int = 0
+    #: every this many steps (0 = never), log the energy distance between eval_n EMA samples
+    #: and data (vector data); the checkpoint with the lowest is kept as checkpoints/best.pt
+    eval_every: int = 0
+    #: divergence guard: a non-finite loss or gradient, or a ratio estimate |r| above
+    #: guard_max_ratio, rolls training back to the last checkpoint and multiplies the learning
+    #: rate by guard_lr_factor; after guard_retries such rollbacks the run stops
+    guard_max_ratio: float = 1e10
+    guard_retries: int = 3
+    guard_lr_factor: float = 0.5
 
 
 @dataclass
@@ -84,9 +83,9 @@ class Config:
     name: str = "custom"
     objective: str = "lsif-chi2"
     device: str = "auto"
-    data: DataConfig = field(default_factory=DataConfig)
-    prior: PriorConfig = field(default_factory=PriorConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    data: Component = field(default_factory=lambda: Component("swissroll"))
+    prior: Component = field(default_factory=lambda: Component("standard_normal"))
+    model: Component = field(default_factory=lambda: Component("mlp"))
     flow: FlowConfig = field(default_factory=FlowConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -111,17 +110,30 @@ class Config:
             "train.sample_every": self.train.sample_every,
             "train.sample_n": self.train.sample_n,
             "train.eval_n": self.train.eval_n,
+            "train.guard_max_ratio": self.train.guard_max_ratio,
         }
         for key, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"{key} must be > 0, got {value}")
-        for key, value in {"flow.noise": self.flow.noise, "flow.refine_steps": self.flow.refine_steps}.items():
+        non_negative = {
+            "flow.noise": self.flow.noise,
+            "flow.refine_steps": self.flow.refine_steps,
+            "train.seed": self.train.seed,
+            "train.eval_every": self.train.eval_every,
+            "train.guard_retries": self.train.guard_retries,
+            "train.threads": self.train.threads,
+        }
+        for key, value in non_negative.items():
             if value < 0:
                 raise ConfigError(f"{key} must be >= 0, got {value}")
         if not 0.0 <= self.train.ema < 1.0:
             raise ConfigError(f"train.ema must be in [0, 1), got {self.train.ema}")
         if not 0.0 < self.train.lr_decay_factor <= 1.0:
             raise ConfigError(f"train.lr_decay_factor must be in (0, 1], got {self.train.lr_decay_factor}")
+        if not 0.0 < self.train.guard_lr_factor < 1.0:
+            raise ConfigError(f"train.guard_lr_factor must be in (0, 1), got {self.train.guard_lr_factor}")
+        if len(self.train.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.train.betas):
+            raise ConfigError(f"train.betas must be two numbers in [0, 1), got {self.train.betas}")
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
         return self
@@ -157,13 +169,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             if option is type(None) and value is None:
                 return None
         return _coerce(value, next(a for a in typing.get_args(tp) if a is not type(None)), key)
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+    if tp is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
         try:
-            return float(value)
-        except ValueError:
-            pass
+            number = float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
+        except (ValueError, OverflowError):
+            number = math.nan
+        if not math.isfinite(number):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        return number
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if tp in (str, bool) and isinstance(value, tp):
@@ -174,7 +187,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(names))
+    unknown = sorted(str(k) for k in set(values) - set(names))  # YAML keys may be numbers
     if unknown:
         raise ConfigError(
             f"unknown config key '{prefix}{unknown[0]}'; valid keys here: {', '.join(prefix + n for n in names)}"
@@ -202,7 +215,7 @@ def parse_override(text: str) -> dict[str, Any]:
         raise ConfigError(f"override '{text}' must look like key=value, e.g. train.steps=100")
     try:
         value = yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # not YAML, or e.g. an impossible date: the text itself
         value = raw
     nested: dict[str, Any] = {}
     node = nested
@@ -220,7 +233,7 @@ def preset_names() -> list[str]:
 def _read_yaml(path_or_text: Any, label: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path_or_text)
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, ValueError) as err:
         raise ConfigError(f"{label} is not valid YAML: {str(err).splitlines()[0]}") from None
     if data is None:
         return {}
@@ -254,5 +267,5 @@ def load_config(source: str | dict[str, Any] | None = None, overrides: list[str]
     raw.pop("extends", None)
     for text in overrides:
         raw = _merge(raw, parse_override(text), into_params=True)
-    return _build(Config, raw).validate()
+    return _build(Config, _merge(Config().to_dict(), raw)).validate()
 

@@ -4,7 +4,7 @@ Each iteration draws a data batch x_p ~ p and prior particles x_0 ~ q', flows th
 K steps along f'(r_theta) with the *current* network (Eq. 9), and takes one optimiser step on
 the Bregman loss (Eq. 11) between x_p and the flowed x_K. :func:`training_step` is that
 iteration on its own; :class:`Trainer` adds the run directory, EMA, learning-rate decay,
-checkpoints, logging, figures and resume.
+checkpoints, logging, figures, resume and a divergence guard.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from __future__ import annotations
 import copy
 from collections import Counter
 import json
+import os
 import random
 import signal
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,20 +27,21 @@ import yaml
 from torch import Tensor, nn
 
 from fdrl import __version__, seeding
-from fdrl.checkpoint import atomic_save, checkpoint_path, list_checkpoints, load_latest, prune
-from fdrl.config import Config, ConfigError, load_config
+from fdrl.checkpoint import (CheckpointError, atomic_save, checkpoint_path, link_best, list_checkpoints,
+                             load_latest, prune)
+from fdrl.config import Config, ConfigError
 from fdrl.data import build_data
 from fdrl.flow import flow, frozen, ratio_potential
 from fdrl.model import FDRL, resolve_device
 from fdrl.nets import build_estimator
 from fdrl.objectives import Objective, get_objective
-from fdrl.evaluate import evaluate_vectors
+from fdrl.evaluate import energy_distance, evaluate_vectors
 from fdrl.plots import save_samples_figure
 from fdrl.priors import Prior, build_prior, load_prior
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. the loss became non-finite); the message says what to do."""
+    """Training cannot go on (it kept diverging); the message says what to do."""
 
 
 @dataclass
@@ -83,7 +86,9 @@ def update_ema(ema: nn.Module, net: nn.Module, decay: float) -> None:
 
 #: Keys that may differ between a run's stored config and the one it is resumed with.
 _RESUMABLE_CHANGES = {"device", "train.steps", "train.log_every", "train.checkpoint_every",
-                      "train.keep_checkpoints", "train.sample_every", "train.sample_n", "train.eval_n"}
+                      "train.keep_checkpoints", "train.sample_every", "train.sample_n", "train.eval_n",
+                      "train.threads",
+                      "train.eval_every", "train.guard_max_ratio", "train.guard_retries", "train.guard_lr_factor"}
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -94,6 +99,15 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[prefix + k] = v
     return out
+
+
+def _config_conflict(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """The first setting, other than those a resume may change, that differs: 'key=old, not new'."""
+    old, new = _flatten(old), _flatten(new)
+    for key in sorted(set(old) | set(new)):
+        if key not in _RESUMABLE_CHANGES and old.get(key) != new.get(key):
+            return f"{key}={old.get(key)!r}, not {new.get(key)!r}"
+    return None
 
 
 def _rng_state() -> dict[str, Any]:
@@ -148,6 +162,11 @@ class Trainer:
     ``metrics.jsonl``, ``tb/`` (TensorBoard), ``samples/step_*.png`` and, for vector data,
     ``metrics.json`` with the final evaluation. A run directory that already holds
     checkpoints is resumed from its newest good one.
+
+    Divergence guard: a step with a non-finite loss or gradient, or a ratio estimate |r| above
+    ``train.guard_max_ratio``, rolls back to the newest checkpoint and multiplies the learning
+    rate by ``train.guard_lr_factor`` (kept in later checkpoints); after
+    ``train.guard_retries`` rollbacks the run stops with :class:`TrainingError`.
     """
 
     def __init__(self, config: Config, run_dir: str | Path, progress: bool = True):
@@ -155,6 +174,8 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.device = resolve_device(config.device)
+        if config.train.threads > 0:
+            torch.set_num_threads(config.train.threads)
         self.objective = get_objective(config.objective)
         self.data = build_data(config.data.name, **config.data.params)
         self.estimator_spec = {"name": config.model.name, "in_shape": list(self.data.shape),
@@ -168,6 +189,11 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=t.lr, betas=tuple(t.betas))
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, config.lr_milestones(), t.lr_decay_factor)
         self.step = 0
+        self.lr_scale = 1.0  # product of the divergence guard's learning-rate cuts
+        self.rollbacks = 0
+        self.best: dict[str, Any] | None = None  # {"step", "energy_distance"} of the best evaluation
+        if t.eval_every and len(self.data.shape) != 1:
+            raise ConfigError("train.eval_every needs vector data (energy distance); set it to 0 for images")
         self._prepare_run_dir()
         self.prior = self._prior()
 
@@ -182,18 +208,17 @@ class Trainer:
             raise ConfigError(f"run directory '{self.run_dir}' is not writable ({err.strerror}); pass another --out") from None
         stored = self.run_dir / "config.yaml"
         if list_checkpoints(self.run_dir) and stored.exists():
-            old = _flatten(yaml.safe_load(stored.read_text()))
-            new = _flatten(self.config.to_dict())
-            for key in sorted(set(old) | set(new)):
-                if key not in _RESUMABLE_CHANGES and old.get(key) != new.get(key):
-                    raise ConfigError(
-                        f"run directory '{self.run_dir}' holds a run with {key}={old.get(key)!r}, not "
-                        f"{new.get(key)!r}; resume it unchanged (fdrl train --resume) or pass another --out"
-                    )
-        stored.write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+            conflict = _config_conflict(yaml.safe_load(stored.read_text()), self.config.to_dict())
+            if conflict:
+                raise ConfigError(f"run directory '{self.run_dir}' holds a run with {conflict}; resume it "
+                                  "unchanged (fdrl train --resume) or pass another --out")
+        tmp = stored.with_name(".config.yaml.tmp")  # written whole or not at all
+        tmp.write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        os.replace(tmp, stored)
 
     def _prior(self) -> Prior:
-        if (self.run_dir / "prior.json").exists():
+        # a run killed before its first checkpoint may have left a partial prior: refit it
+        if list_checkpoints(self.run_dir) and (self.run_dir / "prior.json").exists():
             return load_prior(self.run_dir)
         prior = build_prior(self.config.prior.name, self.config.prior.params, self.data)
         if tuple(prior.shape) != tuple(self.data.shape):
@@ -203,6 +228,8 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
+        """Everything needed to continue bit-exactly (data, prior and flow noise are re-derived
+        from the seed and the step)."""
         return {
             "step": self.step,
             "estimator": self.net.state_dict(),
@@ -210,6 +237,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": _rng_state(),
+            "guard": {"lr_scale": self.lr_scale, "rollbacks": self.rollbacks},
+            "best": self.best,
             "config": self.config.to_dict(),
             "estimator_spec": self.estimator_spec,
             "version": __version__,
@@ -221,12 +250,17 @@ class Trainer:
         prune(self.run_dir, self.config.train.keep_checkpoints)
         return path
 
-    def resume(self) -> bool:
-        """Load the newest good checkpoint of the run directory, if any."""
+    def _load_latest(self) -> Path | None:
+        """Restore the newest good checkpoint; its path, or None if the run has none."""
         found = load_latest(self.run_dir, map_location=self.device)
         if found is None:
-            return False
+            return None
         state, path = found
+        conflict = _config_conflict(state["config"], self.config.to_dict())
+        if conflict:
+            raise CheckpointError(f"checkpoint {path} belongs to a run with {conflict}; remove it or pass another --out")
+        if state["version"] != __version__:
+            warnings.warn(f"checkpoint {path} was written by fdrl {state['version']}; this is {__version__}")
         self.net.load_state_dict(state["estimator"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -235,7 +269,64 @@ class Trainer:
         self.scheduler.milestones = Counter(self.config.lr_milestones())
         _set_rng_state(state["rng"])
         self.step = int(state["step"])
+        guard = state.get("guard", {"lr_scale": 1.0, "rollbacks": 0})  # absent in checkpoints before the guard
+        self.lr_scale, self.rollbacks = guard["lr_scale"], guard["rollbacks"]
+        self.best = state.get("best")
+        return path
+
+    def resume(self) -> bool:
+        """Load the newest good checkpoint of the run directory, if any."""
+        path = self._load_latest()
+        if path is None:
+            return False
+        if self.best is not None and self.best["step"] == self.step:  # killed before best.pt was linked
+            link_best(path)
         self._log({"event": "resumed", "step": self.step, "checkpoint": path.name})
+        return True
+
+    # -- divergence guard ----------------------------------------------------------------------
+    def _divergence(self, out: StepOutput) -> str | None:
+        """What went wrong in this step (non-finite loss or gradient, a ratio estimate past
+        ``train.guard_max_ratio``), or None."""
+        if not torch.isfinite(out.loss):
+            return f"the loss is {float(out.loss)}"
+        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        if grads and not torch.stack([g.isfinite().all() for g in grads]).all():
+            return "a gradient is not finite"
+        bound = self.config.train.guard_max_ratio
+        peak = float(self.objective.ratio(torch.cat([out.out_data, out.out_particles])).abs().max())
+        if not peak <= bound:
+            return f"a ratio estimate is {peak:.3g} > train.guard_max_ratio={bound:g}"
+        return None
+
+    def _roll_back(self, problem: str) -> None:
+        """Back to the newest checkpoint with the learning rate times ``guard_lr_factor``, or
+        TrainingError once ``guard_retries`` rollbacks are used up."""
+        t, failed = self.config.train, self.step
+        if self.rollbacks >= t.guard_retries:
+            self._log({"event": "diverged", "step": failed, "problem": problem, "rollbacks": self.rollbacks})
+            raise TrainingError(
+                f"{problem} at step {failed}, after {self.rollbacks} rollback(s); the last good checkpoint is in "
+                f"{self.run_dir / 'checkpoints'}: resume with a larger train.guard_retries, or start a new run "
+                "with a lower train.lr or flow.eta"
+            )
+        scale, rollbacks = self.lr_scale * t.guard_lr_factor, self.rollbacks + 1
+        path = self._load_latest()  # restores the checkpoint's lr_scale and learning rate
+        for group in self.optimizer.param_groups:
+            group["lr"] *= scale / self.lr_scale
+        self.lr_scale, self.rollbacks = scale, rollbacks
+        self._log({"event": "rollback", "step": failed, "problem": problem, "to_step": self.step,
+                   "checkpoint": path.name, "lr_scale": scale, "rollbacks": rollbacks})
+
+    def _evaluate_for_best(self) -> bool:
+        """The periodic evaluation (energy distance of ``eval_n`` EMA samples to data), logged;
+        True if it is the best so far."""
+        n, seed = self.config.train.eval_n, self.config.train.seed
+        value = energy_distance(self.model().sample(n, seed=seed + 1), self.data.draw(n, seed + 2))
+        self._log({"step": self.step, "energy_distance": value})
+        if self.best is not None and value >= self.best["energy_distance"]:
+            return False
+        self.best = {"step": self.step, "energy_distance": value}
         return True
 
     # -- logging -------------------------------------------------------------------------------
@@ -261,7 +352,8 @@ class Trainer:
         from tqdm.auto import tqdm
 
         cfg, t, f = self.config, self.config.train, self.config.flow
-        self.resume()
+        if not self.resume():
+            self.save_checkpoint()  # step 0: the divergence guard always has a checkpoint to go back to
         writer = SummaryWriter(str(self.run_dir / "tb"))
         bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, desc=cfg.name, unit="it")
         tick, tick_step = time.perf_counter(), self.step
@@ -273,15 +365,15 @@ class Trainer:
                     gen = seeding.generator(t.seed, "flow", self.step, device=self.device)
                     out = training_step(self.net, self.objective, self.optimizer, x_data, x_prior,
                                         f.steps, f.eta, f.noise, gen)
-                    if not torch.isfinite(out.loss):
-                        raise TrainingError(
-                            f"loss became {float(out.loss)} at step {self.step}; the last checkpoint is kept in "
-                            f"{self.run_dir / 'checkpoints'}; lower train.lr or flow.eta and resume"
-                        )
+                    problem = self._divergence(out)
+                    if problem:
+                        self._roll_back(problem)
+                        tick, tick_step = time.perf_counter(), self.step
+                        continue
                     self.scheduler.step()
                     update_ema(self.ema, self.net, t.ema)
                     self.step += 1
-                    bar.update(1)
+                    bar.update(self.step - bar.n)
                     if self.step % t.log_every == 0 or self.step == t.steps:
                         now = time.perf_counter()
                         record = {
@@ -299,12 +391,15 @@ class Trainer:
                                 writer.add_scalar(f"train/{key}", value, self.step)
                         bar.set_postfix(loss=f"{record['loss']:.4g}", r_p=f"{record['r_data']:.3g}",
                                         r_q=f"{record['r_particles']:.3g}")
-                    if self.step % t.checkpoint_every == 0 or self.step == t.steps:
-                        self.save_checkpoint()
+                    stopping = stop.requested
+                    improved = t.eval_every > 0 and self.step % t.eval_every == 0 and self._evaluate_for_best()
+                    if improved or stopping or self.step % t.checkpoint_every == 0 or self.step == t.steps:
+                        path = self.save_checkpoint()
+                        if improved:
+                            link_best(path)
                     if self.step % t.sample_every == 0 or self.step == t.steps:
                         self._save_samples_figure()
-                    if stop.requested:
-                        path = self.save_checkpoint()
+                    if stopping:
                         self._log({"event": "stopped", "step": self.step, "checkpoint": path.name})
                         bar.write(f"stopped at step {self.step}; checkpoint {path}; "
                                   f"resume with: fdrl train --resume {self.run_dir}")

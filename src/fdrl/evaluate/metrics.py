@@ -148,16 +148,38 @@ def evaluate_vectors(samples: Tensor, data: Tensor, data_again: Tensor, prior: T
     }
 
 
+def classifier_fd(
+    samples: Tensor,
+    reference: Any,
+    extractor: Callable[[Tensor], Tensor] | None = None,
+    classifier: Any = None,
+    batch_size: int = 256,
+) -> float:
+    """The Frechet distance in a feature space: that of ``extractor`` (any module or callable
+    mapping inputs to features), or the penultimate features of ``classifier`` (a
+    :class:`fdrl.classifier.DigitClassifier` or the directory of a saved one). ``reference``
+    is images or :class:`~fdrl.evaluate.frechet.FeatureStats` of the same features."""
+    if (extractor is None) == (classifier is None):
+        raise ValueError("classifier_fd needs exactly one of extractor= (a feature extractor) or classifier= "
+                         "(a digit classifier or its directory)")
+    if classifier is not None:
+        from fdrl.classifier import classifier_frechet_distance
+
+        return classifier_frechet_distance(samples, reference, classifier, batch_size)
+    return frechet_feature_distance(samples, reference, extractor, batch_size)
+
+
 #: name -> metric(samples, reference, **options) -> float. ``fid`` takes images in [-1, 1] (or
 #: reference statistics) and ``inception_weights``, ``batch_size``, ``device``;
-#: ``classifier_fd`` needs ``extractor=``, any module or callable mapping inputs to features.
+#: ``classifier_fd`` needs ``extractor=`` (any module or callable mapping inputs to features)
+#: or ``classifier=`` (a digit classifier of :mod:`fdrl.classifier`, or its directory).
 METRICS: dict[str, Callable[..., float]] = {
     "energy": energy_distance,
     "mmd": mmd2,
     "sliced_wasserstein": sliced_wasserstein,
     "c2st": c2st_accuracy,
     "fid": fid_from_samples,
-    "classifier_fd": frechet_feature_distance,
+    "classifier_fd": classifier_fd,
 }
 
 
