@@ -69,6 +69,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = load_config(config_source, overrides)
     trainer = Trainer(config, out, progress=not args.quiet)
     trainer.fit()
+    if not trainer.dist.is_main:
+        return 0
     if trainer.step >= config.train.steps and len(trainer.data.shape) == 1:
         metrics = trainer.evaluate()
         print(json.dumps({k: metrics[k] for k in ("energy_distance", "energy_distance_prior",
@@ -83,7 +85,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from fdrl.plots import save_samples_figure
 
     model = FDRL.load(args.run, device=args.device or "auto", checkpoint=args.checkpoint)
-    samples = model.sample(args.n, steps=args.steps, seed=args.seed, batch_size=args.batch, progress=not args.quiet)
+    from fdrl.commands_compose import guidance_from_args
+
+    samples = model.sample(args.n, steps=args.steps, seed=args.seed, batch_size=args.batch,
+                           progress=not args.quiet, guidance=guidance_from_args(args, model, args.n))
     out = args.out or args.run / "samples.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".png":
@@ -104,10 +109,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 # -- presets -----------------------------------------------------------------------------------
 def cmd_presets(args: argparse.Namespace) -> int:
+    from importlib import resources
+
     for name in preset_names():
+        text = resources.files("fdrl.presets").joinpath(f"{name}.yaml").read_text()
+        comment = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")), "")
         raw = load_raw(name)
-        summary = raw.get("description") or f"{raw.get('objective', 'lsif-chi2')} on {raw.get('data', {}).get('name', '?')}"
-        print(f"{name:<24} {summary}")
+        summary = comment or f"{raw.get('objective', 'lsif-chi2')} on {raw.get('data', {}).get('name', '?')}"
+        print(f"{name:<26} {summary}")
     return 0
 
 
@@ -170,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help=".png (figure), .npy, .pt or .safetensors (default RUN/samples.pt)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--quiet", action="store_true")
+    from fdrl.commands_compose import add_guidance_arguments
+
+    add_guidance_arguments(p)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("presets", help="list the built-in presets")
@@ -193,10 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_figure)
 
     from fdrl.commands_eval import register as register_evaluation
+    from fdrl.commands_compose import register as register_compose
     from fdrl.commands_images import register as register_images
 
     register_evaluation(sub)
     register_images(sub)
+    register_compose(sub)
     return parser
 
 

@@ -1,7 +1,7 @@
 """The image subcommands; ``register`` adds them to a parser (from ``add_subparsers``).
 
 * ``fdrl train-classifier digits|mnist [--out DIR] [--seed N] [--arch cnn|mlp] [--epochs N]
-  [--width W] [--device D]``: train a digit classifier (:mod:`fdrl.classifier`), print its
+  [--width W] [--device D] [--adversarial-eps E --pgd-steps S --pgd-step-size A]``: train a digit classifier (:mod:`fdrl.classifier`), print its
   held-out accuracy, write it to DIR (default ``runs/classifier-DATASET-ARCH-seedN``).
 * ``fdrl classifier-fd --classifier DIR A B [--n N] [--steps S] [--seed N]``: the Frechet
   distance between image sets A and B in the classifier's penultimate features. A set is a
@@ -52,6 +52,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--epochs", type=int, metavar="N", help="training epochs (default: 30 digits, 15 mnist)")
     p.add_argument("--width", type=int, default=32, metavar="W", help="base width (default 32)")
     p.add_argument("--device", default="auto", metavar="DEVICE", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--adversarial-eps", type=float, default=0.0, metavar="E",
+                   help="PGD-L2 adversarial training of radius E in the [-1, 1] pixel scale (default 0: off)")
+    p.add_argument("--pgd-steps", type=int, default=7, metavar="S", help="PGD steps per batch (default 7)")
+    p.add_argument("--pgd-step-size", type=float, metavar="A", help="PGD step size (default 2.5 E / S)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train_classifier)
 
@@ -132,10 +136,14 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     if args.width < 1:
         raise ValueError(f"--width must be a positive integer, got {args.width}")
     out = args.out or Path("runs") / f"classifier-{args.dataset}-{args.arch}-seed{args.seed}"
+    eps = getattr(args, "adversarial_eps", 0.0) or 0.0
     _, metrics = train_classifier(args.dataset, out, seed=args.seed, arch=args.arch, epochs=args.epochs,
-                                  width=args.width, device=_device(args.device), progress=not args.quiet)
+                                  width=args.width, device=_device(args.device), progress=not args.quiet,
+                                  adversarial_eps=eps, pgd_steps=getattr(args, "pgd_steps", 7),
+                                  pgd_step_size=getattr(args, "pgd_step_size", None))
     print(json.dumps({k: metrics[k] for k in ("dataset", "arch", "seed", "epochs", "train_accuracy",
-                                                "test_accuracy", "test_n", "seconds")}))
+                                                "test_accuracy", "test_robust_accuracy", "test_n", "seconds")
+                      if k in metrics}))
     print(f"classifier written to {out}")
     return 0
 

@@ -42,6 +42,17 @@ class FlowConfig:
     noise: float = 1e-2
     steps: int = 100
     refine_steps: int = 20
+    #: fast path of the training flow (fdrl.flow.FlowOptions; same maths): convolutional
+    #: estimators and image particles in channels_last
+    channels_last: bool | None = None
+    #: bf16 autocast of the estimator during the flow, particles kept in fp32; null = on CUDA only
+    autocast_bf16: bool | None = None
+    #: TF32 matmuls/convolutions during the flow (CUDA, Ampere and later)
+    tf32: bool = True
+    #: torch.compile of one flow step; null = on CUDA only (on the CPU it costs ~30 s to compile)
+    compile: bool | None = None
+    #: torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs
+    compile_mode: str = "default"
 
 
 @dataclass
@@ -76,6 +87,9 @@ class TrainConfig:
     guard_max_ratio: float = 1e10
     guard_retries: int = 3
     guard_lr_factor: float = 0.5
+    #: torch.distributed backend when launched by torchrun (WORLD_SIZE > 1): auto (nccl on
+    #: CUDA, gloo on the CPU), nccl or gloo. batch_size is the global batch, split over ranks.
+    dist_backend: str = "auto"
 
 
 @dataclass
@@ -134,6 +148,12 @@ class Config:
             raise ConfigError(f"train.guard_lr_factor must be in (0, 1), got {self.train.guard_lr_factor}")
         if len(self.train.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.train.betas):
             raise ConfigError(f"train.betas must be two numbers in [0, 1), got {self.train.betas}")
+        from fdrl.flow import COMPILE_MODES
+
+        if self.flow.compile_mode not in COMPILE_MODES:
+            raise ConfigError(f"flow.compile_mode must be one of {', '.join(COMPILE_MODES)}, got '{self.flow.compile_mode}'")
+        if self.train.dist_backend not in ("auto", "nccl", "gloo"):
+            raise ConfigError(f"train.dist_backend must be auto, nccl or gloo, got '{self.train.dist_backend}'")
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
         return self

@@ -7,6 +7,7 @@ training run directory (its newest checkpoint's EMA weights).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -106,11 +107,15 @@ class FDRL:
         seed: int = 0,
         batch_size: int | None = None,
         progress: bool = False,
+        guidance: Any = None,
     ) -> Tensor:
         """Algorithm 2: ``n`` samples after ``steps`` (default K + kappa) flow steps, on the CPU.
 
         Batches of ``batch_size`` are drawn with generators seeded by (seed, batch index), so
         the result does not depend on the batch size's device placement, only on the seed.
+        ``guidance``: a :class:`fdrl.guidance.ClassGuidance` (one label, or one per sample) for
+        class-conditional samples (Eq. 12, 29-31); prior draws and noise are those of the
+        unguided samples with the same seed.
         """
         if n < 1:
             raise ValueError(f"number of samples must be >= 1, got {n}")
@@ -121,10 +126,14 @@ class FDRL:
 
             chunks = tqdm(chunks, desc="sampling", unit="batch")
         out = []
-        for i, start in enumerate(chunks):
-            m = min(batch_size, n - start)
-            x0 = self.prior.sample(m, seeding.generator(seed, "prior", i), device=self.device)
-            out.append(self.flow(x0, steps, seeding.generator(seed, "flow", i, device=self.device)).cpu())
+        with guidance.bound(self, n) if guidance is not None else contextlib.nullcontext():
+            labels = guidance.labels_for(n) if guidance is not None else None
+            for i, start in enumerate(chunks):
+                m = min(batch_size, n - start)
+                x0 = self.prior.sample(m, seeding.generator(seed, "prior", i), device=self.device)
+                potential = None if guidance is None else guidance.potential(self, labels[start:start + m])
+                out.append(self.flow(x0, steps, seeding.generator(seed, "flow", i, device=self.device),
+                                     potential=potential).cpu())
         return torch.cat(out)
 
     def meta(self) -> dict[str, Any]:

@@ -26,12 +26,14 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from fdrl import __version__, seeding
+from torch.nn.parallel import DistributedDataParallel
+
+from fdrl import __version__, distributed, seeding
 from fdrl.checkpoint import (CheckpointError, atomic_save, checkpoint_path, link_best, list_checkpoints,
                              load_latest, prune)
 from fdrl.config import Config, ConfigError
 from fdrl.data import build_data
-from fdrl.flow import flow, frozen, ratio_potential
+from fdrl.flow import FlowOptions, Generators, flow, frozen, prepare_estimator, ratio_potential
 from fdrl.model import FDRL, resolve_device
 from fdrl.nets import build_estimator
 from fdrl.objectives import Objective, get_objective
@@ -61,12 +63,23 @@ def training_step(
     steps: int,
     eta: float,
     noise: float,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
+    options: FlowOptions | None = None,
+    ddp: nn.Module | None = None,
 ) -> StepOutput:
-    """One iteration of Algorithm 1 (flow K steps with the current net, then one update)."""
+    """One iteration of Algorithm 1 (flow K steps with the current net, then one update).
+
+    ``options``: the flow's fast path (:class:`fdrl.flow.FlowOptions`). ``ddp``: ``net``
+    wrapped in DistributedDataParallel; the flow always runs on the raw ``net`` (no gradient
+    hooks, no communication) and only the update's forward goes through ``ddp``, so only the
+    parameter gradients are all-reduced. ``generator`` may be one generator per shard.
+    """
     with frozen(net):
-        x_k = flow(x_prior, ratio_potential(net, objective), steps, eta, noise, generator=generator)
-    out = net(torch.cat([x_data, x_k]))
+        x_k = flow(x_prior, ratio_potential(net, objective), steps, eta, noise, generator=generator,
+                   options=options)
+    if options is not None and options.channels_last and x_data.ndim == 4:
+        x_data = x_data.contiguous(memory_format=torch.channels_last)
+    out = (ddp or net)(torch.cat([x_data, x_k]))
     out_data, out_particles = out[: x_data.shape[0]], out[x_data.shape[0] :]
     loss = objective.loss(out_data, out_particles)
     optimizer.zero_grad(set_to_none=True)
@@ -87,7 +100,8 @@ def update_ema(ema: nn.Module, net: nn.Module, decay: float) -> None:
 #: Keys that may differ between a run's stored config and the one it is resumed with.
 _RESUMABLE_CHANGES = {"device", "train.steps", "train.log_every", "train.checkpoint_every",
                       "train.keep_checkpoints", "train.sample_every", "train.sample_n", "train.eval_n",
-                      "train.threads",
+                      "train.threads", "train.dist_backend", "flow.channels_last", "flow.autocast_bf16",
+                      "flow.tf32", "flow.compile", "flow.compile_mode",
                       "train.eval_every", "train.guard_max_ratio", "train.guard_retries", "train.guard_lr_factor"}
 
 
@@ -172,8 +186,17 @@ class Trainer:
     def __init__(self, config: Config, run_dir: str | Path, progress: bool = True):
         self.config = config
         self.run_dir = Path(run_dir)
-        self.progress = progress
         self.device = resolve_device(config.device)
+        self.dist = distributed.setup(config.train.dist_backend, self.device.type)
+        if self.dist.active and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.progress = progress and self.dist.is_main
+        if config.train.batch_size % self.dist.world:
+            raise ConfigError(f"train.batch_size={config.train.batch_size} is the global batch and must be "
+                              f"divisible by the number of ranks, {self.dist.world}")
+        f = config.flow
+        self.flow_options = FlowOptions.for_device(self.device, f.channels_last, f.autocast_bf16, f.tf32,
+                                                   f.compile, f.compile_mode)
         if config.train.threads > 0:
             torch.set_num_threads(config.train.threads)
         self.objective = get_objective(config.objective)
@@ -182,10 +205,14 @@ class Trainer:
                                "params": dict(config.model.params)}
         torch.manual_seed(seeding.derived_seed(config.train.seed, "init"))
         self.net = build_estimator(config.model.name, self.data.shape, **config.model.params).to(self.device)
+        prepare_estimator(self.net, self.flow_options)
         self.ema = copy.deepcopy(self.net).eval()
         for p in self.ema.parameters():
             p.requires_grad_(False)
         t = config.train
+        # DDP for the update only (gradient all-reduce); the flow uses self.net directly
+        self.ddp = DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda"
+                                           else None) if self.dist.active else None
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=t.lr, betas=tuple(t.betas))
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, config.lr_milestones(), t.lr_decay_factor)
         self.step = 0
@@ -194,8 +221,29 @@ class Trainer:
         self.best: dict[str, Any] | None = None  # {"step", "energy_distance"} of the best evaluation
         if t.eval_every and len(self.data.shape) != 1:
             raise ConfigError("train.eval_every needs vector data (energy distance); set it to 0 for images")
-        self._prepare_run_dir()
-        self.prior = self._prior()
+        self._on_main(self._prepare_run_dir)
+        prior = self._on_main(self._prior)
+        if self.dist.active:  # every rank flows from the same prior (pickled, no shared disk needed)
+            box = [prior]
+            torch.distributed.broadcast_object_list(box, src=0)
+            prior = box[0]
+        self.prior = prior
+
+    def _on_main(self, fn):
+        """``fn()`` on rank 0 only; a ConfigError there is raised on every rank (no hang)."""
+        result, error = None, None
+        if self.dist.is_main:
+            try:
+                result = fn()
+            except ConfigError as err:
+                error = str(err)
+        if self.dist.active:
+            box = [error]
+            torch.distributed.broadcast_object_list(box, src=0)
+            error = box[0]
+        if error is not None:
+            raise ConfigError(error)
+        return result
 
     # -- run directory -------------------------------------------------------------------------
     def _prepare_run_dir(self) -> None:
@@ -245,9 +293,11 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> Path:
+        """Written by rank 0 only (all ranks hold the same state); returns its path on every rank."""
         path = checkpoint_path(self.run_dir, self.step)
-        atomic_save(self.state(), path)
-        prune(self.run_dir, self.config.train.keep_checkpoints)
+        if self.dist.is_main:
+            atomic_save(self.state(), path)
+            prune(self.run_dir, self.config.train.keep_checkpoints)
         return path
 
     def _load_latest(self) -> Path | None:
@@ -311,6 +361,7 @@ class Trainer:
                 "with a lower train.lr or flow.eta"
             )
         scale, rollbacks = self.lr_scale * t.guard_lr_factor, self.rollbacks + 1
+        distributed.barrier(self.dist)  # rank 0 has finished writing its checkpoints
         path = self._load_latest()  # restores the checkpoint's lr_scale and learning rate
         for group in self.optimizer.param_groups:
             group["lr"] *= scale / self.lr_scale
@@ -331,6 +382,8 @@ class Trainer:
 
     # -- logging -------------------------------------------------------------------------------
     def _log(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
         with open(self.run_dir / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
 
@@ -354,18 +407,23 @@ class Trainer:
         cfg, t, f = self.config, self.config.train, self.config.flow
         if not self.resume():
             self.save_checkpoint()  # step 0: the divergence guard always has a checkpoint to go back to
-        writer = SummaryWriter(str(self.run_dir / "tb"))
+        distributed.barrier(self.dist)
+        writer = SummaryWriter(str(self.run_dir / "tb")) if self.dist.is_main else None
         bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, desc=cfg.name, unit="it")
         tick, tick_step = time.perf_counter(), self.step
         try:
             with _StopRequest() as stop:
                 while self.step < t.steps:
-                    x_data = self.data.batch(self.step, t.batch_size, t.seed).to(self.device)
-                    x_prior = self.prior.sample(t.batch_size, seeding.generator(t.seed, "prior", self.step), self.device)
-                    gen = seeding.generator(t.seed, "flow", self.step, device=self.device)
+                    x_data, x_prior, gen = distributed.draw_step(
+                        self.data, self.prior, self.step, t.batch_size, t.seed, self.dist.world, [self.dist.rank],
+                        self.device)
                     out = training_step(self.net, self.objective, self.optimizer, x_data, x_prior,
-                                        f.steps, f.eta, f.noise, gen)
+                                        f.steps, f.eta, f.noise, gen, options=self.flow_options, ddp=self.ddp)
                     problem = self._divergence(out)
+                    diverged, stop_all = distributed.any_flag(self.dist, problem is not None, stop.requested,
+                                                              device=self.device)
+                    if diverged and problem is None:
+                        problem = "another rank diverged"
                     if problem:
                         self._roll_back(problem)
                         tick, tick_step = time.perf_counter(), self.step
@@ -387,26 +445,30 @@ class Trainer:
                         tick, tick_step = now, self.step
                         self._log(record)
                         for key, value in record.items():
-                            if key != "step":
+                            if key != "step" and writer is not None:
                                 writer.add_scalar(f"train/{key}", value, self.step)
                         bar.set_postfix(loss=f"{record['loss']:.4g}", r_p=f"{record['r_data']:.3g}",
                                         r_q=f"{record['r_particles']:.3g}")
-                    stopping = stop.requested
-                    improved = t.eval_every > 0 and self.step % t.eval_every == 0 and self._evaluate_for_best()
+                    stopping = stop_all
+                    improved = (t.eval_every > 0 and self.step % t.eval_every == 0 and self.dist.is_main
+                                and self._evaluate_for_best())
                     if improved or stopping or self.step % t.checkpoint_every == 0 or self.step == t.steps:
                         path = self.save_checkpoint()
                         if improved:
                             link_best(path)
-                    if self.step % t.sample_every == 0 or self.step == t.steps:
+                    if (self.step % t.sample_every == 0 or self.step == t.steps) and self.dist.is_main:
                         self._save_samples_figure()
                     if stopping:
                         self._log({"event": "stopped", "step": self.step, "checkpoint": path.name})
-                        bar.write(f"stopped at step {self.step}; checkpoint {path}; "
-                                  f"resume with: fdrl train --resume {self.run_dir}")
+                        if self.dist.is_main:
+                                bar.write(f"stopped at step {self.step}; checkpoint {path}; "
+                                      f"resume with: fdrl train --resume {self.run_dir}")
                         break
         finally:
             bar.close()
-            writer.close()
+            if writer is not None:
+                writer.close()
+        distributed.barrier(self.dist)
         return self.model()
 
     def evaluate(self, n: int | None = None) -> dict[str, Any]:
@@ -423,5 +485,6 @@ class Trainer:
         metrics = {"step": self.step, "objective": self.config.objective,
                    "samples_steps": self.config.flow.steps + self.config.flow.refine_steps,
                    **evaluate_vectors(samples, data[:n], data[n:], prior, seed)}
-        (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if self.dist.is_main:
+            (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         return metrics

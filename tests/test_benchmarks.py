@@ -1,0 +1,25 @@
+"""Every benchmark script runs in a tiny configuration and prints valid JSON."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.mark.parametrize("script,args,key", [
+    ("swissroll_iteration.py", ["--steps-k", "3", "--batch", "16", "--repeat", "1"], "speedup"),
+    ("estimator_flow_step.py", ["--width", "0.0625", "--full-width", "", "--archs", "resnet64_shallow",
+                                "--batch", "2", "--steps", "1", "--repeat", "1"], "estimators"),
+    ("memory_vs_k.py", ["--ks", "1,3", "--arch", "resnet64_shallow", "--width", "0.0625", "--batch", "2"],
+     "flat_within_10pct"),
+    ("gpu_check.py", ["--cpu-smoke"], "estimators"),
+])
+def test_benchmark_prints_json(script, args, key):
+    done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+                          timeout=120, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert key in result

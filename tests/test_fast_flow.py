@@ -1,0 +1,117 @@
+"""The flow's fast path (fdrl.flow.FlowOptions): same particles as the plain path, spectral
+norm computed once per flow and finite right after construction."""
+
+import importlib
+
+import pytest
+import torch
+from torch.nn.utils.parametrizations import _SpectralNorm
+
+from fdrl.flow import FlowOptions, flow, frozen, prepare_estimator, ratio_potential
+from fdrl.nets import MLP, build_estimator
+from fdrl.objectives import get_objective
+
+flow_module = importlib.import_module("fdrl.flow")  # fdrl.flow the attribute is the function
+
+
+def _flows(net, x0, options, steps=6, objective="lsif-chi2"):
+    with frozen(net):
+        return flow(x0, ratio_potential(net, get_objective(objective)), steps, 0.05, 0.01,
+                    torch.Generator().manual_seed(1), options=options)
+
+
+def test_channels_last_fast_path_gives_the_plain_particles_on_a_resnet():
+    """fp32 on the CPU: channels_last model and particles vs the plain path, within 1e-5."""
+    torch.manual_seed(0)
+    net = build_estimator("resnet32", (3, 32, 32), width=0.0625, spectral_norm=True)
+    net(torch.randn(2, 3, 32, 32))
+    x0 = torch.randn(4, 3, 32, 32)
+    plain = _flows(net, x0, None)
+    prepare_estimator(net, FlowOptions(channels_last=True))
+    assert net.stem[0].parametrizations.weight.original.is_contiguous(memory_format=torch.channels_last)
+    fast = _flows(net, x0, FlowOptions.for_device("cpu", channels_last=True))
+    assert fast.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_flow_step_gives_the_plain_particles_and_compiles_once(monkeypatch):
+    """torch.compile of the step (aot_eager backend: no C++ compiler needed), fp32, within 1e-6;
+    a fresh potential closure each flow (as each training step makes) does not recompile."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(flow_module, "COMPILE_BACKEND", "aot_eager")
+    monkeypatch.setattr(flow_module, "_COMPILED", {})
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    net = MLP((2,), width=16, depth=2, spectral_norm=True)
+    x0 = torch.randn(32, 2)
+    for _ in range(3):
+        fast = _flows(net, x0, FlowOptions(compile=True), objective="lr-kl")
+        plain = _flows(net, x0, None, objective="lr-kl")
+        torch.testing.assert_close(fast, plain, rtol=1e-6, atol=1e-6)
+    assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_a_failing_compile_falls_back_to_eager_with_a_warning(monkeypatch):
+    net = MLP((2,), width=8, depth=1)
+    x0 = torch.randn(8, 2)
+
+    def broken(*args):
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(flow_module, "_compiled_step", lambda mode: broken)
+    with pytest.warns(UserWarning, match="torch.compile of the flow step failed"):
+        fast = _flows(net, x0, FlowOptions(compile=True))
+    torch.testing.assert_close(fast, _flows(net, x0, None))
+
+
+def test_spectral_norm_power_iteration_does_not_run_during_the_flow(monkeypatch):
+    """Each normalised weight is computed once per flow (on entering frozen), never per step,
+    and the power iteration (which only runs in training mode) never runs."""
+    net = build_estimator("resnet32", (3, 32, 32), width=0.0625, spectral_norm=True)
+    layers = sum(isinstance(m, _SpectralNorm) for m in net.modules())
+    calls = {"forward": 0, "power": 0}
+    forward, power = _SpectralNorm.forward, _SpectralNorm._power_method
+
+    def counted_forward(self, w):
+        calls["forward"] += 1
+        return forward(self, w)
+
+    def counted_power(self, w, n):
+        calls["power"] += 1
+        return power(self, w, n)
+
+    monkeypatch.setattr(_SpectralNorm, "forward", counted_forward)
+    monkeypatch.setattr(_SpectralNorm, "_power_method", counted_power)
+    _flows(net, torch.randn(2, 3, 32, 32), FlowOptions.for_device("cpu"), steps=5)
+    assert calls == {"forward": layers, "power": 0}
+
+
+def test_spectral_norm_in_eval_mode_right_after_construction_is_finite():
+    """torch's spectral norm runs 15 power iterations at construction, so an estimator frozen
+    before any training-mode forward (step 0 of a run, sampling a fresh model) is finite."""
+    torch.manual_seed(0)
+    for net in (MLP((2,), width=16, depth=2, spectral_norm=True),
+                build_estimator("resnet32", (3, 32, 32), width=0.0625, spectral_norm=True)):
+        x0 = torch.randn(2, *net.in_shape)
+        with frozen(net):
+            assert torch.isfinite(net(x0)).all()
+        assert torch.isfinite(_flows(net, x0, FlowOptions.for_device("cpu"), steps=2)).all()
+
+
+def test_flow_options_defaults_per_device():
+    cpu, cuda = FlowOptions.for_device("cpu"), FlowOptions.for_device("cuda")
+    assert cpu == FlowOptions(channels_last=False)
+    assert cuda == FlowOptions(channels_last=True, autocast_bf16=True, tf32=True, compile=True)
+    assert FlowOptions.for_device("cpu", compile=True).compile
+    with pytest.raises(ValueError, match="compile_mode"):
+        FlowOptions.for_device("cpu", compile_mode="fast")
+
+
+def test_sharded_noise_generators_draw_each_shard_from_its_own_stream():
+    x0 = torch.zeros(6, 2)
+    gens = [torch.Generator().manual_seed(s) for s in (3, 4)]
+    both = flow(x0, lambda x: x.sum(1) * 0, 1, 0.1, 1.0, gens)
+    one = [flow(x0[:3], lambda x: x.sum(1) * 0, 1, 0.1, 1.0, torch.Generator().manual_seed(s)) for s in (3, 4)]
+    assert torch.equal(both, torch.cat(one))
