@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from fdrl.objectives import get_objective
+from fdrl.objectives import ETA_SCALINGS, get_objective, scaled_step_size
 
 
 class ConfigError(ValueError):
@@ -42,6 +42,9 @@ class FlowConfig:
     noise: float = 1e-2
     steps: int = 100
     refine_steps: int = 20
+    #: "none": eta as given; "curvature": eta is LSIF-chi2's step and other pairings get
+    #: eta * 2 / f''(1) (fdrl.objectives.scaled_step_size)
+    eta_scaling: str = "none"
     #: fast path of the training flow (fdrl.flow.FlowOptions; same maths): convolutional
     #: estimators and image particles in channels_last
     channels_last: bool | None = None
@@ -140,6 +143,8 @@ class Config:
         for key, value in non_negative.items():
             if value < 0:
                 raise ConfigError(f"{key} must be >= 0, got {value}")
+        if self.flow.eta_scaling not in ETA_SCALINGS:
+            raise ConfigError(f"flow.eta_scaling must be one of {', '.join(ETA_SCALINGS)}, got '{self.flow.eta_scaling}'")
         if not 0.0 <= self.train.ema < 1.0:
             raise ConfigError(f"train.ema must be in [0, 1), got {self.train.ema}")
         if not 0.0 < self.train.lr_decay_factor <= 1.0:
@@ -157,6 +162,10 @@ class Config:
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
         return self
+
+    def step_size(self) -> float:
+        """The flow's eta after ``flow.eta_scaling``."""
+        return scaled_step_size(self.flow.eta, self.flow.eta_scaling, self.objective)
 
     def lr_milestones(self) -> list[int]:
         """``train.lr_decay_at`` resolved to absolute steps (negative entries count from the end)."""

@@ -21,7 +21,7 @@ from fdrl import seeding
 from fdrl.checkpoint import load_latest, safe_load
 from fdrl.flow import Potential, flow, frozen, ratio_potential
 from fdrl.nets import build_estimator
-from fdrl.objectives import Objective, get_objective
+from fdrl.objectives import Objective, get_objective, scaled_step_size
 from fdrl.priors import Prior, load_prior
 
 MODEL_FILE, META_FILE = "model.safetensors", "fdrl.json"
@@ -191,6 +191,7 @@ def _run_meta_and_weights(run_dir: Path, checkpoint: str | Path | None) -> tuple
     meta = {
         "objective": config["objective"],
         "estimator": state["estimator_spec"],
-        **{k: config["flow"][k] for k in ("eta", "noise", "steps", "refine_steps")},
+        "eta": scaled_step_size(config["flow"]["eta"], config["flow"].get("eta_scaling", "none"), config["objective"]),
+        **{k: config["flow"][k] for k in ("noise", "steps", "refine_steps")},
     }
     return meta, state["ema"]

@@ -63,6 +63,8 @@ _F_PRIME_OF_LOG_RATIO = {
     "logd": _logd_f_prime,
 }
 
+_CURVATURE = {"chi2": 2.0, "kl": 1.0, "js": 0.5, "logd": 0.5}
+
 #: The naive Table 2 forms of f'(r), written directly in r; used by tests as the reference.
 NAIVE_F_PRIME = {
     "chi2": lambda r: 2.0 * (r - 1.0),
@@ -109,6 +111,14 @@ class Objective:
             return _chi2_f_prime(out)
         return _F_PRIME_OF_LOG_RATIO[self.divergence](self.log_ratio(out))
 
+    @property
+    def curvature(self) -> float:
+        """d f'(r) / d log r at r = 1 (Table 2): 2 for Pearson-chi2, 1 for KL, 1/2 for JS and logD.
+
+        Near convergence (r ~ 1) the flow's step is eta * curvature * grad log r, so pairings
+        with the same eta move at different speeds; :func:`scaled_step_size` evens this out."""
+        return _CURVATURE[self.divergence]
+
     def f_prime_of_log_ratio(self, log_r: Tensor) -> Tensor:
         """f'(r) for a given log r (used when composing ratios, Eq. 29)."""
         return _F_PRIME_OF_LOG_RATIO[self.divergence](log_r)
@@ -142,3 +152,18 @@ def get_objective(name: str) -> Objective:
             f"choose one of: {valid}"
         )
     raise ValueError(f"unknown objective '{name}'; choose one of: {valid}")
+
+
+ETA_SCALINGS = ("none", "curvature")
+
+
+def scaled_step_size(eta: float, scaling: str, objective: Objective | str) -> float:
+    """The flow's step size. ``scaling="curvature"`` reads ``eta`` as the step for a pairing of
+    curvature 2 (LSIF-chi2) and gives eta * 2 / curvature, so one preset takes the same step near
+    r = 1 with every pairing; ``"none"`` uses ``eta`` as given."""
+    if scaling not in ETA_SCALINGS:
+        raise ValueError(f"flow.eta_scaling must be one of {', '.join(ETA_SCALINGS)}, got '{scaling}'")
+    if scaling == "none":
+        return eta
+    objective = get_objective(objective) if isinstance(objective, str) else objective
+    return eta * 2.0 / objective.curvature

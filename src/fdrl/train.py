@@ -390,7 +390,8 @@ class Trainer:
     def model(self) -> FDRL:
         """The trained model with the EMA weights (what sampling and evaluation use)."""
         f = self.config.flow
-        return FDRL(self.ema, self.objective, self.prior, f.eta, f.noise, f.steps, f.refine_steps, self.estimator_spec)
+        return FDRL(self.ema, self.objective, self.prior, self.config.step_size(), f.noise, f.steps, f.refine_steps,
+                    self.estimator_spec)
 
     def _save_samples_figure(self) -> None:
         samples = self.model().sample(self.config.train.sample_n, seed=self.config.train.seed)
@@ -405,6 +406,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         cfg, t, f = self.config, self.config.train, self.config.flow
+        eta = cfg.step_size()
         if not self.resume():
             self.save_checkpoint()  # step 0: the divergence guard always has a checkpoint to go back to
         distributed.barrier(self.dist)
@@ -418,7 +420,7 @@ class Trainer:
                         self.data, self.prior, self.step, t.batch_size, t.seed, self.dist.world, [self.dist.rank],
                         self.device)
                     out = training_step(self.net, self.objective, self.optimizer, x_data, x_prior,
-                                        f.steps, f.eta, f.noise, gen, options=self.flow_options, ddp=self.ddp)
+                                        f.steps, eta, f.noise, gen, options=self.flow_options, ddp=self.ddp)
                     problem = self._divergence(out)
                     diverged, stop_all = distributed.any_flag(self.dist, problem is not None, stop.requested,
                                                               device=self.device)
