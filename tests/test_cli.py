@@ -87,3 +87,12 @@ def test_changed_config_in_an_existing_run_is_refused(tmp_path, capsys):
     assert main(["train", "swissroll", *FAST, "--out", str(run), "--quiet"]) == 0
     assert main(["train", "swissroll", *FAST, "flow.eta=0.5", "--out", str(run), "--quiet"]) == 2
     assert "flow.eta" in capsys.readouterr().err
+
+
+def test_a_preset_name_wins_over_a_same_named_folder(tmp_path, monkeypatch):
+    """`fdrl train swissroll` in a folder that holds a run directory called swissroll."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "swissroll").mkdir()
+    from fdrl.config import load_config
+
+    assert load_config("swissroll").data.name == "swissroll"

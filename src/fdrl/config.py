@@ -274,7 +274,7 @@ def _read_yaml(path_or_text: Any, label: str) -> dict[str, Any]:
 def load_raw(source: str) -> dict[str, Any]:
     """A preset name or a YAML file path -> the raw mapping (presets may ``extends:`` another)."""
     path = Path(source)
-    if source.endswith((".yaml", ".yml")) or path.exists():
+    if source.endswith((".yaml", ".yml")) or path.is_file():
         if not path.is_file():
             raise ConfigError(f"config file '{source}' does not exist")
         data = _read_yaml(path.read_text(), f"config file '{source}'")
