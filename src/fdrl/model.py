@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -100,6 +101,18 @@ class FDRL:
                 generator=generator, trajectory=trajectory, record_every=record_every,
             )
 
+    def prior_batches(self, n: int, seed: int = 0, batch_size: int | None = None) -> Iterator[tuple[int, Tensor, torch.Generator]]:
+        """The starting points of Algorithm 2 in batches: (first index, x_0, flow-noise generator),
+        seeded by (seed, batch index). Everything that samples draws through here, so the same
+        seed gives the same particles whatever is done with them."""
+        if n < 1:
+            raise ValueError(f"number of samples must be >= 1, got {n}")
+        batch_size = batch_size or n
+        for i, start in enumerate(range(0, n, batch_size)):
+            m = min(batch_size, n - start)
+            x0 = self.prior.sample(m, seeding.generator(seed, "prior", i), device=self.device)
+            yield start, x0, seeding.generator(seed, "flow", i, device=self.device)
+
     def sample(
         self,
         n: int,
@@ -119,21 +132,17 @@ class FDRL:
         """
         if n < 1:
             raise ValueError(f"number of samples must be >= 1, got {n}")
-        batch_size = batch_size or n
-        chunks = range(0, n, batch_size)
+        batches = self.prior_batches(n, seed, batch_size)
         if progress:
             from tqdm.auto import tqdm
 
-            chunks = tqdm(chunks, desc="sampling", unit="batch")
+            batches = tqdm(batches, desc="sampling", unit="batch", total=-(-n // (batch_size or n)))
         out = []
         with guidance.bound(self, n) if guidance is not None else contextlib.nullcontext():
             labels = guidance.labels_for(n) if guidance is not None else None
-            for i, start in enumerate(chunks):
-                m = min(batch_size, n - start)
-                x0 = self.prior.sample(m, seeding.generator(seed, "prior", i), device=self.device)
-                potential = None if guidance is None else guidance.potential(self, labels[start:start + m])
-                out.append(self.flow(x0, steps, seeding.generator(seed, "flow", i, device=self.device),
-                                     potential=potential).cpu())
+            for start, x0, generator in batches:
+                potential = None if guidance is None else guidance.potential(self, labels[start:start + len(x0)])
+                out.append(self.flow(x0, steps, generator, potential=potential).cpu())
         return torch.cat(out)
 
     def meta(self) -> dict[str, Any]:

@@ -21,7 +21,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from fdrl import seeding  # noqa: E402
 from fdrl.model import FDRL  # noqa: E402
 
 #: File names written by :func:`ablate_steps` into its ``out_dir``.
@@ -65,15 +64,9 @@ def ablate_steps(
     steps = sorted({int(s) for s in steps_list})
     if not steps or steps[0] < 0:
         raise ValueError(f"flow lengths must be a non-empty list of integers >= 0, got {list(steps_list)}")
-    if n < 1:
-        raise ValueError(f"number of samples must be >= 1, got {n}")
-    batch_size = batch_size or n
-    particles: list[Tensor] = []
-    generators: list[torch.Generator] = []
-    for i, start in enumerate(range(0, n, batch_size)):
-        m = min(batch_size, n - start)
-        particles.append(model.prior.sample(m, seeding.generator(seed, "prior", i), device=model.device).cpu())
-        generators.append(seeding.generator(seed, "flow", i, device=model.device))
+    draws = list(model.prior_batches(n, seed, batch_size))
+    particles = [x0.cpu() for _, x0, _ in draws]
+    generators = [generator for _, _, generator in draws]
     values, done = [], 0
     for target in steps:
         particles = [model.flow(x, target - done, g).cpu() for x, g in zip(particles, generators)]
