@@ -7,6 +7,7 @@ the naive reference, in one process. Prints JSON.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -14,12 +15,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import naive_flow, timed  # noqa: E402
+from common import flow_step_flops, naive_flow, timed  # noqa: E402
+
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from fdrl.flow import FlowOptions  # noqa: E402
 from fdrl.nets import MLP  # noqa: E402
 from fdrl.objectives import get_objective  # noqa: E402
 from fdrl.train import training_step  # noqa: E402
+
+flow_module = importlib.import_module("fdrl.flow")  # the module (``fdrl.flow`` is also the function)
 
 
 def main(argv=None) -> dict:
@@ -54,9 +59,25 @@ def main(argv=None) -> dict:
 
     result = {"benchmark": "swissroll_iteration", "batch": args.batch, "K": K, "mlp": [args.width] * args.depth,
               "threads": args.threads}
+    options = FlowOptions.for_device("cpu")
     naive = timed(naive_iteration, args.repeat)
-    fast = timed(lambda: fast_iteration(FlowOptions.for_device("cpu")), args.repeat)
+    fast = timed(lambda: fast_iteration(options), args.repeat)
     result.update(naive_s=naive, fast_s=fast, speedup=naive / fast)
+    narrow, flow_module.NARROW_INPUT_FEATURES = flow_module.NARROW_INPUT_FEATURES, 0
+    row_major = timed(lambda: fast_iteration(options), args.repeat)
+    flow_module.NARROW_INPUT_FEATURES = narrow
+    result.update(fast_row_major_s=row_major, speedup_layout=row_major / fast)
+    # FLOPs: the naive iteration counted whole; the fast one is the same update with K flow
+    # steps that skip the parameter gradients (the counter cannot run inside autograd.grad, so
+    # the fast step is counted by flow_step_flops). naive/fast is the compute bound of the
+    # speed-up when both run at the same FLOP rate.
+    with FlopCounterMode(display=False) as counter:
+        naive_iteration()
+    with FlopCounterMode(display=False) as step_counter:
+        naive_flow(net, objective, x_prior, 1, eta, nu)
+    naive_flops = counter.get_total_flops()
+    fast_flops = naive_flops - K * (step_counter.get_total_flops() - flow_step_flops(net, objective, x_prior))
+    result.update(naive_gflop=naive_flops / 1e9, fast_gflop=fast_flops / 1e9, flop_ratio=naive_flops / fast_flops)
     if args.compile:
         opts = FlowOptions.for_device("cpu", compile=True)
         import time

@@ -105,3 +105,67 @@ def test_torchrun_smoke_run_on_two_cpu_ranks(tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("event") == "resumed" and r["step"] == 4 for r in records)
     assert records[-1]["step"] == 6
+
+
+def _tiny_model():
+    from fdrl.model import FDRL
+
+    torch.manual_seed(1)
+    return FDRL(MLP((2,), width=16, depth=2), "lsif-chi2", GaussianPrior.isotropic([0.0, 0.0], 1.0), eta=0.05,
+                noise=0.01, steps=4, refine_steps=1)
+
+
+def _sample_rank(rank, world, init_file, out):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        ctx = distributed.DistContext(rank, world)
+        samples = distributed.sample_sharded(_tiny_model(), 37, ctx, seed=3, batch_size=5)
+        assert (samples is None) == (rank != 0)
+        if rank == 0:
+            torch.save(samples, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_shards_of_sample_are_the_one_process_batches():
+    model = _tiny_model()
+    full = model.sample(23, seed=2, batch_size=4)
+    shards = [model.sample(23, seed=2, batch_size=4, shard=(r, 3)) for r in range(3)]
+    assert [len(s) for s in shards] == [8, 8, 7]  # batches 0,3 / 1,4 / 2,5 (the last has 3)
+    torch.testing.assert_close(shards[1][:4], full[4:8], rtol=0, atol=0)
+    torch.testing.assert_close(shards[0][4:], full[12:16], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="shard must be"):
+        model.sample(4, shard=(2, 2))
+
+
+def test_sample_sharded_over_two_ranks_equals_one_process(tmp_path):
+    """Generation for evaluation under torchrun: batches dealt over 3 gloo ranks and gathered
+    on rank 0 are exactly the one-process samples (7 uneven batches of 37 samples)."""
+    mp.spawn(_sample_rank, args=(3, str(tmp_path / "init"), str(tmp_path / "samples.pt")), nprocs=3, join=True)
+    torch.testing.assert_close(torch.load(tmp_path / "samples.pt"), _tiny_model().sample(37, seed=3, batch_size=5),
+                               rtol=0, atol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_torchrun_evaluate_matches_one_process(tmp_path):
+    """`torchrun --nproc_per_node=2 fdrl evaluate ...`: rank 0 alone writes metrics.json, with
+    the value one process computes."""
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "fdrl.cli", "train", "swissroll", "--device", "cpu", "--out", str(run),
+                    "--quiet", "train.steps=2", "train.batch_size=16", "flow.steps=3", "train.sample_every=1000",
+                    "train.sample_n=16", "model.params.width=16", "model.params.depth=1"],
+                   check=True, env=env, capture_output=True, timeout=120)
+    evaluate = ["-m", "fdrl.cli", "evaluate", str(run), "--metric", "energy", "--num-samples", "50", "--batch", "8",
+                "--device", "cpu", "--quiet"]
+    subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", *evaluate], check=True, env=env,
+                   capture_output=True, timeout=120)
+    sharded = json.loads((run / "eval" / "metrics.json").read_text())["energy"]
+    subprocess.run([sys.executable, *evaluate], check=True, env=env, capture_output=True, timeout=120)
+    single = json.loads((run / "eval" / "metrics.json").read_text())["energy"]
+    assert sharded["ranks"] == 2 and single["ranks"] == 1
+    assert sharded["value"] == pytest.approx(single["value"], rel=1e-9, abs=1e-12)

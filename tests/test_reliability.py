@@ -25,6 +25,7 @@ import fdrl.train
 from fdrl import FDRL, Trainer, load_config
 from fdrl.checkpoint import BEST_NAME, CheckpointError, checkpoint_path, list_checkpoints, safe_load
 from fdrl.cli import main
+from fdrl.config import ConfigError
 from fdrl.objectives import Objective
 from fdrl.train import TrainingError
 
@@ -57,7 +58,7 @@ def _one_line_error(argv: list[str], capsys) -> str:
 
 # -- checkpoints -------------------------------------------------------------------------------
 def test_best_checkpoint_is_kept_beside_the_last_n_and_survives_resume(tmp_path):
-    """eval_every logs the energy distance; best.pt is the checkpoint with the lowest one, kept
+    """eval_every logs the energy distance (the default train.eval_metric); best.pt is the checkpoint with the lowest one, kept
     even after rotation; evaluation does not disturb an interrupted run's bit-exact resume."""
     common = ["train.eval_every=4", "train.checkpoint_every=4", "train.keep_checkpoints=2", "train.lr=3e-3"]
     full = _trainer(tmp_path / "full", *common, "train.steps=24")
@@ -68,17 +69,42 @@ def test_best_checkpoint_is_kept_beside_the_last_n_and_survives_resume(tmp_path)
     resumed.fit()
     for trainer in (full, resumed):
         run = trainer.run_dir
-        evals = [r for r in _events(run) if "energy_distance" in r]
-        best = min(evals, key=lambda r: r["energy_distance"])
+        evals = [r for r in _events(run) if r.get("eval") == "energy"]
+        best = min(evals, key=lambda r: r["value"])
         assert [r["step"] for r in evals] == [4, 8, 12, 16, 20, 24]
         state = safe_load(run / "checkpoints" / BEST_NAME)
-        assert state["step"] == best["step"] and state["best"] == {"step": best["step"],
-                                                                  "energy_distance": best["energy_distance"]}
+        assert state["step"] == best["step"] and state["best"] == {"step": best["step"], "metric": "energy",
+                                                                  "value": best["value"]}
         assert len(list_checkpoints(run)) == 2
         assert checkpoint_path(run, best["step"]) not in list_checkpoints(run)  # rotated away, kept as best.pt
         assert FDRL.load(run, checkpoint=run / "checkpoints" / BEST_NAME).sample(10).shape == (10, 2)
     assert full.best == resumed.best
     assert _same_weights(full.net.state_dict(), resumed.net.state_dict())
+
+
+def test_periodic_evaluation_of_images_keeps_the_best_by_classifier_fd(tmp_path):
+    """Image runs evaluate too: train.eval_metric=classifier_fd scores eval_n EMA samples in a
+    digit classifier's features; best.pt is the checkpoint with the lowest distance."""
+    from fdrl.classifier import train_classifier
+
+    train_classifier("digits", tmp_path / "clf", epochs=1)
+    overrides = ["flow.steps=3", "flow.refine_steps=1", "train.batch_size=32", "model.params.width=32",
+                 "model.params.depth=1", "train.steps=6", "train.eval_every=2", "train.eval_n=100",
+                 "train.eval_metric=classifier_fd", f"train.eval_classifier={tmp_path / 'clf'}",
+                 "train.checkpoint_every=100", "train.sample_every=1000", "train.sample_n=16", "device=cpu"]
+    trainer = Trainer(load_config("digits", overrides), tmp_path / "run", progress=False)
+    trainer.fit()
+    evals = [r for r in _events(trainer.run_dir) if r.get("eval") == "classifier_fd"]
+    assert [r["step"] for r in evals] == [2, 4, 6] and all(r["value"] > 0 for r in evals)
+    best = min(evals, key=lambda r: r["value"])
+    assert safe_load(trainer.run_dir / "checkpoints" / BEST_NAME)["step"] == best["step"]
+
+
+def test_classifier_fd_evaluation_without_a_classifier_is_a_config_error():
+    with pytest.raises(ConfigError, match="train.eval_classifier"):
+        load_config("digits", ["train.eval_every=10", "train.eval_metric=classifier_fd"])
+    with pytest.raises(ConfigError, match="train.eval_metric must be one of"):
+        load_config("digits", ["train.eval_metric=inception"])
 
 
 def test_disk_full_while_writing_a_checkpoint_is_one_line_and_keeps_the_previous_ones(tmp_path, monkeypatch, capsys):

@@ -7,32 +7,33 @@ flow steps, checkpoint, seed, feature extractor, reference) and ``RUN_DIR/eval/s
 ``--metric classifier_fd --classifier DIR`` is the Frechet distance in the penultimate features
 of a digit classifier trained by ``fdrl train-classifier`` (:mod:`fdrl.classifier`).
 
-FID's reference is every training image of a finite dataset (App. F: "against the training
-set"), or ``n`` fresh draws of an infinite source; its Inception statistics are cached (see
-``fdrl.evaluate.fid.fid_reference_stats``). The classifier Frechet distance uses the same
-reference, with statistics cached under the classifier's weights hash. Handlers return 0, and raise ValueError or
-FileNotFoundError with a one-line message on bad input.
+References and their cached statistics: :mod:`fdrl.evaluate.binding`. Under ``torchrun``,
+``evaluate`` deals the sample batches over the ranks (:func:`fdrl.distributed.sample_sharded`:
+the same samples as one process) and rank 0 scores and writes; ``ablate-steps`` runs on rank 0.
+Handlers return 0, and raise ValueError or FileNotFoundError with a one-line message on bad input.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
-
-from fdrl.evaluate.frechet import file_sha256
 
 #: Samples per FID evaluation by default (App. F: 50000 generated images).
 FID_DEFAULT_N = 50_000
+#: Samples flowed together by default (``--batch`` overrides; it also sets the seeding of batches)
+SAMPLE_BATCH = 500
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", type=Path, metavar="RUN_DIR", help="a training run directory")
-    p.add_argument("--n", type=int, help=f"samples to score (default: {FID_DEFAULT_N} for FID, else train.eval_n)")
+    p.add_argument("--n", "--num-samples", dest="n", type=int,
+                   help=f"samples to score (default: {FID_DEFAULT_N} for FID, else train.eval_n); "
+                        "under torchrun write --num-samples (torchrun takes --n for its own options)")
     p.add_argument("--batch", type=int, metavar="B", help="samples per sampling / feature batch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", type=Path, metavar="PATH", help="a specific checkpoint file (default: the newest)")
@@ -83,33 +84,19 @@ def _parse_steps(text: str) -> list[int]:
     return steps
 
 
-def _dataset_identity(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The data config, plus the SHA-256 of every data file it names (``path`` options), so
-    cached reference statistics go stale when a file's content changes."""
-    identity: dict[str, Any] = {"name": name, "params": params}
-    files = {k: Path(v) for k, v in params.items() if isinstance(v, str) and Path(v).is_file()}
-    if files:
-        identity["sha256"] = {k: file_sha256(path) for k, path in files.items()}
-    return identity
-
-
-def _reference_batches(data: Any, n: int, seed: int, batch: int) -> Iterator[Tensor]:
-    """Every sample of a finite dataset, else ``n`` draws; read only when iterated."""
-    if hasattr(data, "iter_batches"):
-        yield from data.iter_batches(batch)
-    else:
-        yield data.draw(n, seed)
-
-
 class _Evaluation:
-    """What both commands share: the run's model and data, and a metric bound to its reference."""
+    """What both commands share: the run's model, data and (on rank 0) the metric bound to
+    its reference. Under torchrun every rank loads the model and generates its share of the
+    samples; only rank 0 binds the metric, scores and writes."""
 
     def __init__(self, args: argparse.Namespace, metric: str):
+        from fdrl import distributed
         from fdrl.checkpoint import list_checkpoints
         from fdrl.config import load_config
         from fdrl.data import build_data
         from fdrl.evaluate import get_metric
-        from fdrl.model import FDRL
+        from fdrl.evaluate.binding import bind_metric, dataset_identity
+        from fdrl.model import FDRL, resolve_device
 
         run = Path(args.run)
         if not (run / "config.yaml").is_file():
@@ -117,7 +104,6 @@ class _Evaluation:
         _positive(args.n, "--n")
         _positive(args.batch, "--batch")
         get_metric(metric)  # an unknown name raises, listing the valid ones
-        self.metric = metric
         if metric == "classifier_fd" and getattr(args, "classifier", None) is None:
             raise ValueError("classifier_fd needs a feature extractor: pass --classifier DIR "
                              "(train one with: fdrl train-classifier digits --out DIR)")
@@ -131,71 +117,34 @@ class _Evaluation:
             self.checkpoint = found[-1]
         elif not self.checkpoint.is_file():
             raise FileNotFoundError(f"checkpoint '{self.checkpoint}' does not exist")
-        self.model = FDRL.load(run, device=args.device, checkpoint=self.checkpoint)
-        self.data = build_data(config.data.name, **config.data.params)
+        device = resolve_device(args.device)
+        self.dist = distributed.setup("auto", device.type)
+        if self.dist.active and device.type == "cuda":
+            device = torch.device("cuda", self.dist.local_rank)
+        self.model = FDRL.load(run, device=device, checkpoint=self.checkpoint)
+        data = build_data(config.data.name, **config.data.params)
         self.n = args.n or (FID_DEFAULT_N if metric == "fid" else config.train.eval_n)
         self.batch = args.batch
-        self.dataset = _dataset_identity(config.data.name, config.data.params)
-        self.reference: Tensor | None = None
-        self.reference_n = 0
-        self.extractor: dict[str, str] | None = None
-        self.score = self._bind(args)
+        self.sample_batch = args.batch or min(self.n, SAMPLE_BATCH)
+        self.metric = (bind_metric(metric, data, dataset_identity(config.data.name, config.data.params), self.n,
+                                   self.seed, args.batch, getattr(args, "classifier", None), args.inception_weights,
+                                   args.stats_cache, self.model.device)
+                       if self.dist.is_main else None)
+        self.metric_name = metric
 
-    def _bind(self, args: argparse.Namespace) -> Callable[[Tensor], float]:
-        from fdrl.evaluate import METRICS, fid_from_samples, fid_reference_stats
+    def samples(self, steps: int, progress: bool = False) -> Tensor | None:
+        """``n`` samples after ``steps`` flow steps (on rank 0; None on the others)."""
+        from fdrl import distributed
 
-        if self.metric == "classifier_fd":
-            return self._bind_classifier(args)
-        if self.metric != "fid":
-            self.reference = self.data.draw(self.n, self.seed)
-            self.reference_n = self.n
-            self.dataset["subset"] = f"draw n={self.n} seed={self.seed}"
-            metric = METRICS[self.metric]
-            return lambda samples: metric(samples, self.reference)
-        if len(self.data.shape) != 3:
-            raise ValueError(
-                f"FID needs image data (C, H, W); this run's samples have shape {tuple(self.data.shape)}: "
-                "use --metric energy, mmd, sliced_wasserstein or c2st"
-            )
-        batch = self.batch or 50
-        finite = hasattr(self.data, "iter_batches")
-        self.dataset["subset"] = "all" if finite else f"draw n={self.n} seed={self.seed}"
-        stats = fid_reference_stats(
-            _reference_batches(self.data, self.n, self.seed, batch), self.dataset, cache_dir=args.stats_cache,
-            batch_size=batch, inception_weights=args.inception_weights, device=self.model.device,
-        )
-        self.extractor, self.reference_n = stats.key["extractor"], stats.n
-        return lambda samples: fid_from_samples(
-            samples, stats, batch_size=batch, inception_weights=args.inception_weights, device=self.model.device
-        )
-
-    def _bind_classifier(self, args: argparse.Namespace) -> Callable[[Tensor], float]:
-        """The classifier Frechet distance against every training image of a finite dataset
-        (else ``n`` draws), reference statistics cached under the classifier's identity."""
-        from fdrl.classifier import PenultimateFeatures, load_classifier
-        from fdrl.evaluate.frechet import cached_stats, default_cache_dir, feature_stats, frechet_feature_distance
-
-        classifier = load_classifier(args.classifier, device=self.model.device)
-        if tuple(self.data.shape) != classifier.in_shape:
-            raise ValueError(f"classifier '{args.classifier}' takes images of shape {classifier.in_shape}, "
-                             f"but this run's samples have shape {tuple(self.data.shape)}")
-        extractor = PenultimateFeatures(classifier)
-        batch = self.batch or 256
-        finite = hasattr(self.data, "iter_batches")
-        self.dataset["subset"] = "all" if finite else f"draw n={self.n} seed={self.seed}"
-        key = {"dataset": self.dataset, "extractor": extractor.identity}
-        stats = cached_stats(
-            args.stats_cache or default_cache_dir(), key,
-            lambda: feature_stats(_reference_batches(self.data, self.n, self.seed, batch), extractor, batch),
-        )
-        self.extractor = {**extractor.identity, "path": str(args.classifier)}
-        self.reference_n = stats.n
-        return lambda samples: frechet_feature_distance(samples, stats, extractor, batch)
+        return distributed.sample_sharded(self.model, self.n, self.dist, steps, self.seed, self.sample_batch,
+                                          progress)
 
     def record(self, **fields: Any) -> dict[str, Any]:
+        m = self.metric
         return {
-            "metric": self.metric, **fields, "n": self.n, "seed": self.seed, "checkpoint": str(self.checkpoint),
-            "extractor": self.extractor, "reference": self.dataset, "reference_n": self.reference_n,
+            "metric": self.metric_name, **fields, "n": self.n, "seed": self.seed, "checkpoint": str(self.checkpoint),
+            "extractor": m.extractor, "reference": m.dataset, "reference_n": m.reference_n,
+            "sample_batch": self.sample_batch, "ranks": self.dist.world,
         }
 
 
@@ -207,16 +156,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--steps must be >= 0, got {args.steps}")
     ev = _Evaluation(args, "fid" if args.fid else args.metric)
     steps = ev.model.steps + ev.model.refine_steps if args.steps is None else args.steps
-    samples = ev.model.sample(ev.n, steps=steps, seed=ev.seed, batch_size=ev.batch, progress=not args.quiet)
-    record = ev.record(value=ev.score(samples), steps=steps)
+    samples = ev.samples(steps, progress=not args.quiet)
+    if samples is None:  # a rank other than 0: its share is with rank 0
+        return 0
+    record = ev.record(value=ev.metric(samples), steps=steps)
     out = ev.run / "eval"
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "metrics.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    results[ev.metric] = record
+    results[ev.metric_name] = record
     results_path.write_text(json.dumps(results, indent=2))
-    save_samples_figure(samples, out / "samples.png", ev.reference, title=f"{steps} flow steps")
-    print(json.dumps({"metric": ev.metric, "value": record["value"], "n": ev.n, "steps": steps}))
+    save_samples_figure(samples, out / "samples.png", ev.metric.reference, title=f"{steps} flow steps")
+    print(json.dumps({"metric": ev.metric_name, "value": record["value"], "n": ev.n, "steps": steps}))
     print(f"wrote {results_path}")
     return 0
 
@@ -227,9 +178,12 @@ def cmd_ablate_steps(args: argparse.Namespace) -> int:
 
     steps = _parse_steps(args.steps)
     ev = _Evaluation(args, args.metric)
-    out = args.out or ev.run / "eval" / f"ablate_steps_{ev.metric}"
-    result = ablate_steps(ev.model, steps, ev.score, ev.n, ev.seed, out, ev.metric, ev.batch, info=ev.record())
+    if not ev.dist.is_main:  # the ablation runs on one process (rank 0)
+        return 0
+    out = args.out or ev.run / "eval" / f"ablate_steps_{ev.metric_name}"
+    result = ablate_steps(ev.model, steps, ev.metric, ev.n, ev.seed, out, ev.metric_name, ev.sample_batch,
+                          info=ev.record())
     for row in result["rows"]:
-        print(f"{row['steps']:>6}  {row[ev.metric]:.6g}")
+        print(f"{row['steps']:>6}  {row[ev.metric_name]:.6g}")
     print(f"table and plot in {out}")
     return 0

@@ -81,9 +81,15 @@ class TrainConfig:
     #: CPU threads for PyTorch (0: PyTorch's default). Small networks run fastest on 1, and
     #: several threads busy-wait badly when the cores are shared.
     threads: int = 0
-    #: every this many steps (0 = never), log the energy distance between eval_n EMA samples
-    #: and data (vector data); the checkpoint with the lowest is kept as checkpoints/best.pt
+    #: every this many steps (0 = never), score eval_n EMA samples with eval_metric (a name of
+    #: fdrl.evaluate.METRICS) against the data, log it, and keep the best checkpoint as
+    #: checkpoints/best.pt. classifier_fd needs eval_classifier (a `fdrl train-classifier`
+    #: directory); fid needs Inception weights (eval_inception_weights, or the library's own
+    #: download / $FDRL_INCEPTION_WEIGHTS)
     eval_every: int = 0
+    eval_metric: str = "energy"
+    eval_classifier: str | None = None
+    eval_inception_weights: str | None = None
     #: divergence guard: a non-finite loss or gradient, or a ratio estimate |r| above
     #: guard_max_ratio, rolls training back to the last checkpoint and multiplies the learning
     #: rate by guard_lr_factor; after guard_retries such rollbacks the run stops
@@ -143,6 +149,13 @@ class Config:
         for key, value in non_negative.items():
             if value < 0:
                 raise ConfigError(f"{key} must be >= 0, got {value}")
+        from fdrl.evaluate import METRICS
+
+        if self.train.eval_metric not in METRICS:
+            raise ConfigError(f"train.eval_metric must be one of {', '.join(METRICS)}, got '{self.train.eval_metric}'")
+        if self.train.eval_every and self.train.eval_metric == "classifier_fd" and not self.train.eval_classifier:
+            raise ConfigError("train.eval_metric=classifier_fd needs train.eval_classifier=DIR "
+                              "(train one with: fdrl train-classifier digits --out DIR)")
         if self.flow.eta_scaling not in ETA_SCALINGS:
             raise ConfigError(f"flow.eta_scaling must be one of {', '.join(ETA_SCALINGS)}, got '{self.flow.eta_scaling}'")
         if not 0.0 <= self.train.ema < 1.0:

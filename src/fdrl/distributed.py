@@ -22,6 +22,7 @@ import atexit
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -113,3 +114,29 @@ def draw_step(data, prior, step: int, global_batch: int, seed: int, world: int, 
     if len(ranks) == 1:
         return xs[0], ps[0], gens[0]
     return torch.cat(xs), torch.cat(ps), gens
+
+
+def sample_sharded(model: Any, n: int, ctx: DistContext, steps: int | None = None, seed: int = 0,
+                   batch_size: int | None = None, progress: bool = False) -> Tensor | None:
+    """Algorithm 2 for ``n`` samples with the batches dealt round-robin over the ranks (batch
+    i on rank i % W, each seeded by (seed, i) as in one process), gathered on rank 0: rank 0
+    returns exactly ``model.sample(n, steps, seed, batch_size)`` with the same ``batch_size``
+    (default ceil(n / W)), the other ranks None. This is how ``fdrl evaluate`` under torchrun
+    lets many GPUs generate the 50000 FID samples."""
+    if not ctx.active:
+        return model.sample(n, steps=steps, seed=seed, batch_size=batch_size, progress=progress)
+    batch_size = batch_size or -(-n // ctx.world)
+    mine = model.sample(n, steps=steps, seed=seed, batch_size=batch_size, progress=progress and ctx.is_main,
+                        shard=(ctx.rank, ctx.world))
+    gathered: list[Tensor] | None = [None] * ctx.world if ctx.is_main else None  # type: ignore[list-item]
+    dist.gather_object(mine, gathered, dst=0)
+    if not ctx.is_main:
+        return None
+    sizes = [min(batch_size, n - start) for start in range(0, n, batch_size)]
+    offsets = [0] * ctx.world
+    out = []
+    for i, size in enumerate(sizes):
+        r = i % ctx.world
+        out.append(gathered[r][offsets[r]:offsets[r] + size])
+        offsets[r] += size
+    return torch.cat(out)

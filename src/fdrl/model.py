@@ -121,6 +121,7 @@ class FDRL:
         batch_size: int | None = None,
         progress: bool = False,
         guidance: Any = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> Tensor:
         """Algorithm 2: ``n`` samples after ``steps`` (default K + kappa) flow steps, on the CPU.
 
@@ -129,21 +130,28 @@ class FDRL:
         ``guidance``: a :class:`fdrl.guidance.ClassGuidance` (one label, or one per sample) for
         class-conditional samples (Eq. 12, 29-31); prior draws and noise are those of the
         unguided samples with the same seed.
+        ``shard=(rank, world)``: flow only the batches i with i % world == rank and return their
+        samples, in order (:func:`fdrl.distributed.sample_sharded` deals the batches over ranks
+        and gathers them; together they are exactly the one-process samples).
         """
         if n < 1:
             raise ValueError(f"number of samples must be >= 1, got {n}")
-        batches = self.prior_batches(n, seed, batch_size)
+        rank, world = shard
+        if not 0 <= rank < world:
+            raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
+        batches = (b for i, b in enumerate(self.prior_batches(n, seed, batch_size)) if i % world == rank)
         if progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, desc="sampling", unit="batch", total=-(-n // (batch_size or n)))
+            total = -(-n // (batch_size or n))
+            batches = tqdm(batches, desc="sampling", unit="batch", total=len(range(rank, total, world)))
         out = []
         with guidance.bound(self, n) if guidance is not None else contextlib.nullcontext():
             labels = guidance.labels_for(n) if guidance is not None else None
             for start, x0, generator in batches:
                 potential = None if guidance is None else guidance.potential(self, labels[start:start + len(x0)])
                 out.append(self.flow(x0, steps, generator, potential=potential).cpu())
-        return torch.cat(out)
+        return torch.cat(out) if out else torch.empty(0, *self.prior.shape)
 
     def meta(self) -> dict[str, Any]:
         return {

@@ -37,7 +37,8 @@ from fdrl.flow import FlowOptions, Generators, flow, frozen, prepare_estimator, 
 from fdrl.model import FDRL, resolve_device
 from fdrl.nets import build_estimator
 from fdrl.objectives import Objective, get_objective
-from fdrl.evaluate import energy_distance, evaluate_vectors
+from fdrl.evaluate import evaluate_vectors
+from fdrl.evaluate.binding import BoundMetric, bind_metric, dataset_identity
 from fdrl.plots import save_samples_figure
 from fdrl.priors import Prior, build_prior, load_prior
 
@@ -102,7 +103,8 @@ _RESUMABLE_CHANGES = {"device", "train.steps", "train.log_every", "train.checkpo
                       "train.keep_checkpoints", "train.sample_every", "train.sample_n", "train.eval_n",
                       "train.threads", "train.dist_backend", "flow.channels_last", "flow.autocast_bf16",
                       "flow.tf32", "flow.compile", "flow.compile_mode",
-                      "train.eval_every", "train.guard_max_ratio", "train.guard_retries", "train.guard_lr_factor"}
+                      "train.eval_every", "train.eval_metric", "train.eval_classifier", "train.eval_inception_weights",
+                      "train.guard_max_ratio", "train.guard_retries", "train.guard_lr_factor"}
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -218,9 +220,8 @@ class Trainer:
         self.step = 0
         self.lr_scale = 1.0  # product of the divergence guard's learning-rate cuts
         self.rollbacks = 0
-        self.best: dict[str, Any] | None = None  # {"step", "energy_distance"} of the best evaluation
-        if t.eval_every and len(self.data.shape) != 1:
-            raise ConfigError("train.eval_every needs vector data (energy distance); set it to 0 for images")
+        self.best: dict[str, Any] | None = None  # {"step", "metric", "value"} of the best evaluation
+        self.eval_metric: BoundMetric | None = None  # bound on the first periodic evaluation
         self._on_main(self._prepare_run_dir)
         prior = self._on_main(self._prior)
         if self.dist.active:  # every rank flows from the same prior (pickled, no shared disk needed)
@@ -370,14 +371,21 @@ class Trainer:
                    "checkpoint": path.name, "lr_scale": scale, "rollbacks": rollbacks})
 
     def _evaluate_for_best(self) -> bool:
-        """The periodic evaluation (energy distance of ``eval_n`` EMA samples to data), logged;
-        True if it is the best so far."""
-        n, seed = self.config.train.eval_n, self.config.train.seed
-        value = energy_distance(self.model().sample(n, seed=seed + 1), self.data.draw(n, seed + 2))
-        self._log({"step": self.step, "energy_distance": value})
-        if self.best is not None and value >= self.best["energy_distance"]:
+        """The periodic evaluation (``train.eval_metric`` of ``eval_n`` EMA samples against the
+        data, :func:`fdrl.evaluate.binding.bind_metric`), logged; True if it is the best so far."""
+        t = self.config.train
+        if self.eval_metric is None:
+            self.eval_metric = bind_metric(
+                t.eval_metric, self.data, dataset_identity(self.config.data.name, self.config.data.params), t.eval_n,
+                t.seed + 2, classifier=t.eval_classifier, inception_weights=t.eval_inception_weights,
+                device=self.device)
+        value = float(self.eval_metric(self.model().sample(t.eval_n, seed=t.seed + 1,
+                                                           batch_size=min(t.eval_n, 500))))
+        self._log({"step": self.step, "eval": t.eval_metric, "value": value})
+        previous = self.best["value"] if self.best is not None and self.best.get("metric") == t.eval_metric else None
+        if not self.eval_metric.better(value, previous):
             return False
-        self.best = {"step": self.step, "energy_distance": value}
+        self.best = {"step": self.step, "metric": t.eval_metric, "value": value}
         return True
 
     # -- logging -------------------------------------------------------------------------------
