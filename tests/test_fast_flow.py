@@ -115,3 +115,22 @@ def test_sharded_noise_generators_draw_each_shard_from_its_own_stream():
     both = flow(x0, lambda x: x.sum(1) * 0, 1, 0.1, 1.0, gens)
     one = [flow(x0[:3], lambda x: x.sum(1) * 0, 1, 0.1, 1.0, torch.Generator().manual_seed(s)) for s in (3, 4)]
     assert torch.equal(both, torch.cat(one))
+
+
+def test_narrow_input_weights_are_column_major_only_inside_a_flow(monkeypatch):
+    """frozen() stores a 2-input linear weight column-major (same values) and restores the
+    original tensor on exit; the particles equal those of the row-major layout within 1e-6."""
+    torch.manual_seed(0)
+    net = MLP((2,), width=32, depth=2)
+    first, hidden = net.net[0].weight, net.net[2].weight
+    storage, values = first.data_ptr(), first.detach().clone()
+    with frozen(net):
+        assert first.stride() == (1, 32) and torch.equal(first, values)  # (out=32, in=2), column-major
+        assert hidden.is_contiguous()  # 32 inputs: left alone
+    assert first.data_ptr() == storage and first.is_contiguous() and first.requires_grad
+    x0 = torch.randn(64, 2)
+    column_major = _flows(net, x0, None)
+    monkeypatch.setattr(flow_module, "NARROW_INPUT_FEATURES", 0)
+    with frozen(net):
+        assert first.is_contiguous()
+    torch.testing.assert_close(column_major, _flows(net, x0, None), rtol=1e-6, atol=1e-6)
