@@ -4,9 +4,14 @@
 1. Class-conditional digits: >= 90% of each class's guided samples judged as that class by a
    separately trained classifier (another architecture and seed than the guide):
 
-       fdrl train digits --out runs/digits                      # the unconditional model
+       fdrl train digits --out runs/digits objective=lr-kl flow.eta_scaling=curvature
        python benchmarks/composition_digits.py conditional --run runs/digits --out runs/cond \
-           [--phi 0.1] [--n-per-class 100] [--adversarial-eps 0.5] [--guide DIR] [--judge DIR]
+           [--phi auto|0.1] [--phis 0.1,0.3,1,3,10] [--n-per-class 200] [--adversarial-eps 2.0] \
+           [--guide DIR] [--judge DIR] [--validator DIR] [--seed 1]
+
+   phi auto: the smallest of --phis at which a validation classifier (CNN, seed 2) assigns
+   >= 95% of every class's guided samples (seed - 1) to their class; then seed's samples are
+   judged (MLP, seed 1).
 
 2. MNIST 3 -> 8 unpaired translation: >= 80% of the translated held-out 3s judged as 8s
    (trains the run unless --run is given; the prior is the train 3s, the data the train 8s):
@@ -37,13 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guide", type=Path)
     p.add_argument("--judge", type=Path)
     p.add_argument("--dataset", default="digits", choices=("digits", "mnist"))
-    p.add_argument("--n-per-class", type=int, default=100)
-    p.add_argument("--phi", type=float, default=0.1)
+    p.add_argument("--validator", type=Path)
+    p.add_argument("--n-per-class", type=int, default=200)
+    p.add_argument("--phi", default="auto", help="a number, or auto: chosen with the validator from --phis")
+    p.add_argument("--phis", default="0.1,0.3,1,3,10")
     p.add_argument("--steps", type=int)
-    p.add_argument("--adversarial-eps", type=float, default=0.5)
+    p.add_argument("--adversarial-eps", type=float, default=2.0)
     p.add_argument("--classifier-epochs", type=int)
     p.add_argument("--threshold", type=float, default=0.9)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=1)
     p.add_argument("--device", default="cpu")
     q = sub.add_parser("translate")
     q.add_argument("--out", type=Path, required=True)
@@ -60,10 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("overrides", nargs="*", help="training overrides, e.g. train.steps=3000")
     args = parser.parse_args(argv)
     if args.study == "conditional":
-        metrics = conditional_study(args.run, args.out, args.guide, args.judge, args.n_per_class, args.phi,
+        phi = args.phi if args.phi == "auto" else float(args.phi)
+        metrics = conditional_study(args.run, args.out, args.guide, args.judge, args.n_per_class, phi,
                                     args.steps, args.seed, dataset=args.dataset,
                                     adversarial_eps=args.adversarial_eps, classifier_epochs=args.classifier_epochs,
-                                    device=args.device, threshold=args.threshold)
+                                    device=args.device, threshold=args.threshold, validator=args.validator,
+                                    phis=[float(v) for v in args.phis.split(",")])
     else:
         metrics = translation_study(args.out, args.run, args.dataset, args.source, args.target, args.judge,
                                     args.overrides, args.steps, args.seed, args.classifier_epochs, args.device,

@@ -278,9 +278,11 @@ def test_composition_benchmark_runs_on_a_tiny_configuration(digits_setup, tmp_pa
     spec.loader.exec_module(bench)
     root, *_ = digits_setup
     code = bench.main(["conditional", "--run", str(root / "run"), "--out", str(tmp_path / "cond"), "--guide",
-                       str(root / "guide"), "--judge", str(root / "judge"), "--n-per-class", "3", "--steps", "3"])
+                       str(root / "guide"), "--judge", str(root / "judge"), "--validator", str(root / "judge"),
+                       "--phis", "0.1,1", "--n-per-class", "4", "--steps", "3"])
     metrics = json.loads((tmp_path / "cond" / "metrics.json").read_text())
     assert code in (0, 1) and code == (0 if metrics["passed"] else 1)
+    assert metrics["phi"] in (0.1, 1.0) and [row["phi"] for row in metrics["phi_selection"]["table"]] == [0.1, 1.0]
     assert set(metrics["per_class_accuracy"]) == {str(c) for c in range(10)}
     assert (tmp_path / "cond" / "conditional.png").is_file()
     code = bench.main(["translate", "--out", str(tmp_path / "t"), "--dataset", "digits", "--judge", str(root / "judge"),
@@ -290,3 +292,28 @@ def test_composition_benchmark_runs_on_a_tiny_configuration(digits_setup, tmp_pa
     metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
     assert metrics["n"] > 20 and 0 <= metrics["target_rate"] <= 1 and metrics["source_rate_before"] > 0.8
     assert (tmp_path / "t" / "translation.png").is_file() and code == (0 if metrics["passed"] else 1)
+
+
+class _PhiStub:
+    """A stand-in model whose guided samples are one-hot in their label when phi >= 1, else all
+    one-hot in class 0: select_phi must pick the smallest phi that works."""
+
+    device = torch.device("cpu")
+    prior = StandardNormalPrior((4,))
+
+    def sample(self, n, steps=None, seed=0, batch_size=None, guidance=None):
+        x = torch.zeros(n, 4)
+        hot = guidance.labels_for(n) if guidance.phi >= 1 else torch.zeros(n, dtype=torch.long)
+        x[torch.arange(n), hot] = 1.0
+        return x
+
+
+def test_select_phi_takes_the_smallest_phi_the_validator_accepts():
+    from fdrl.studies.composition import select_phi
+
+    validator = nn.Identity()  # logits = the one-hot sample
+    picked = select_phi(_PhiStub(), nn.Linear(4, 4), validator, [3.0, 0.1, 1.0], 5, None, 0, 8, 0.95)
+    assert picked["phi"] == 1.0 and [row["phi"] for row in picked["table"]] == [0.1, 1.0, 3.0]
+    assert picked["table"][0]["min_class_accuracy"] == 0.0 and picked["table"][1]["min_class_accuracy"] == 1.0
+    never = select_phi(_PhiStub(), nn.Linear(4, 4), validator, [0.1, 0.5], 5, None, 0, 8, 0.95)
+    assert never["phi"] == 0.5  # none reaches the threshold: the largest

@@ -1,10 +1,11 @@
 """The composition must-shows, end to end (``benchmarks/composition_digits.py`` is the script).
 
 * :func:`conditional_study`: a trained digits (or mnist) run + a guiding classifier (trained here,
-  optionally adversarially, unless given) -> ``n_per_class`` guided samples of every class
+  adversarially, unless given) -> ``n_per_class`` guided samples of every class
   (``--label all``), judged by a *separately trained* classifier of another architecture and
   seed; reports the share of each class's samples the judge assigns to that class (target:
-  >= 0.9 for every class), next to the unguided class histogram.
+  >= 0.9 for every class), next to the unguided class histogram. phi is given, or chosen by
+  :func:`select_phi` with a third (validation) classifier on other samples.
 * :func:`translation_study`: unpaired translation of one digit into another (MNIST 3 -> 8):
   trains (or takes) a run whose prior is the source digit's train images and whose data is the
   target digit's, translates the held-out source images, and reports the share the judge calls
@@ -16,10 +17,12 @@ Both write ``metrics.json`` and figures to ``out`` and return the metrics.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from fdrl.classifier import load_classifier, train_classifier
 from fdrl.guidance import ClassGuidance, all_labels, process_figure, translate
@@ -38,16 +41,50 @@ def _classifier(path: Path | None, out: Path, name: str, dataset: str, device: A
 
 @torch.no_grad()
 def _predict(judge: torch.nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
-    device = next(judge.parameters()).device
+    first = next(judge.parameters(), None)  # a classifier without parameters runs on the CPU
+    device = first.device if first is not None else torch.device("cpu")
     return torch.cat([judge(c.to(device)).argmax(1).cpu() for c in x.split(batch)])
 
 
+def _per_class_accuracy(classifier: torch.nn.Module, x: Tensor, labels: Tensor, n_classes: int) -> dict[int, float]:
+    pred = _predict(classifier, x)
+    return {c: float((pred[labels == c] == c).float().mean()) for c in range(n_classes)}
+
+
+def select_phi(model: FDRL, guide: torch.nn.Module, validator: torch.nn.Module, phis: Sequence[float],
+               n_per_class: int, steps: int | None, seed: int, batch_size: int, threshold: float) -> dict[str, Any]:
+    """The smallest phi of ``phis`` whose guided samples (seed ``seed``) the *validator* (a third
+    classifier, neither guide nor judge) assigns to their class at >= ``threshold`` for every
+    class; the largest phi if none does. Eq. 31's phi balances the classifier's gradients against
+    the estimator's, which depends on both networks, so it is chosen on held-out judgement,
+    never on the judge that reports the result."""
+    n_classes = ClassGuidance(guide, 0).check(model)
+    labels = all_labels(n_per_class * n_classes, n_classes)
+    table = []
+    for phi in sorted(phis):
+        guided = model.sample(len(labels), steps=steps, seed=seed, batch_size=batch_size,
+                              guidance=ClassGuidance(guide, labels, phi))
+        per_class = _per_class_accuracy(validator, guided, labels, n_classes)
+        table.append({"phi": phi, "min_class_accuracy": min(per_class.values()),
+                      "mean_class_accuracy": sum(per_class.values()) / n_classes})
+    chosen = next((row["phi"] for row in table if row["min_class_accuracy"] >= threshold), table[-1]["phi"])
+    return {"phi": chosen, "seed": seed, "threshold": threshold, "table": table}
+
+
 def conditional_study(run: str | Path, out: str | Path, guide: str | Path | None = None,
-                      judge: str | Path | None = None, n_per_class: int = 100, phi: float = 0.1,
-                      steps: int | None = None, seed: int = 0, batch_size: int = 500, dataset: str = "digits",
-                      adversarial_eps: float = 0.5, classifier_epochs: int | None = None,
-                      device: str | torch.device = "cpu", threshold: float = 0.9) -> dict[str, Any]:
-    """Class-conditional generation judged by an independent classifier (see the module docstring)."""
+                      judge: str | Path | None = None, n_per_class: int = 200, phi: float | str = "auto",
+                      steps: int | None = None, seed: int = 1, batch_size: int = 500, dataset: str = "digits",
+                      adversarial_eps: float = 2.0, classifier_epochs: int | None = None,
+                      device: str | torch.device = "cpu", threshold: float = 0.9,
+                      validator: str | Path | None = None, phis: Sequence[float] = (0.1, 0.3, 1.0, 3.0, 10.0),
+                      validation_threshold: float = 0.95) -> dict[str, Any]:
+    """Class-conditional generation judged by an independent classifier (see the module docstring).
+
+    ``phi="auto"``: chosen by :func:`select_phi` on samples of seed ``seed - 1`` judged by a
+    validator (a CNN of seed 2, trained here unless given), then the reported samples use
+    ``seed``. Classifiers: guide = CNN seed 0, adversarially trained with L2 epsilon
+    ``adversarial_eps`` (2.0 on [-1, 1] images = the paper's epsilon 1 on [0, 1]); judge = MLP
+    seed 1, plain."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = FDRL.load(run, device=device)
@@ -55,31 +92,41 @@ def conditional_study(run: str | Path, out: str | Path, guide: str | Path | None
                                           epochs=classifier_epochs, adversarial_eps=adversarial_eps)
     judge_model, judge_path = _classifier(judge, out, "judge", dataset, model.device, seed=1, arch="mlp",
                                           epochs=classifier_epochs)
+    selection = None
+    if phi == "auto":
+        validator_model, validator_path = _classifier(validator, out, "validator", dataset, model.device, seed=2,
+                                                      arch="cnn", epochs=classifier_epochs)
+        selection = select_phi(model, guide_model, validator_model, phis, max(n_per_class // 2, 1), steps, seed - 1,
+                               batch_size, validation_threshold)
+        selection["validator"] = validator_path
+        phi = selection["phi"]
+    phi = float(phi)
     n_classes = ClassGuidance(guide_model, 0, phi).check(model)
     n = n_per_class * n_classes
     labels = all_labels(n, n_classes)
     guided = model.sample(n, steps=steps, seed=seed, batch_size=batch_size,
                           guidance=ClassGuidance(guide_model, labels, phi))
     unguided = model.sample(n, steps=steps, seed=seed, batch_size=batch_size)
-    pred, pred_unguided = _predict(judge_model, guided), _predict(judge_model, unguided)
-    per_class = {int(c): float((pred[labels == c] == c).float().mean()) for c in range(n_classes)}
+    per_class = _per_class_accuracy(judge_model, guided, labels, n_classes)
     metrics = {
-        "run": str(run), "guide": guide_path, "judge": judge_path, "phi": phi, "n_per_class": n_per_class,
-        "steps": steps if steps is not None else model.steps + model.refine_steps, "seed": seed,
+        "run": str(run), "guide": guide_path, "judge": judge_path, "phi": phi, "phi_selection": selection,
+        "n_per_class": n_per_class, "steps": steps if steps is not None else model.steps + model.refine_steps,
+        "seed": seed,
         "per_class_accuracy": per_class,
         "min_class_accuracy": min(per_class.values()),
         "mean_class_accuracy": sum(per_class.values()) / n_classes,
-        "guide_per_class_accuracy": {int(c): float((_predict(guide_model, guided)[labels == c] == c).float().mean())
-                                     for c in range(n_classes)},
-        "unguided_histogram": torch.bincount(pred_unguided, minlength=n_classes).tolist(),
+        "guide_per_class_accuracy": _per_class_accuracy(guide_model, guided, labels, n_classes),
+        "unguided_histogram": torch.bincount(_predict(judge_model, unguided), minlength=n_classes).tolist(),
         "threshold": threshold,
     }
     metrics["passed"] = metrics["min_class_accuracy"] >= threshold
     from fdrl.studies.image_figures import default_scale, image_grid, save_png
 
-    shown = guided[: n_classes * min(n_per_class, 10)]
-    save_png(image_grid(shown, n_classes, default_scale(shown.shape[1:])), out / "conditional.png")
+    per_row = min(n_per_class, 10)
+    shown = torch.cat([guided[labels == c][:per_row] for c in range(n_classes)])  # one row per class (Fig. 6)
+    save_png(image_grid(shown, per_row, default_scale(shown.shape[1:])), out / "conditional.png")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    torch.save({"samples": guided, "labels": labels}, out / "samples.pt")
     return metrics
 
 
