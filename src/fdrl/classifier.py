@@ -52,9 +52,9 @@ from fdrl import seeding
 
 ARCHITECTURES = ("cnn", "mlp")
 #: datasets with class labels a classifier can be trained on
-LABELLED_DATASETS = ("digits", "mnist")
+LABELLED_DATASETS = ("digits", "mnist", "mnist8")
 #: epochs when not given: enough for >= 97% held-out accuracy (digits) on a CPU in seconds
-DEFAULT_EPOCHS = {"digits": 30, "mnist": 15}
+DEFAULT_EPOCHS = {"digits": 30, "mnist": 15, "mnist8": 15}
 WEIGHTS_FILE, CONFIG_FILE = "classifier.safetensors", "classifier.json"
 FORMAT = "fdrl-classifier"
 

