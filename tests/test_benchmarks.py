@@ -17,6 +17,7 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
     ("memory_vs_k.py", ["--ks", "1,3", "--arch", "resnet64_shallow", "--width", "0.0625", "--batch", "2"],
      "flat_within_10pct"),
     ("gpu_check.py", ["--cpu-smoke"], "estimators"),
+    ("lowrank_prior_memory.py", ["--n", "12", "--rank", "4", "--sample", "2", "--threads", "1"], "variance_kept"),
 ])
 def test_benchmark_prints_json(script, args, key):
     done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
