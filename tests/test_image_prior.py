@@ -11,7 +11,8 @@ import torch
 from fdrl.data import build_data
 from fdrl.data.images import TensorImages
 from fdrl.priors import (
-    DEFAULT_RANK, MAX_FULL_DIM, GaussianPrior, GaussianStats, LowRankGaussianPrior, build_prior, load_prior,
+    DEFAULT_RANK, MAX_FULL_DIM, SKETCH_ROWS, CovarianceSketch, GaussianPrior, GaussianStats, LowRankGaussianPrior,
+    build_prior, fit_batch_size, load_prior,
 )
 
 
@@ -89,6 +90,23 @@ def test_low_rank_memory_at_lsun_size_is_bounded():
     assert LowRankGaussianPrior.fit_memory_bytes(d, rank) < 2e9
     assert 8 * d * d > 2e9  # what a full covariance would need
     assert prior.variance_kept() == pytest.approx(rank / (rank + d))
+
+
+def test_sketch_of_a_batch_in_row_blocks_equals_the_direct_product():
+    """The sketch converts a batch to float64 SKETCH_ROWS rows at a time (bounded memory at
+    3x128x128); sums and Sigma @ Omega equal the direct float64 computation."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3 * SKETCH_ROWS + 5, 40, generator=g) + 5.0  # a mean far from 0
+    omega = torch.randn(40, 7, generator=g, dtype=torch.float64)
+    sketch = CovarianceSketch(omega)
+    sketch.update(x[:200])
+    sketch.update(x[200:])
+    x64 = x.double()
+    centred = x64 - x64.mean(0)
+    torch.testing.assert_close(sketch.mean(), x64.mean(0), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(sketch.covariance_times_omega(), centred.T @ (centred @ omega) / len(x),
+                               rtol=1e-10, atol=1e-12)
+    assert fit_batch_size(3 * 128 * 128) == 341 and fit_batch_size(64) == 1024
 
 
 def test_low_rank_save_load_round_trip(images, tmp_path):

@@ -205,6 +205,16 @@ class GaussianPrior(Prior):
         return {**super().params(), "clamp": list(self.clamp) if self.clamp else None, "jitter": self.jitter}
 
 
+#: rows of a batch converted to float64 at once by :class:`CovarianceSketch` (bounds its memory)
+SKETCH_ROWS = 128
+
+
+def fit_batch_size(dim: int, budget_elements: int = 2**24) -> int:
+    """Data rows per batch when fitting a prior: at most 1024, and at most ``budget_elements``
+    numbers per batch (64 MB in float32), so a 3 x 128 x 128 dataset streams 341 images at a time."""
+    return max(1, min(1024, budget_elements // max(dim, 1)))
+
+
 class CovarianceSketch:
     """One streaming pass over data, in float64: the count, the mean and per-coordinate
     variance (the diagonal of Sigma_D in Eq. 8), and the product Sigma_D @ omega for a d x k
@@ -212,7 +222,8 @@ class CovarianceSketch:
 
     Sums are taken around ``centre`` (the first batch's mean when not given), which keeps
     the one-pass formula E[(x-c)(x-c)^T] - (mu-c)(mu-c)^T free of cancellation when the data's
-    mean is far from 0. Memory: two d x k and three length-d float64 arrays, plus one batch.
+    mean is far from 0. Memory: two d x k and three length-d float64 arrays, plus one batch and
+    float64 copies of at most :data:`SKETCH_ROWS` of its rows at a time.
     """
 
     def __init__(self, omega: Tensor, centre: Tensor | None = None):
@@ -225,16 +236,17 @@ class CovarianceSketch:
         self.product = torch.zeros(dim, k, dtype=torch.float64)
 
     def update(self, batch: Tensor) -> None:
-        x = batch.detach().reshape(batch.shape[0], -1).to(device="cpu", dtype=torch.float64)
-        if x.shape[0] == 0:
+        flat = batch.detach().reshape(batch.shape[0], -1).to(device="cpu")
+        if flat.shape[0] == 0:
             return
         if self.centre is None:
-            self.centre = x.mean(0)
-        x = x - self.centre
-        self.n += x.shape[0]
-        self.sum += x.sum(0)
-        self.sum_sq += (x * x).sum(0)
-        self.product += x.T @ (x @ self.omega)
+            self.centre = flat.sum(0, dtype=torch.float64) / flat.shape[0]
+        for rows in flat.split(SKETCH_ROWS):
+            x = rows.to(torch.float64).sub_(self.centre)
+            self.n += x.shape[0]
+            self.sum += x.sum(0)
+            self.sum_sq += x.square().sum(0)
+            self.product += x.T @ (x @ self.omega)
 
     def mean(self) -> Tensor:
         return self.centre + self.sum / self.n
@@ -364,12 +376,13 @@ class LowRankGaussianPrior(Prior):
         return cls(mean, components, eigenvalues, residual, shape, clamp, float(variance.sum()))
 
     @staticmethod
-    def fit_memory_bytes(dim: int, rank: int, oversample: int = 10, batch_size: int = 1024) -> int:
+    def fit_memory_bytes(dim: int, rank: int, oversample: int = 10, batch_size: int | None = None) -> int:
         """Peak memory of :meth:`fit`, in bytes: about five d x k float64 arrays (Omega, the
-        running product, and Y_nu, its triangular solve and U in :func:`nystrom_eigh`) plus a
-        float64 batch and its centred copy."""
+        running product, and Y_nu, its triangular solve and U in :func:`nystrom_eigh`), a float32
+        batch (default :func:`fit_batch_size`) and two float64 blocks of :data:`SKETCH_ROWS` rows."""
         k = min(dim, rank + oversample)
-        return 8 * (5 * dim * k + 2 * batch_size * dim + 4 * dim)
+        batch_size = fit_batch_size(dim) if batch_size is None else batch_size
+        return 8 * (5 * dim * k + 2 * min(batch_size, SKETCH_ROWS) * dim + 4 * dim) + 4 * batch_size * dim
 
     def memory_bytes(self) -> int:
         """Bytes held by the fitted prior's tensors (float32)."""
@@ -529,7 +542,7 @@ def _data_gaussian(params: dict[str, Any], data: Any, shape: tuple[int, ...]) ->
         rank = "full" if dim <= int(params.get("max_full_dim", MAX_FULL_DIM)) else DEFAULT_RANK
     clamp = params.get("clamp", getattr(data, "value_range", None))
     clamp = tuple(clamp) if clamp else None
-    batch_size, seed = int(params.get("batch_size", 1024)), int(params.get("seed", 0))
+    batch_size, seed = int(params.get("batch_size", fit_batch_size(dim))), int(params.get("seed", 0))
     oversample, passes = int(params.get("oversample", 10)), int(params.get("passes", 2))
 
     def batches() -> Iterable[Tensor]:
