@@ -300,6 +300,25 @@ def test_composition_benchmark_runs_on_a_tiny_configuration(digits_setup, tmp_pa
     assert code == 0 and metrics["n"] == 359 and metrics["target"] == "mnist8"  # the held-out digits
     assert metrics["frechet_floor_target_train_vs_test"] < metrics["frechet_to_target_before"]
     assert (tmp_path / "d" / "translation.png").is_file()
+    code = bench.main(["refine", "--out", str(tmp_path / "r"), "--classifier", str(root / "judge"), "--steps", "2",
+                       "train.steps=3", "train.batch_size=16", "flow.steps=2", "flow.refine_steps=0",
+                       "model.params.width=16", "model.params.depth=1", "device=cpu"])
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert code == (0 if metrics["passed"] else 1) and metrics["n"] == 359
+    assert metrics["frechet_floor_train_vs_test"] < metrics["frechet_degraded"]  # the degradation is visible
+    assert (tmp_path / "r" / "refinement.png").is_file() and (tmp_path / "r" / "degraded_train.npy").is_file()
+
+
+def test_degrade_blurs_and_noises_within_the_image_range():
+    from fdrl.studies.composition import degrade
+
+    x = torch.zeros(2, 1, 8, 8)
+    x[:, :, 4, 4] = 1.0
+    clean = degrade(x, blur_sigma=1.0, noise=0.0)
+    assert clean[0, 0, 4, 4] < 1.0 and clean[0, 0, 4, 5] > 0.0  # the spike spreads to its neighbours
+    assert torch.allclose(clean.sum(), x.sum(), atol=1e-5)  # blurring keeps the mass (no border here)
+    noisy = degrade(x, blur_sigma=1.0, noise=5.0, seed=3)
+    assert noisy.min() >= -1 and noisy.max() <= 1 and torch.equal(noisy, degrade(x, 1.0, 5.0, seed=3))
 
 
 class _PhiStub:
