@@ -25,6 +25,15 @@ def test_help_and_presets_from_a_subprocess():
     assert listed == preset_names() and "swissroll" in listed
 
 
+def test_output_into_a_closed_pipe_is_not_a_traceback():
+    """`fdrl presets | head -1`: the reader goes away before fdrl writes; no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "fdrl.cli", "presets"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the interpreter has even imported fdrl
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141 and "Traceback" not in err and "Error" not in err
+
+
 def test_train_then_sample(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "swissroll", *FAST, "--out", str(run), "--quiet", "--device", "cpu"]) == 0
