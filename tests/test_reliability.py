@@ -100,11 +100,17 @@ def test_periodic_evaluation_of_images_keeps_the_best_by_classifier_fd(tmp_path)
     assert safe_load(trainer.run_dir / "checkpoints" / BEST_NAME)["step"] == best["step"]
 
 
-def test_classifier_fd_evaluation_without_a_classifier_is_a_config_error():
+def test_classifier_fd_evaluation_without_a_classifier_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="train.eval_classifier"):
         load_config("digits", ["train.eval_every=10", "train.eval_metric=classifier_fd"])
     with pytest.raises(ConfigError, match="train.eval_metric must be one of"):
         load_config("digits", ["train.eval_metric=inception"])
+    # what only the data can tell fails when the trainer is built, before any step is lost
+    with pytest.raises(ConfigError, match="train.eval_metric=classifier_fd: .*no_such_classifier"):
+        _trainer(tmp_path / "a", "train.eval_every=2", "train.eval_metric=classifier_fd",
+                 f"train.eval_classifier={tmp_path / 'no_such_classifier'}")
+    with pytest.raises(ConfigError, match="train.eval_metric=fid: FID needs image data"):
+        _trainer(tmp_path / "b", "train.eval_every=2", "train.eval_metric=fid")
 
 
 def test_disk_full_while_writing_a_checkpoint_is_one_line_and_keeps_the_previous_ones(tmp_path, monkeypatch, capsys):

@@ -103,10 +103,7 @@ class _Evaluation:
             raise FileNotFoundError(f"'{run}' is not a training run directory (no config.yaml)")
         _positive(args.n, "--n")
         _positive(args.batch, "--batch")
-        get_metric(metric)  # an unknown name raises, listing the valid ones
-        if metric == "classifier_fd" and getattr(args, "classifier", None) is None:
-            raise ValueError("classifier_fd needs a feature extractor: pass --classifier DIR "
-                             "(train one with: fdrl train-classifier digits --out DIR)")
+        get_metric(metric)  # an unknown name raises, listing the valid ones, before any loading
         self.run, self.seed = run, args.seed
         config = load_config(str(run / "config.yaml"))
         self.checkpoint = args.checkpoint
@@ -124,13 +121,22 @@ class _Evaluation:
         self.model = FDRL.load(run, device=device, checkpoint=self.checkpoint)
         data = build_data(config.data.name, **config.data.params)
         self.n = args.n or (FID_DEFAULT_N if metric == "fid" else config.train.eval_n)
-        self.batch = args.batch
         self.sample_batch = args.batch or min(self.n, SAMPLE_BATCH)
-        self.metric = (bind_metric(metric, data, dataset_identity(config.data.name, config.data.params), self.n,
-                                   self.seed, args.batch, getattr(args, "classifier", None), args.inception_weights,
-                                   args.stats_cache, self.model.device)
-                       if self.dist.is_main else None)
         self.metric_name = metric
+        self.metric, error = None, None
+        if self.dist.is_main:
+            try:
+                self.metric = bind_metric(metric, data, dataset_identity(config.data.name, config.data.params),
+                                          self.n, self.seed, args.batch, getattr(args, "classifier", None),
+                                          args.inception_weights, args.stats_cache, self.model.device)
+            except (ValueError, FileNotFoundError) as err:
+                error = err
+        # the other ranks must not start sampling for a rank 0 that will never gather
+        (failed,) = distributed.any_flag(self.dist, error is not None, device=self.model.device)
+        if error is not None:
+            raise error
+        if failed:
+            raise ValueError("rank 0 could not set up the metric (its error says why)")
 
     def samples(self, steps: int, progress: bool = False) -> Tensor | None:
         """``n`` samples after ``steps`` flow steps (on rank 0; None on the others)."""

@@ -221,7 +221,8 @@ class Trainer:
         self.lr_scale = 1.0  # product of the divergence guard's learning-rate cuts
         self.rollbacks = 0
         self.best: dict[str, Any] | None = None  # {"step", "metric", "value"} of the best evaluation
-        self.eval_metric: BoundMetric | None = None  # bound on the first periodic evaluation
+        # bound before training (rank 0 evaluates), so a wrong classifier or weights path fails now
+        self.eval_metric: BoundMetric | None = self._on_main(self._bind_eval_metric) if t.eval_every else None
         self._on_main(self._prepare_run_dir)
         prior = self._on_main(self._prior)
         if self.dist.active:  # every rank flows from the same prior (pickled, no shared disk needed)
@@ -370,15 +371,20 @@ class Trainer:
         self._log({"event": "rollback", "step": failed, "problem": problem, "to_step": self.step,
                    "checkpoint": path.name, "lr_scale": scale, "rollbacks": rollbacks})
 
+    def _bind_eval_metric(self) -> BoundMetric:
+        """``train.eval_metric`` bound to ``eval_n`` data draws or the dataset's statistics."""
+        t = self.config.train
+        try:
+            return bind_metric(t.eval_metric, self.data, dataset_identity(self.config.data.name, self.config.data.params),
+                               t.eval_n, t.seed + 2, classifier=t.eval_classifier,
+                               inception_weights=t.eval_inception_weights, device=self.device)
+        except (ValueError, FileNotFoundError) as err:
+            raise ConfigError(f"train.eval_metric={t.eval_metric}: {err}") from None
+
     def _evaluate_for_best(self) -> bool:
         """The periodic evaluation (``train.eval_metric`` of ``eval_n`` EMA samples against the
-        data, :func:`fdrl.evaluate.binding.bind_metric`), logged; True if it is the best so far."""
+        data, bound by :meth:`_bind_eval_metric`), logged; True if it is the best so far."""
         t = self.config.train
-        if self.eval_metric is None:
-            self.eval_metric = bind_metric(
-                t.eval_metric, self.data, dataset_identity(self.config.data.name, self.config.data.params), t.eval_n,
-                t.seed + 2, classifier=t.eval_classifier, inception_weights=t.eval_inception_weights,
-                device=self.device)
         value = float(self.eval_metric(self.model().sample(t.eval_n, seed=t.seed + 1,
                                                            batch_size=min(t.eval_n, 500))))
         self._log({"step": self.step, "eval": t.eval_metric, "value": value})

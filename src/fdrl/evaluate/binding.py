@@ -118,8 +118,8 @@ def _bind_classifier(data: Any, dataset: dict[str, Any], n: int, seed: int, batc
     from fdrl.evaluate.frechet import cached_stats, default_cache_dir, feature_stats, frechet_feature_distance
 
     if classifier is None:
-        raise ValueError("classifier_fd needs a feature extractor: pass a classifier directory "
-                         "(train one with: fdrl train-classifier digits --out DIR)")
+        raise ValueError("classifier_fd needs a feature extractor: pass --classifier DIR (in training: "
+                         "train.eval_classifier=DIR; train one with: fdrl train-classifier digits --out DIR)")
     model = load_classifier(classifier, device=device)
     if tuple(data.shape) != model.in_shape:
         raise ValueError(f"classifier '{classifier}' takes images of shape {model.in_shape}, "
