@@ -44,85 +44,92 @@ from pathlib import Path
 from fdrl.studies.composition import conditional_study, domain_translation_study, refinement_study, translation_study
 
 
+def _study(sub, name: str, seed: int = 0, run_required: bool = False, overrides: str | None = None):
+    """A subcommand with the options every study takes."""
+    p = sub.add_parser(name)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--run", type=Path, required=run_required)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--classifier-epochs", type=int)
+    p.add_argument("--seed", type=int, default=seed)
+    p.add_argument("--device", default="cpu")
+    if overrides:
+        p.add_argument("overrides", nargs="*", help=overrides)
+    return p
+
+
+def _phi(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"phi must be a number or 'auto', got '{text}'") from None
+
+
+def _phis(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise argparse.ArgumentTypeError(f"--phis must be comma-separated numbers, e.g. 0.1,1,3; got '{text}'")
+    return values
+
+
+def run_study(args: argparse.Namespace) -> dict:
+    if args.study == "conditional":
+        return conditional_study(args.run, args.out, args.guide, args.judge, args.n_per_class, args.phi, args.steps,
+                                 args.seed, dataset=args.dataset, adversarial_eps=args.adversarial_eps,
+                                 classifier_epochs=args.classifier_epochs, device=args.device,
+                                 threshold=args.threshold, validator=args.validator, phis=args.phis)
+    if args.study == "translate":
+        return translation_study(args.out, args.run, args.dataset, args.source, args.target, args.judge,
+                                 args.overrides, args.steps, args.seed, args.classifier_epochs, args.device,
+                                 args.threshold)
+    if args.study == "domains":
+        return domain_translation_study(args.out, args.run, args.source, args.target, args.judge, args.overrides,
+                                        args.steps, args.seed, args.classifier_epochs, args.device)
+    return refinement_study(args.out, args.run, args.dataset, args.classifier, args.blur_sigma, args.noise,
+                            args.overrides, args.steps, args.seed, args.classifier_epochs, args.device)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="study", required=True)
-    p = sub.add_parser("conditional")
-    p.add_argument("--run", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
+    p = _study(sub, "conditional", seed=1, run_required=True)
     p.add_argument("--guide", type=Path)
     p.add_argument("--judge", type=Path)
-    p.add_argument("--dataset", default="digits", choices=("digits", "mnist"))
     p.add_argument("--validator", type=Path)
+    p.add_argument("--dataset", default="digits", choices=("digits", "mnist"))
     p.add_argument("--n-per-class", type=int, default=200)
-    p.add_argument("--phi", default="auto", help="a number, or auto: chosen with the validator from --phis")
-    p.add_argument("--phis", default="0.1,0.3,1,3,10")
-    p.add_argument("--steps", type=int)
+    p.add_argument("--phi", type=_phi, default="auto", help="a number, or auto: chosen with the validator from --phis")
+    p.add_argument("--phis", type=_phis, default=[0.1, 0.3, 1.0, 3.0, 10.0])
     p.add_argument("--adversarial-eps", type=float, default=2.0)
-    p.add_argument("--classifier-epochs", type=int)
     p.add_argument("--threshold", type=float, default=0.9)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--device", default="cpu")
-    q = sub.add_parser("translate")
-    q.add_argument("--out", type=Path, required=True)
-    q.add_argument("--run", type=Path)
+    q = _study(sub, "translate", overrides="training overrides, e.g. train.steps=3000")
     q.add_argument("--judge", type=Path)
     q.add_argument("--dataset", default="mnist", choices=("digits", "mnist"))
     q.add_argument("--source", type=int, default=3)
     q.add_argument("--target", type=int, default=8)
-    q.add_argument("--steps", type=int)
-    q.add_argument("--classifier-epochs", type=int)
     q.add_argument("--threshold", type=float, default=0.8)
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--device", default="cpu")
-    q.add_argument("overrides", nargs="*", help="training overrides, e.g. train.steps=3000")
-    d = sub.add_parser("domains")
-    d.add_argument("--out", type=Path, required=True)
-    d.add_argument("--run", type=Path)
+    d = _study(sub, "domains", overrides="training overrides of the digits preset")
     d.add_argument("--judge", type=Path)
     d.add_argument("--source", default="digits")
     d.add_argument("--target", default="mnist8")
-    d.add_argument("--steps", type=int)
-    d.add_argument("--classifier-epochs", type=int)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--device", default="cpu")
-    d.add_argument("overrides", nargs="*", help="training overrides of the digits preset")
-    r = sub.add_parser("refine")
-    r.add_argument("--out", type=Path, required=True)
-    r.add_argument("--run", type=Path)
+    r = _study(sub, "refine", overrides="training overrides of the dataset's preset")
     r.add_argument("--classifier", type=Path)
     r.add_argument("--dataset", default="digits", choices=("digits", "mnist"))
     r.add_argument("--blur-sigma", type=float, default=1.0)
     r.add_argument("--noise", type=float, default=0.2)
-    r.add_argument("--steps", type=int)
-    r.add_argument("--classifier-epochs", type=int)
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--device", default="cpu")
-    r.add_argument("overrides", nargs="*", help="training overrides of the dataset's preset")
     args = parser.parse_args(argv)
-    if args.study == "refine":
-        metrics = refinement_study(args.out, args.run, args.dataset, args.classifier, args.blur_sigma, args.noise,
-                                   args.overrides, args.steps, args.seed, args.classifier_epochs, args.device)
-        print(json.dumps(metrics, indent=2))
-        return 0 if metrics["passed"] else 1
-    if args.study == "domains":
-        metrics = domain_translation_study(args.out, args.run, args.source, args.target, args.judge, args.overrides,
-                                           args.steps, args.seed, args.classifier_epochs, args.device)
-        print(json.dumps(metrics, indent=2))
-        return 0
-    if args.study == "conditional":
-        phi = args.phi if args.phi == "auto" else float(args.phi)
-        metrics = conditional_study(args.run, args.out, args.guide, args.judge, args.n_per_class, phi,
-                                    args.steps, args.seed, dataset=args.dataset,
-                                    adversarial_eps=args.adversarial_eps, classifier_epochs=args.classifier_epochs,
-                                    device=args.device, threshold=args.threshold, validator=args.validator,
-                                    phis=[float(v) for v in args.phis.split(",")])
-    else:
-        metrics = translation_study(args.out, args.run, args.dataset, args.source, args.target, args.judge,
-                                    args.overrides, args.steps, args.seed, args.classifier_epochs, args.device,
-                                    args.threshold)
+    try:
+        metrics = run_study(args)
+    except (ValueError, FileNotFoundError) as err:  # the library's one-line errors: exit code 2
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        parser.exit(2, f"{parser.prog}: error: {message}\n")
     print(json.dumps(metrics, indent=2))
-    return 0 if metrics["passed"] else 1
+    return 0 if metrics.get("passed", True) else 1  # domains has no bar
 
 
 if __name__ == "__main__":

@@ -344,3 +344,22 @@ def test_select_phi_takes_the_smallest_phi_the_validator_accepts():
     assert picked["table"][0]["min_class_accuracy"] == 0.0 and picked["table"][1]["min_class_accuracy"] == 1.0
     never = select_phi(_PhiStub(), nn.Linear(4, 4), validator, [0.1, 0.5], 5, None, 0, 8, 0.95)
     assert never["phi"] == 0.5  # none reaches the threshold: the largest
+    with pytest.raises(ValueError, match="at least one candidate phi"):
+        select_phi(_PhiStub(), nn.Linear(4, 4), validator, [], 5, None, 0, 8, 0.95)
+
+
+def test_composition_script_bad_input_is_one_line_with_exit_code_2(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "composition_digits.py"
+    for args, expected in ((["conditional", "--run", str(tmp_path / "none"), "--out", str(tmp_path / "o")],
+                            "neither a saved model"),
+                           (["refine", "--out", str(tmp_path / "o"), "--classifier", str(tmp_path / "no_clf")],
+                            "no classifier in"),
+                           (["conditional", "--run", str(tmp_path), "--out", str(tmp_path / "o"), "--phi", "x"],
+                            "phi must be a number or 'auto'")):
+        done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and expected in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "o" / "run").exists()  # the bad classifier path failed before any training

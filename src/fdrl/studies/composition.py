@@ -10,14 +10,19 @@
   trains (or takes) a run whose prior is the source digit's train images and whose data is the
   target digit's, translates the held-out source images, and reports the share the judge calls
   the target digit (target: >= 0.8) and the share still called the source digit.
+* :func:`domain_translation_study`: the same with whole datasets as domains (digits -> MNIST at
+  8 x 8): class preservation and the Frechet distance to the target domain, before and after.
+* :func:`refinement_study`: DGflow as FDRL with a fixed generator as the prior; the generator
+  degrades digits (:func:`degrade`) and the refined held-out set's Frechet distance must fall.
 
-Both write ``metrics.json`` and figures to ``out`` and return the metrics.
+A study trains its run in ``out/run`` unless one is given. Each writes ``metrics.json`` and a
+figure to ``out`` and returns the metrics.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +44,18 @@ def _classifier(path: Path | None, out: Path, name: str, dataset: str, device: A
     return model, str(target)
 
 
+def _study_model(run: str | Path | None, out: Path, config: Callable[[], Any], device: Any,
+                 progress: bool) -> tuple[FDRL, Path]:
+    """The study's model: the given run, else one trained (or resumed) in ``out/run`` from
+    ``config()``."""
+    if run is None:
+        from fdrl.train import Trainer
+
+        run = out / "run"
+        Trainer(config(), run, progress=progress).fit()
+    return FDRL.load(run, device=device), Path(run)
+
+
 @torch.no_grad()
 def _predict(judge: torch.nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
     first = next(judge.parameters(), None)  # a classifier without parameters runs on the CPU
@@ -58,6 +75,8 @@ def select_phi(model: FDRL, guide: torch.nn.Module, validator: torch.nn.Module, 
     class; the largest phi if none does. Eq. 31's phi balances the classifier's gradients against
     the estimator's, which depends on both networks, so it is chosen on held-out judgement,
     never on the judge that reports the result."""
+    if not phis:
+        raise ValueError("select_phi needs at least one candidate phi")
     n_classes = ClassGuidance(guide, 0).check(model)
     labels = all_labels(n_per_class * n_classes, n_classes)
     table = []
@@ -150,14 +169,10 @@ def translation_study(out: str | Path, run: str | Path | None = None, dataset: s
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if run is None:
-        from fdrl.train import Trainer
-
-        run = out / "run"
-        Trainer(translation_config(dataset, source, target, train_overrides), run, progress=progress).fit()
-    model = FDRL.load(run, device=device)
-    judge_model, judge_path = _classifier(judge, out, "judge", dataset, model.device, seed=1, arch="mlp",
-                                          epochs=classifier_epochs)
+    judge_model, judge_path = _classifier(judge, out, "judge", dataset, device, seed=1, arch="mlp",
+                                          epochs=classifier_epochs)  # first: a bad path fails before training
+    model, run = _study_model(run, out, lambda: translation_config(dataset, source, target, train_overrides), device,
+                              progress)
     test = build_image_data(dataset, split="test", classes=[source])
     x = test.images(range(len(test)))
     result, snaps, show = translate(model, x, steps=steps, seed=seed, batch_size=500)
@@ -203,14 +218,10 @@ def domain_translation_study(out: str | Path, run: str | Path | None = None, sou
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if run is None:
-        from fdrl.train import Trainer
-
-        run = out / "run"
-        Trainer(domain_translation_config(source, target, overrides=train_overrides), run, progress=progress).fit()
-    model = FDRL.load(run, device=device)
-    judge_model, judge_path = _classifier(judge, out, "judge", target, model.device, seed=1, arch="cnn",
-                                          epochs=classifier_epochs)
+    judge_model, judge_path = _classifier(judge, out, "judge", target, device, seed=1, arch="cnn",
+                                          epochs=classifier_epochs)  # first: a bad path fails before training
+    model, run = _study_model(run, out, lambda: domain_translation_config(source, target, overrides=train_overrides),
+                              device, progress)
     test = build_image_data(source, split="test")
     x, labels = test.images(range(len(test))), test.labels
     target_images = _all_images(target, "test")
@@ -269,18 +280,16 @@ def refinement_study(out: str | Path, run: str | Path | None = None, dataset: st
     train_clean, test_clean = _all_images(dataset, "train"), _all_images(dataset, "test")
     degraded_train = degrade(train_clean, blur_sigma, noise, seed=seed)
     degraded_test = degrade(test_clean, blur_sigma, noise, seed=seed + 1)
-    if run is None:
+    def config() -> Any:
         from fdrl.config import load_config
-        from fdrl.train import Trainer
 
         prior_file = out / "degraded_train.npy"
         np.save(prior_file, degraded_train.numpy())
-        run = out / "run"
-        config = load_config(dataset, ["prior.name=dataset", f"prior.params.path={prior_file}", *train_overrides])
-        Trainer(config, run, progress=progress).fit()
-    model = FDRL.load(run, device=device)
-    clf, clf_path = _classifier(classifier, out, "classifier", dataset, model.device, seed=0, arch="cnn",
-                                epochs=classifier_epochs)
+        return load_config(dataset, ["prior.name=dataset", f"prior.params.path={prior_file}", *train_overrides])
+
+    clf, clf_path = _classifier(classifier, out, "classifier", dataset, device, seed=0, arch="cnn",
+                                epochs=classifier_epochs)  # first: a bad path fails before training
+    model, run = _study_model(run, out, config, device, progress)
     refined = refine(model, degraded_test, steps=steps, seed=seed, batch_size=500)
     features = PenultimateFeatures(clf)
     metrics = {
