@@ -291,6 +291,7 @@ def test_composition_benchmark_runs_on_a_tiny_configuration(digits_setup, tmp_pa
                        f"prior.params.cache_dir={tmp_path / 'cache'}"])
     metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
     assert metrics["n"] > 20 and 0 <= metrics["target_rate"] <= 1 and metrics["source_rate_before"] > 0.8
+    assert metrics["frechet_to_target_before"] > 0 and metrics["frechet_to_target_after"] > 0
     assert (tmp_path / "t" / "translation.png").is_file() and code == (0 if metrics["passed"] else 1)
     code = bench.main(["domains", "--out", str(tmp_path / "d"), "--classifier-epochs", "1", "--steps", "2",
                        "train.steps=3", "train.batch_size=16", "flow.steps=2", "flow.refine_steps=0",

@@ -9,7 +9,9 @@
 * :func:`translation_study`: unpaired translation of one digit into another (MNIST 3 -> 8):
   trains (or takes) a run whose prior is the source digit's train images and whose data is the
   target digit's, translates the held-out source images, and reports the share the judge calls
-  the target digit (target: >= 0.8) and the share still called the source digit.
+  the target digit (target: >= 0.8), the share still called the source digit, and the Frechet
+  distance of the source and translated images to the held-out target digits (App. F's
+  evaluation, in the judge's features).
 * :func:`domain_translation_study`: the same with whole datasets as domains (digits -> MNIST at
   8 x 8): class preservation and the Frechet distance to the target domain, before and after.
 * :func:`refinement_study`: DGflow as FDRL with a fixed generator as the prior; the generator
@@ -165,7 +167,8 @@ def translation_study(out: str | Path, run: str | Path | None = None, dataset: s
                       device: str | torch.device = "cpu", threshold: float = 0.8,
                       progress: bool = False) -> dict[str, Any]:
     """Translate held-out ``source`` digits into ``target`` digits (see the module docstring)."""
-    from fdrl.data import build_image_data
+    from fdrl.classifier import PenultimateFeatures
+    from fdrl.evaluate.frechet import frechet_feature_distance
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -173,10 +176,10 @@ def translation_study(out: str | Path, run: str | Path | None = None, dataset: s
                                           epochs=classifier_epochs)  # first: a bad path fails before training
     model, run = _study_model(run, out, lambda: translation_config(dataset, source, target, train_overrides), device,
                               progress)
-    test = build_image_data(dataset, split="test", classes=[source])
-    x = test.images(range(len(test)))
+    x, target_test = _all_images(dataset, "test", [source]), _all_images(dataset, "test", [target])
     result, snaps, show = translate(model, x, steps=steps, seed=seed, batch_size=500)
     pred, pred_source = _predict(judge_model, result), _predict(judge_model, x)
+    features = PenultimateFeatures(judge_model)
     metrics = {
         "run": str(run), "judge": judge_path, "dataset": dataset, "source": source, "target": target,
         "n": len(x), "steps": show[-1], "seed": seed,
@@ -184,6 +187,11 @@ def translation_study(out: str | Path, run: str | Path | None = None, dataset: s
         "source_rate_after": float((pred == source).float().mean()),
         "target_rate_before": float((pred_source == target).float().mean()),
         "source_rate_before": float((pred_source == source).float().mean()),
+        # App. F's evaluation offline: test-A (translated) against test-B in the judge's features
+        "frechet_to_target_before": frechet_feature_distance(x, target_test, features),
+        "frechet_to_target_after": frechet_feature_distance(result, target_test, features),
+        "frechet_floor_target_train_vs_test": frechet_feature_distance(_all_images(dataset, "train", [target]),
+                                                                       target_test, features),
         "threshold": threshold,
     }
     metrics["passed"] = metrics["target_rate"] >= threshold
@@ -242,10 +250,11 @@ def domain_translation_study(out: str | Path, run: str | Path | None = None, sou
     return metrics
 
 
-def _all_images(dataset: str, split: str) -> Tensor:
+def _all_images(dataset: str, split: str, classes: Sequence[int] | None = None) -> Tensor:
+    """Every clean image of a split (of ``classes`` only, when given)."""
     from fdrl.data import build_image_data
 
-    data = build_image_data(dataset, split=split)
+    data = build_image_data(dataset, split=split, classes=classes)
     return data.images(range(len(data)))
 
 
