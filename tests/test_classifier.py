@@ -22,7 +22,7 @@ from fdrl.classifier import (
     train_classifier,
     weights_digest,
 )
-from fdrl.commands_images import register
+from fdrl.cli.images import register
 from fdrl.evaluate import METRICS
 
 

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from fdrl.commands_eval import register
+from fdrl.cli.evaluate import register
 from fdrl.config import load_config
 from fdrl.train import Trainer
 

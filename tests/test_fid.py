@@ -104,7 +104,7 @@ def test_missing_or_unsafe_weights_file(tmp_path):
 
 
 def test_evaluate_fid_command_on_an_image_run(random_weights, tmp_path):
-    from fdrl.commands_eval import register
+    from fdrl.cli.evaluate import register
     from fdrl.config import load_config
     from fdrl.train import Trainer
 

@@ -14,7 +14,7 @@ from fdrl.classifier import (
     DigitClassifier, load_classifier, load_robust_cifar10_resnet50, load_torchvision_classifier, pgd_l2,
     train_classifier,
 )
-from fdrl.commands_compose import register as register_compose
+from fdrl.cli.compose import register as register_compose
 from fdrl.config import load_config
 from fdrl.flow import potential_gradient
 from fdrl.guidance import ClassGuidance, all_labels, conditional_sample, guided_potential
@@ -206,7 +206,7 @@ def test_adversarial_training_is_saved_and_loaded(tmp_path):
 
 
 def test_train_classifier_command_takes_the_pgd_flags(tmp_path, capsys):
-    from fdrl.commands_images import register
+    from fdrl.cli.images import register
 
     parser = argparse.ArgumentParser(prog="fdrl")
     register(parser.add_subparsers(dest="command"))

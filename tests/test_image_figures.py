@@ -13,8 +13,8 @@ from PIL import Image
 
 from fdrl import seeding
 from fdrl.classifier import DigitClassifier, save_classifier, train_classifier
-from fdrl.commands_eval import register as register_eval
-from fdrl.commands_images import register
+from fdrl.cli.evaluate import register as register_eval
+from fdrl.cli.images import register
 from fdrl.config import load_config
 from fdrl.data import build_image_data
 from fdrl.data.images import TensorImages

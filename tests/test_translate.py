@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fdrl.commands_compose import register
+from fdrl.cli.compose import register
 from fdrl.config import load_config
 from fdrl.guidance import load_input_images, refine, transport, translate
 from fdrl.model import FDRL

@@ -17,7 +17,12 @@ from typing import Any
 
 import yaml
 
-from fdrl.objectives import ETA_SCALINGS, get_objective, scaled_step_size
+from fdrl.pairings import ETA_SCALINGS, check_pairing, scaled_step_size
+
+#: torch.compile modes of the flow step (fdrl.flow.FlowOptions)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+#: the metrics of fdrl.evaluate.METRICS (listed here so that configs are checked without torch)
+METRIC_NAMES = ("energy", "mmd", "sliced_wasserstein", "c2st", "fid", "classifier_fd")
 
 
 class ConfigError(ValueError):
@@ -118,7 +123,7 @@ class Config:
     def validate(self) -> "Config":
         """Check ranges and the pairing; raise ConfigError naming the key."""
         try:
-            get_objective(self.objective)
+            check_pairing(self.objective)
         except ValueError as err:
             raise ConfigError(str(err)) from None
         positive = {
@@ -149,10 +154,8 @@ class Config:
         for key, value in non_negative.items():
             if value < 0:
                 raise ConfigError(f"{key} must be >= 0, got {value}")
-        from fdrl.evaluate import METRICS
-
-        if self.train.eval_metric not in METRICS:
-            raise ConfigError(f"train.eval_metric must be one of {', '.join(METRICS)}, got '{self.train.eval_metric}'")
+        if self.train.eval_metric not in METRIC_NAMES:
+            raise ConfigError(f"train.eval_metric must be one of {', '.join(METRIC_NAMES)}, got '{self.train.eval_metric}'")
         if self.train.eval_every and self.train.eval_metric == "classifier_fd" and not self.train.eval_classifier:
             raise ConfigError("train.eval_metric=classifier_fd needs train.eval_classifier=DIR "
                               "(train one with: fdrl train-classifier digits --out DIR)")
@@ -166,8 +169,6 @@ class Config:
             raise ConfigError(f"train.guard_lr_factor must be in (0, 1), got {self.train.guard_lr_factor}")
         if len(self.train.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.train.betas):
             raise ConfigError(f"train.betas must be two numbers in [0, 1), got {self.train.betas}")
-        from fdrl.flow import COMPILE_MODES
-
         if self.flow.compile_mode not in COMPILE_MODES:
             raise ConfigError(f"flow.compile_mode must be one of {', '.join(COMPILE_MODES)}, got '{self.flow.compile_mode}'")
         if self.train.dist_backend not in ("auto", "nccl", "gloo"):
@@ -284,8 +285,54 @@ def _read_yaml(path_or_text: Any, label: str) -> dict[str, Any]:
     return data
 
 
+#: suffixes of vector data files that ``fdrl train PATH`` trains on (fdrl.data.files reads them)
+VECTOR_SUFFIXES = (".npy", ".csv", ".txt")
+#: the presets that a data file or an image folder given as PATH starts from
+VECTORS_PRESET, IMAGES_PRESET = "vectors", "images"
+
+
+def data_source_kind(source: str) -> str | None:
+    """What ``fdrl train SOURCE`` means: ``"vectors"`` (a .npy / .csv / .txt path), ``"images"``
+    (a folder that is not a run directory), or None (a preset name or a YAML file). A bare
+    preset name wins over a same-named folder in the working directory; write ``./NAME`` for
+    the folder."""
+    path = Path(source)
+    if path.suffix.lower() in VECTOR_SUFFIXES:
+        return "vectors"
+    if not path.is_dir():
+        return None
+    if source in preset_names() and path.name == source:
+        return None
+    if (path / "config.yaml").is_file():
+        raise ConfigError(f"'{source}' is a run directory, not data; continue it with: fdrl train --resume {source}")
+    return "images"
+
+
+def _user_data_raw(source: str, kind: str) -> dict[str, Any]:
+    """The raw config for a user's data: the ``vectors`` or ``images`` preset with the data
+    section pointing at ``source`` (an absolute path, so the run works from any folder), named
+    after the file or folder."""
+    path = Path(source)
+    if kind == "vectors" and not path.is_file():
+        raise ConfigError(f"data file '{source}' does not exist" if not path.exists() else
+                          f"data file '{source}' is not a regular file")
+    raw = load_raw(VECTORS_PRESET if kind == "vectors" else IMAGES_PRESET)
+    data = dict(raw.get("data") or {})
+    params = dict(data.get("params") or {})
+    params["path" if kind == "vectors" else "root"] = str(path.resolve())
+    data["params"] = params
+    raw["data"] = data
+    raw["name"] = path.stem if kind == "vectors" else path.resolve().name
+    return raw
+
+
 def load_raw(source: str) -> dict[str, Any]:
-    """A preset name or a YAML file path -> the raw mapping (presets may ``extends:`` another)."""
+    """A preset name, a YAML file path, a vector data file or an image folder -> the raw
+    mapping (presets may ``extends:`` another; data paths start from the ``vectors`` or
+    ``images`` preset)."""
+    kind = data_source_kind(source)
+    if kind is not None:
+        return _user_data_raw(source, kind)
     path = Path(source)
     if source.endswith((".yaml", ".yml")) or path.is_file():
         if not path.is_file():
@@ -309,5 +356,21 @@ def load_config(source: str | dict[str, Any] | None = None, overrides: list[str]
     raw.pop("extends", None)
     for text in overrides:
         raw = _merge(raw, parse_override(text), into_params=True)
-    return _build(Config, _merge(Config().to_dict(), raw)).validate()
+    return _build(Config, _merge(Config().to_dict(), _test_fraction_into_params(raw))).validate()
+
+
+def _test_fraction_into_params(raw: dict[str, Any]) -> dict[str, Any]:
+    """``data.test_fraction`` (the documented spelling) is the data option ``test_fraction``."""
+    data = raw.get("data")
+    if not isinstance(data, dict) or "test_fraction" not in data:
+        return raw
+    data = dict(data)
+    params = dict(data.get("params") or {})
+    value = data.pop("test_fraction")
+    if "test_fraction" in params and params["test_fraction"] != value:
+        raise ConfigError(f"data.test_fraction={value} and data.params.test_fraction={params['test_fraction']} "
+                          "disagree; give one")
+    params["test_fraction"] = value
+    data["params"] = params
+    return {**raw, "data": data}
 

@@ -264,9 +264,9 @@ def load_input_images(path: str | Path, shape: Sequence[int]) -> tuple[Tensor, l
     if not path.exists():
         raise FileNotFoundError(f"input '{path}' does not exist")
     if path.is_file() and path.suffix.lower() in TENSOR_SUFFIXES:
-        from fdrl.commands_images import _sample_file
+        from fdrl.sample_files import read_samples
 
-        x = _sample_file(path)
+        x = read_samples(path)
         if x.ndim == 2 and x.shape[1] == math.prod(shape):
             x = x.reshape(-1, *shape)
         if x.ndim == 3 and shape[0] == 1 and tuple(x.shape[1:]) == shape[1:]:

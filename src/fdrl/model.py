@@ -1,8 +1,11 @@
 """A trained FDRL model: estimator (EMA weights), objective, prior and flow settings.
 
 ``FDRL.sample`` is Algorithm 2: draw x_0 from the prior and run K + kappa steps of Eq. 9.
-``FDRL.save(dir)`` writes safetensors + JSON; ``FDRL.load(path)`` reads a saved model or a
-training run directory (its newest checkpoint's EMA weights).
+``FDRL.save(dir)`` (alias ``save_pretrained``) writes safetensors + JSON; ``FDRL.load(path)``
+(alias ``from_pretrained``) reads a saved model or a training run directory (its newest
+checkpoint's EMA weights). A model trained on a user's standardised vectors carries the
+:class:`~fdrl.data.scaling.Standardizer`: ``sample`` returns the user's units and
+``log_ratio`` takes them.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import yaml
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from fdrl import seeding
+from fdrl import __version__, seeding
+from fdrl.data.scaling import Standardizer
 from fdrl.checkpoint import load_latest, safe_load
 from fdrl.flow import Potential, flow, frozen, ratio_potential
 from fdrl.nets import build_estimator
@@ -59,6 +63,7 @@ class FDRL:
         steps: int,
         refine_steps: int = 0,
         estimator_spec: dict[str, Any] | None = None,
+        scaler: Standardizer | None = None,
     ):
         self.estimator = estimator.eval()
         self.objective = get_objective(objective) if isinstance(objective, str) else objective
@@ -66,6 +71,12 @@ class FDRL:
         self.eta, self.noise = float(eta), float(noise)
         self.steps, self.refine_steps = int(steps), int(refine_steps)
         self.estimator_spec = estimator_spec or {}
+        self.scaler = scaler
+
+    @property
+    def columns(self) -> list[str] | None:
+        """The column names of the CSV the model was trained on (None if it had no header)."""
+        return None if self.scaler is None else self.scaler.columns
 
     @property
     def device(self) -> torch.device:
@@ -80,8 +91,16 @@ class FDRL:
         return ratio_potential(self.estimator, self.objective)
 
     @torch.no_grad()
-    def log_ratio(self, x: Tensor) -> Tensor:
-        """log r_theta(x) = log q~(x)/p(x) for a batch."""
+    def log_ratio(self, x: Tensor, standardized: bool = False) -> Tensor:
+        """log r_theta(x) = log q~(x) / p(x) for a batch ``x`` in the data's units: what FDRL
+        learns. r is the ratio of the particles' density q~ to the data's p (App. C), so *lower*
+        values mean "looks more like the data than like the flowed particles": near the data
+        log r is about 0 (q~ = p after training) and far from it large and positive. Use it to
+        rank points by how data-like they are, not as a normalised log-likelihood.
+        ``standardized``: ``x`` is already in the model's standardised units."""
+        x = torch.as_tensor(x, dtype=torch.float32)
+        if self.scaler is not None and not standardized:
+            x = self.scaler.forward(x)
         return self.objective.log_ratio(self.estimator(x.to(self.device)))
 
     def flow(
@@ -122,6 +141,7 @@ class FDRL:
         progress: bool = False,
         guidance: Any = None,
         shard: tuple[int, int] = (0, 1),
+        standardized: bool = False,
     ) -> Tensor:
         """Algorithm 2: ``n`` samples after ``steps`` (default K + kappa) flow steps, on the CPU.
 
@@ -133,6 +153,8 @@ class FDRL:
         ``shard=(rank, world)``: flow only the batches i with i % world == rank and return their
         samples, in order (:func:`fdrl.distributed.sample_sharded` deals the batches over ranks
         and gathers them; together they are exactly the one-process samples).
+        Samples are in the data's units; ``standardized=True`` keeps the model's standardised
+        units (for scoring against standardised data).
         """
         if n < 1:
             raise ValueError(f"number of samples must be >= 1, got {n}")
@@ -151,7 +173,8 @@ class FDRL:
             for start, x0, generator in batches:
                 potential = None if guidance is None else guidance.potential(self, labels[start:start + len(x0)])
                 out.append(self.flow(x0, steps, generator, potential=potential).cpu())
-        return torch.cat(out) if out else torch.empty(0, *self.prior.shape)
+        samples = torch.cat(out) if out else torch.empty(0, *self.prior.shape)
+        return samples if self.scaler is None or standardized else self.scaler.inverse(samples)
 
     def meta(self) -> dict[str, Any]:
         return {
@@ -161,6 +184,7 @@ class FDRL:
             "noise": self.noise,
             "steps": self.steps,
             "refine_steps": self.refine_steps,
+            "fdrl_version": __version__,
         }
 
     def save(self, directory: str | Path) -> Path:
@@ -171,7 +195,13 @@ class FDRL:
         save_file(state, str(directory / MODEL_FILE))
         (directory / META_FILE).write_text(json.dumps(self.meta(), indent=2))
         self.prior.save(directory)
+        if self.scaler is not None:
+            self.scaler.save(directory)
         return directory
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """The same as :meth:`save` (the name diffusers and transformers users look for)."""
+        return self.save(directory)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu", checkpoint: str | Path | None = None) -> "FDRL":
@@ -191,9 +221,14 @@ class FDRL:
         estimator.load_state_dict(state)
         model = cls(
             estimator, meta["objective"], load_prior(path), meta["eta"], meta["noise"],
-            meta["steps"], meta["refine_steps"], estimator_spec=spec,
+            meta["steps"], meta["refine_steps"], estimator_spec=spec, scaler=Standardizer.load(path),
         )
         return model.to(resolve_device(str(device)) if isinstance(device, str) else device)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "FDRL":
+        """The same as :meth:`load`."""
+        return cls.load(path, device=device)
 
 
 def _run_meta_and_weights(run_dir: Path, checkpoint: str | Path | None) -> tuple[dict[str, Any], dict[str, Tensor]]:

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fdrl.pairings import CURVATURE, ETA_SCALINGS, PAIRINGS, check_pairing, scaled_step_size  # noqa: F401
+
 LOG2 = math.log(2.0)
 
 
@@ -63,7 +65,6 @@ _F_PRIME_OF_LOG_RATIO = {
     "logd": _logd_f_prime,
 }
 
-_CURVATURE = {"chi2": 2.0, "kl": 1.0, "js": 0.5, "logd": 0.5}
 
 #: The naive Table 2 forms of f'(r), written directly in r; used by tests as the reference.
 NAIVE_F_PRIME = {
@@ -117,7 +118,7 @@ class Objective:
 
         Near convergence (r ~ 1) the flow's step is eta * curvature * grad log r, so pairings
         with the same eta move at different speeds; :func:`scaled_step_size` evens this out."""
-        return _CURVATURE[self.divergence]
+        return CURVATURE[self.divergence]
 
     def f_prime_of_log_ratio(self, log_r: Tensor) -> Tensor:
         """f'(r) for a given log r (used when composing ratios, Eq. 29)."""
@@ -125,45 +126,9 @@ class Objective:
 
 
 #: The four pairings used in the paper (App. C): LSIF with Pearson-chi2, LR with KL, JS, logD.
-OBJECTIVES: dict[str, Objective] = {
-    "lsif-chi2": Objective("lsif-chi2", "lsif", "chi2"),
-    "lr-kl": Objective("lr-kl", "lr", "kl"),
-    "lr-js": Objective("lr-js", "lr", "js"),
-    "lr-logd": Objective("lr-logd", "lr", "logd"),
-}
-
-_WHY_REFUSED = {
-    "lsif": "LSIF's network outputs r itself, which may be <= 0, so the log-ratio divergences "
-    "(kl, js, logd) would take the log of an unconstrained output (App. C)",
-    "lr": "LR's network outputs log r; Pearson-chi2 needs exp of it, the unstable path App. C/D avoid",
-}
+OBJECTIVES: dict[str, Objective] = {name: Objective(name, *parts) for name, parts in PAIRINGS.items()}
 
 
 def get_objective(name: str) -> Objective:
     """Look up a pairing by name, e.g. ``"lsif-chi2"``; refuse anything the paper rules out."""
-    key = name.strip().lower()
-    if key in OBJECTIVES:
-        return OBJECTIVES[key]
-    valid = ", ".join(OBJECTIVES)
-    bregman, _, divergence = key.partition("-")
-    if bregman in _WHY_REFUSED and divergence in _F_PRIME_OF_LOG_RATIO:
-        raise ValueError(
-            f"objective '{name}' is not a valid pairing: {_WHY_REFUSED[bregman]}; "
-            f"choose one of: {valid}"
-        )
-    raise ValueError(f"unknown objective '{name}'; choose one of: {valid}")
-
-
-ETA_SCALINGS = ("none", "curvature")
-
-
-def scaled_step_size(eta: float, scaling: str, objective: Objective | str) -> float:
-    """The flow's step size. ``scaling="curvature"`` reads ``eta`` as the step for a pairing of
-    curvature 2 (LSIF-chi2) and gives eta * 2 / curvature, so one preset takes the same step near
-    r = 1 with every pairing; ``"none"`` uses ``eta`` as given."""
-    if scaling not in ETA_SCALINGS:
-        raise ValueError(f"flow.eta_scaling must be one of {', '.join(ETA_SCALINGS)}, got '{scaling}'")
-    if scaling == "none":
-        return eta
-    objective = get_objective(objective) if isinstance(objective, str) else objective
-    return eta * 2.0 / objective.curvature
+    return OBJECTIVES[check_pairing(name)]

@@ -606,7 +606,9 @@ def build_prior(name: str, params: dict[str, Any], data: Any) -> Prior:
             if "path" not in params:
                 raise ValueError("prior 'dataset' needs prior.params.path=FILE (.npy, .csv or .txt) or "
                                  "prior.params.data={name: DATASET, params: {...}}")
-            return DatasetPrior(ArrayData.from_file(params["path"]).samples)
+            samples = ArrayData.from_file(params["path"], test_fraction=0.0).samples
+            scaler = getattr(data, "scaler", None)  # particles live in the data's standardised units
+            return DatasetPrior(samples if scaler is None else scaler.forward(samples))
     except KeyError as err:
         raise ValueError(f"prior '{name}' is missing option {err}") from None
     raise ValueError(f"unknown prior '{name}'; choose one of: {', '.join(PRIOR_NAMES)}")

@@ -32,12 +32,13 @@ from fdrl import __version__, distributed, seeding
 from fdrl.checkpoint import (CheckpointError, atomic_save, checkpoint_path, link_best, list_checkpoints,
                              load_latest, prune)
 from fdrl.config import Config, ConfigError
-from fdrl.data import build_data
+from fdrl.data import DataSource, build_data
+from fdrl.data.scaling import Standardizer
 from fdrl.flow import FlowOptions, Generators, flow, frozen, prepare_estimator, ratio_potential
 from fdrl.model import FDRL, resolve_device
 from fdrl.nets import build_estimator
 from fdrl.objectives import Objective, get_objective
-from fdrl.evaluate import evaluate_vectors
+from fdrl.evaluate.heldout import evaluate_heldout
 from fdrl.evaluate.binding import BoundMetric, bind_metric, dataset_identity
 from fdrl.plots import save_samples_figure
 from fdrl.priors import Prior, build_prior, load_prior
@@ -87,6 +88,14 @@ def training_step(
     loss.backward()
     optimizer.step()
     return StepOutput(loss.detach(), out_data.detach(), out_particles.detach(), x_k)
+
+
+def ema_decay(decay: float, step: int) -> float:
+    """The EMA rate at optimiser step ``step`` (0-based): App. F's ``decay`` with a warm-up,
+    min(decay, (1 + t) / (10 + t)), so that early on the average forgets the initial network
+    quickly (with a fixed 0.99, 40 steps in, 67% of the EMA's weight is still the network at
+    initialisation). The rate depends only on the step, so resume stays exact."""
+    return min(decay, (1.0 + step) / (10.0 + step))
 
 
 @torch.no_grad()
@@ -185,7 +194,11 @@ class Trainer:
     ``train.guard_retries`` rollbacks the run stops with :class:`TrainingError`.
     """
 
-    def __init__(self, config: Config, run_dir: str | Path, progress: bool = True):
+    def __init__(self, config: Config, run_dir: str | Path, progress: bool = True, data: DataSource | None = None):
+        """``data``: the training data as a data source (:mod:`fdrl.data`); by default it is
+        built from ``config.data``. Pass your own only if the run need not be re-opened from
+        its directory alone (``fdrl evaluate`` and ``--resume`` rebuild data from the config;
+        :func:`fdrl.fit` writes in-memory arrays into the run directory for that reason)."""
         self.config = config
         self.run_dir = Path(run_dir)
         self.device = resolve_device(config.device)
@@ -202,7 +215,7 @@ class Trainer:
         if config.train.threads > 0:
             torch.set_num_threads(config.train.threads)
         self.objective = get_objective(config.objective)
-        self.data = build_data(config.data.name, **config.data.params)
+        self.data = data if data is not None else build_data(config.data.name, **config.data.params)
         self.estimator_spec = {"name": config.model.name, "in_shape": list(self.data.shape),
                                "params": dict(config.model.params)}
         torch.manual_seed(seeding.derived_seed(config.train.seed, "init"))
@@ -224,6 +237,9 @@ class Trainer:
         # bound before training (rank 0 evaluates), so a wrong classifier or weights path fails now
         self.eval_metric: BoundMetric | None = self._on_main(self._bind_eval_metric) if t.eval_every else None
         self._on_main(self._prepare_run_dir)
+        self.scaler: Standardizer | None = getattr(self.data, "scaler", None)
+        if self.scaler is not None and self.dist.is_main:
+            self.scaler.save(self.run_dir)
         prior = self._on_main(self._prior)
         if self.dist.active:  # every rank flows from the same prior (pickled, no shared disk needed)
             box = [prior]
@@ -385,8 +401,8 @@ class Trainer:
         """The periodic evaluation (``train.eval_metric`` of ``eval_n`` EMA samples against the
         data, bound by :meth:`_bind_eval_metric`), logged; True if it is the best so far."""
         t = self.config.train
-        value = float(self.eval_metric(self.model().sample(t.eval_n, seed=t.seed + 1,
-                                                           batch_size=min(t.eval_n, 500))))
+        value = float(self.eval_metric(self.model().sample(t.eval_n, seed=t.seed + 1, batch_size=min(t.eval_n, 500),
+                                                           standardized=True)))
         self._log({"step": self.step, "eval": t.eval_metric, "value": value})
         previous = self.best["value"] if self.best is not None and self.best.get("metric") == t.eval_metric else None
         if not self.eval_metric.better(value, previous):
@@ -405,10 +421,10 @@ class Trainer:
         """The trained model with the EMA weights (what sampling and evaluation use)."""
         f = self.config.flow
         return FDRL(self.ema, self.objective, self.prior, self.config.step_size(), f.noise, f.steps, f.refine_steps,
-                    self.estimator_spec)
+                    self.estimator_spec, scaler=self.scaler)
 
     def _save_samples_figure(self) -> None:
-        samples = self.model().sample(self.config.train.sample_n, seed=self.config.train.seed)
+        samples = self.model().sample(self.config.train.sample_n, seed=self.config.train.seed, standardized=True)
         data = self.data.draw(self.config.train.sample_n, self.config.train.seed) if samples.ndim == 2 else None
         save_samples_figure(samples, self.run_dir / "samples" / f"step_{self.step:07d}.png", data,
                             title=f"{self.config.objective}, step {self.step}")
@@ -445,7 +461,7 @@ class Trainer:
                         tick, tick_step = time.perf_counter(), self.step
                         continue
                     self.scheduler.step()
-                    update_ema(self.ema, self.net, t.ema)
+                    update_ema(self.ema, self.net, ema_decay(t.ema, self.step))
                     self.step += 1
                     bar.update(self.step - bar.n)
                     if self.step % t.log_every == 0 or self.step == t.steps:
@@ -488,19 +504,13 @@ class Trainer:
         return self.model()
 
     def evaluate(self, n: int | None = None) -> dict[str, Any]:
-        """For vector data: energy distance and classifier two-sample accuracy of ``n`` EMA
-        samples against fresh data, with the prior and a second data set as references.
-        Written to ``metrics.json``."""
-        n = n or self.config.train.eval_n
-        seed = self.config.train.seed
-        samples = self.model().sample(n, seed=seed + 1)
-        if samples.ndim != 2:
-            raise ValueError("evaluate() reports vector metrics; image metrics live in fdrl.evaluate")
-        data = self.data.draw(2 * n, seed + 2)
-        prior = self.prior.sample(n, seeding.generator(seed + 3, "eval"))
+        """Score up to ``n`` (default ``train.eval_n``) EMA samples against held-out data beside
+        the baselines and the floor (:func:`fdrl.evaluate.heldout.heldout_report`); written to
+        ``metrics.json``. Held out: a finite dataset's held-out part (all of it up to ``n``),
+        or fresh draws of an infinite toy distribution."""
+        report = evaluate_heldout(self.model(), self.config, self.data, n or self.config.train.eval_n)
         metrics = {"step": self.step, "objective": self.config.objective,
-                   "samples_steps": self.config.flow.steps + self.config.flow.refine_steps,
-                   **evaluate_vectors(samples, data[:n], data[n:], prior, seed)}
+                   "samples_steps": self.config.flow.steps + self.config.flow.refine_steps, **report}
         if self.dist.is_main:
             (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         return metrics

@@ -199,6 +199,10 @@ class ImageData:
         """``n`` clean images for evaluation, drawn with replacement from the eval stream."""
         return self.images(self.order.draw_indices(n, seed))
 
+    def subset(self, n: int, seed: int) -> Tensor:
+        """min(n, len) distinct clean images (all of them when n >= len)."""
+        return self.images(self.order.subset_indices(n, seed))
+
     def iter_batches(self, batch_size: int) -> Iterator[Tensor]:
         """Every clean image once, in order, ``batch_size`` at a time (for fitting Eq. 8)."""
         for start in range(0, len(self), batch_size):
@@ -307,7 +311,7 @@ class FolderImages(EncodedImages):
     """
 
     def __init__(self, root: str | Path, geometry: Geometry, options: FileOptions, name: str = "folder",
-                 how_to_get: str = ""):
+                 how_to_get: str = "", split: tuple[str, float] | None = None):
         root = Path(root).expanduser()
         hint = f"; {how_to_get}" if how_to_get else ""
         if not root.is_dir():
@@ -319,11 +323,20 @@ class FolderImages(EncodedImages):
             )
         if options.check_files:
             paths = self._usable(paths, geometry, name)
+        key: dict[str, Any] = {}
+        if split is not None and split[1] > 0:  # (train | test, test_fraction): a seeded split of the files
+            if len(paths) < 4:
+                raise ValueError(f"data '{name}': {len(paths)} usable images under {root} are too few to hold "
+                                 "some out; add images, or pass data.test_fraction=0")
+            paths = [paths[i] for i in sorted(held_out_split(np.zeros(len(paths)), *split))]
+            key = {"split": split[0], "test_fraction": split[1]}
+        elif split is not None and split[0] == "test":
+            raise ValueError(f"data '{name}': split=test needs data.test_fraction > 0")
         self.root, self.paths = root, paths
         listing = "\n".join(str(p.relative_to(root)) for p in paths)
         super().__init__(name, len(paths), geometry, options, {
             "root": str(root.resolve()), "count": len(paths),
-            "files_sha1": hashlib.sha1(listing.encode()).hexdigest(),
+            "files_sha1": hashlib.sha1(listing.encode()).hexdigest(), **key,
         })
 
     @staticmethod
@@ -535,10 +548,13 @@ def _first_dir(root: Path, candidates: Sequence[str]) -> Path:
 
 
 def folder(root: str, image_size: int, load_size: int | None = None, pre_crop: int | None = None,
-           keep_aspect: bool = True, **options: Any) -> FolderImages:
-    """Any folder of images, resized (shorter side) and centre-cropped to ``image_size``."""
+           keep_aspect: bool = True, split: str = "train", test_fraction: float = 0.2, **options: Any) -> FolderImages:
+    """Any folder of images, resized (shorter side) and centre-cropped to ``image_size``;
+    ``test_fraction`` of the files (a seeded choice) are held out: ``split`` train | test."""
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"data 'folder': test_fraction must be in [0, 1), got {test_fraction}")
     return FolderImages(root, Geometry(image_size, load_size, pre_crop, keep_aspect),
-                        _file_options("folder", options))
+                        _file_options("folder", options), split=(split, test_fraction))
 
 
 def celeba(root: str, image_size: int = 64, pre_crop: int = 140, **options: Any) -> FolderImages:
@@ -625,3 +641,20 @@ def build_image_data(name: str, **params: Any) -> ImageData:
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for data '{name}'; "
                          f"valid: {', '.join(p.name for p in named)}") from None
     return builder(**params)
+
+
+#: the split that holds each dataset's held-out images (datasets without one have none)
+_HELD_OUT_SPLITS = {"cifar10": "test", "lsun_church": "val", "folder": "test", "two_domain": "test",
+                    "cat2dog": "test", "digits": "test", "mnist": "test", "mnist8": "test"}
+
+
+def build_held_out_images(name: str, **params: Any) -> ImageData | None:
+    """The held-out counterpart of ``build_image_data(name, **params)``: the same dataset and
+    preprocessing with its test split, or None if the dataset has none or it cannot be read."""
+    split = _HELD_OUT_SPLITS.get(name)
+    if split is None or params.get("split", "train") == split:
+        return None
+    try:
+        return build_image_data(name, **{**params, "split": split})
+    except (ValueError, FileNotFoundError):
+        return None

@@ -56,3 +56,10 @@ class SampleOrder:
     def draw_indices(self, n: int, seed: int) -> Tensor:
         """``n`` indices drawn with replacement from the evaluation stream of ``seed``."""
         return torch.randint(self.size, (n,), generator=seeding.generator(seed, "eval"))
+
+    def subset_indices(self, n: int, seed: int) -> Tensor:
+        """min(n, size) distinct indices from the evaluation stream of ``seed`` (every index, in
+        order, when n >= size): held-out scoring needs no repeated samples."""
+        if n >= self.size:
+            return torch.arange(self.size)
+        return torch.randperm(self.size, generator=seeding.generator(seed, "subset"))[:n]

@@ -15,7 +15,6 @@ from fdrl.evaluate.metrics import (
     c2st_accuracy,
     classifier_fd,
     energy_distance,
-    evaluate_vectors,
     get_metric,
     mmd2,
     sliced_wasserstein,
@@ -23,7 +22,7 @@ from fdrl.evaluate.metrics import (
 
 __all__ = [
     "FeatureStats", "InceptionWeightsError", "METRICS", "ablate_steps", "c2st_accuracy", "cached_stats",
-    "classifier_fd", "energy_distance", "evaluate_vectors", "feature_stats", "fid_from_samples", "fid_reference_stats",
+    "classifier_fd", "energy_distance", "feature_stats", "fid_from_samples", "fid_reference_stats",
     "frechet_distance", "frechet_feature_distance", "get_metric", "inception_features", "load_inception",
     "mmd2", "sliced_wasserstein", "to_uint8_rgb",
 ]

@@ -6,7 +6,6 @@ flatten each sample. Lower is better except ``c2st`` (0.5 = indistinguishable).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +14,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
+from fdrl.config import METRIC_NAMES
 from fdrl.evaluate.fid import fid_from_samples
 from fdrl.evaluate.frechet import frechet_feature_distance
 
@@ -105,47 +105,38 @@ def sliced_wasserstein(x: Tensor, y: Tensor, n_projections: int = 128, p: float 
     return float(_wasserstein_1d(x @ directions, y @ directions, p).mean() ** (1 / p))
 
 
-def c2st_accuracy(x: Tensor, y: Tensor, seed: int = 0, hidden: tuple[int, ...] = (64, 64)) -> float:
-    """Held-out accuracy of a small MLP classifier telling ``x`` from ``y`` (0.5 = indistinguishable).
+#: above this many features, the two-sample classifier sees the top principal components only
+C2ST_MAX_FEATURES = 256
+C2ST_COMPONENTS = 64
 
-    Half of each set trains the classifier, the other half scores it. Clumped or collapsed
-    samples that a distance averaged over the whole set lets pass are caught here. Early
-    stopping (on a tenth of the training half) is used from 500 training points on; below
-    that its validation split is too small and it stops before the classifier has learned.
+
+def c2st_accuracy(x: Tensor, y: Tensor, seed: int = 0, folds: int = 5) -> float:
+    """Classifier two-sample test: the cross-validated accuracy (``folds`` stratified, shuffled
+    folds) of gradient-boosted trees (scikit-learn's ``HistGradientBoostingClassifier``)
+    telling ``x`` from ``y``; 0.5 = indistinguishable. Equal numbers of each are used.
+
+    Trees need no feature scaling, and every point is scored once, by a classifier that never
+    saw it. Above :data:`C2ST_MAX_FEATURES` features (images) a PCA to
+    :data:`C2ST_COMPONENTS` components, fitted inside each fold, comes first. (An MLP with
+    early stopping, used before, stopped before it had learned and called visibly wrong
+    samples indistinguishable: 0.53 where trained classifiers reach 0.70.)
     """
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPClassifier
+    from sklearn.decomposition import PCA
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
 
     n = min(x.shape[0], y.shape[0])
+    if n < folds:
+        raise ValueError(f"C2ST needs at least {folds} samples in each set, got {n}")
     features = _flat(torch.cat([x[:n], y[:n]])).numpy()
     labels = np.r_[np.zeros(n), np.ones(n)]
-    order = np.random.default_rng(seed).permutation(2 * n)
-    features, labels = features[order], labels[order]
-    mean, std = features.mean(0), features.std(0) + 1e-8
-    features = (features - mean) / std
-    half = n
-    clf = MLPClassifier(hidden, max_iter=300, early_stopping=half >= 500, random_state=seed)
-    with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
-        # small matrices: one BLAS thread is ~10x faster than several competing for the cores
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        clf.fit(features[:half], labels[:half])
-    return float(clf.score(features[half:], labels[half:]))
-
-
-def evaluate_vectors(samples: Tensor, data: Tensor, data_again: Tensor, prior: Tensor, seed: int = 0) -> dict[str, Any]:
-    """The toy-study report: energy distance of samples, prior and a fresh data set (the floor)
-    to the same data samples, their ratio, and the classifier two-sample accuracy."""
-    ed_samples = energy_distance(samples, data)
-    ed_prior = energy_distance(prior, data)
-    return {
-        "n": int(samples.shape[0]),
-        "energy_distance": ed_samples,
-        "energy_distance_prior": ed_prior,
-        "energy_distance_floor": energy_distance(data_again, data),
-        "energy_distance_ratio": ed_samples / ed_prior if ed_prior > 0 else float("nan"),
-        "c2st_accuracy": c2st_accuracy(samples, data, seed),
-        "c2st_accuracy_floor": c2st_accuracy(data_again, data, seed),
-    }
+    trees = HistGradientBoostingClassifier(random_state=seed)
+    clf = trees if features.shape[1] <= C2ST_MAX_FEATURES else make_pipeline(
+        PCA(min(C2ST_COMPONENTS, 2 * n - 2 * n // folds), random_state=seed), trees)
+    with threadpool_limits(limits=1):  # small problems: one thread is fastest on shared cores
+        scores = cross_val_score(clf, features, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
+    return float(scores.mean())
 
 
 def classifier_fd(
@@ -181,6 +172,9 @@ METRICS: dict[str, Callable[..., float]] = {
     "fid": fid_from_samples,
     "classifier_fd": classifier_fd,
 }
+
+
+assert tuple(METRICS) == METRIC_NAMES, "fdrl.config.METRIC_NAMES must list fdrl.evaluate.METRICS"
 
 
 def get_metric(name: str) -> Callable[..., float]:

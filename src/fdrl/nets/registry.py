@@ -11,10 +11,26 @@ from torch import nn
 from fdrl.nets.mlp import MLP
 from fdrl.nets.resnet import ARCHITECTURES, ResNet
 
-#: name -> constructor taking (in_shape, **kwargs): ``mlp`` and the Table 3 ResNets
-#: (``resnet32``, ``resnet64``, ``resnet64_shallow``, ``resnet128``).
+#: the Table 3 ResNet for each image side
+_RESNET_FOR_SIDE = {32: "resnet32", 64: "resnet64", 128: "resnet128"}
+
+
+def resnet_for_size(in_shape: Iterable[int], **kwargs: Any) -> ResNet:
+    """The Table 3 ResNet built for the images' side: 32 -> resnet32, 64 -> resnet64, 128 ->
+    resnet128 (what ``fdrl train DIR`` uses, so ``data.params.image_size`` alone picks it)."""
+    shape = tuple(in_shape)
+    if len(shape) != 3 or shape[1] != shape[2] or shape[1] not in _RESNET_FOR_SIDE:
+        raise ValueError(f"estimator 'resnet' picks a Table 3 ResNet by image side (32, 64 or 128), but samples "
+                         f"have shape {shape}; set data.params.image_size to 32, 64 or 128, or use model.name=mlp")
+    return ResNet(shape, arch=_RESNET_FOR_SIDE[shape[1]], **kwargs)
+
+
+#: name -> constructor taking (in_shape, **kwargs): ``mlp``, the Table 3 ResNets
+#: (``resnet32``, ``resnet64``, ``resnet64_shallow``, ``resnet128``) and ``resnet`` (the one
+#: for the images' side).
 ESTIMATORS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
+    "resnet": resnet_for_size,
     **{name: partial(ResNet, arch=name) for name in ARCHITECTURES},
 }
 

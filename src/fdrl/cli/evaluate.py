@@ -1,6 +1,8 @@
 """The ``fdrl evaluate`` and ``fdrl ablate-steps`` subcommands; ``register`` adds them to a parser.
 
-``fdrl evaluate RUN_DIR --fid | --metric NAME`` scores ``n`` samples of a trained run against
+``fdrl evaluate RUN_DIR`` (no metric) scores samples against the run's held-out data beside a
+Gaussian, a Gaussian mixture and the floor (:mod:`fdrl.evaluate.heldout`; written to
+``RUN_DIR/eval/heldout.json``). ``fdrl evaluate RUN_DIR --fid | --metric NAME`` scores ``n`` samples of a trained run against
 its training data and writes ``RUN_DIR/eval/metrics.json`` (one entry per metric: value, n,
 flow steps, checkpoint, seed, feature extractor, reference) and ``RUN_DIR/eval/samples.png``.
 ``fdrl ablate-steps RUN_DIR --steps 60,80,100 --metric NAME`` writes the Fig. 5 table and plot.
@@ -20,8 +22,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor
 
 #: Samples per FID evaluation by default (App. F: 50000 generated images).
 FID_DEFAULT_N = 50_000
@@ -48,12 +48,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers: Any) -> None:
     """Add ``evaluate`` and ``ablate-steps`` to ``subparsers`` (from ``add_subparsers``)."""
-    from fdrl.evaluate import METRICS
+    from fdrl.config import METRIC_NAMES
 
-    names = ", ".join(METRICS)
-    p = subparsers.add_parser("evaluate", help="score samples of a trained run (FID or another metric)")
+    names = ", ".join(METRIC_NAMES)
+    p = subparsers.add_parser("evaluate", help="score samples on held-out data beside baselines, or with FID / another metric")
     _add_common(p)
-    which = p.add_mutually_exclusive_group(required=True)
+    which = p.add_mutually_exclusive_group()
     which.add_argument("--fid", action="store_true", help="FID (Inception pool3) against the training images")
     which.add_argument("--metric", metavar="NAME", help=f"metric name: {names}")
     p.add_argument("--steps", type=int, metavar="S", help="total flow steps (default K + kappa)")
@@ -117,6 +117,8 @@ class _Evaluation:
         device = resolve_device(args.device)
         self.dist = distributed.setup("auto", device.type)
         if self.dist.active and device.type == "cuda":
+            import torch
+
             device = torch.device("cuda", self.dist.local_rank)
         self.model = FDRL.load(run, device=device, checkpoint=self.checkpoint)
         data = build_data(config.data.name, **config.data.params)
@@ -138,7 +140,7 @@ class _Evaluation:
         if failed:
             raise ValueError("rank 0 could not set up the metric (its error says why)")
 
-    def samples(self, steps: int, progress: bool = False) -> Tensor | None:
+    def samples(self, steps: int, progress: bool = False) -> Any:
         """``n`` samples after ``steps`` flow steps (on rank 0; None on the others)."""
         from fdrl import distributed
 
@@ -155,9 +157,12 @@ class _Evaluation:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """``fdrl evaluate``: one metric of ``--n`` samples; merged into RUN_DIR/eval/metrics.json."""
+    """``fdrl evaluate``: the held-out report, or one metric of ``--n`` samples merged into
+    RUN_DIR/eval/metrics.json."""
     from fdrl.plots import save_samples_figure
 
+    if not args.fid and args.metric is None:
+        return _evaluate_heldout(args)
     if args.steps is not None and args.steps < 0:
         raise ValueError(f"--steps must be >= 0, got {args.steps}")
     ev = _Evaluation(args, "fid" if args.fid else args.metric)
@@ -192,4 +197,35 @@ def cmd_ablate_steps(args: argparse.Namespace) -> int:
     for row in result["rows"]:
         print(f"{row['steps']:>6}  {row[ev.metric_name]:.6g}")
     print(f"table and plot in {out}")
+    return 0
+
+
+def _evaluate_heldout(args: argparse.Namespace) -> int:
+    """``fdrl evaluate RUN_DIR``: :func:`fdrl.evaluate.heldout.evaluate_heldout` of the run's
+    model (EMA weights of the newest or the given checkpoint), printed and written to
+    RUN_DIR/eval/heldout.json."""
+    from fdrl.cli.train import heldout_summary
+    from fdrl.config import load_config
+    from fdrl.data import build_data
+    from fdrl.evaluate.heldout import evaluate_heldout
+    from fdrl.model import FDRL
+
+    run = Path(args.run)
+    if not (run / "config.yaml").is_file():
+        raise FileNotFoundError(f"'{run}' is not a training run directory (no config.yaml)")
+    _positive(args.n, "--n")
+    if args.steps is not None:
+        raise ValueError("--steps goes with --metric or --fid; the held-out report uses the run's K + kappa")
+    config = load_config(str(run / "config.yaml"))
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint '{args.checkpoint}' does not exist")
+    model = FDRL.load(run, device=args.device, checkpoint=args.checkpoint)
+    data = build_data(config.data.name, **config.data.params)
+    config.train.seed = args.seed
+    report = evaluate_heldout(model, config, data, args.n or config.train.eval_n)
+    out = run / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "heldout.json").write_text(json.dumps(report, indent=2))
+    print(heldout_summary(report))
+    print(f"wrote {out / 'heldout.json'}")
     return 0

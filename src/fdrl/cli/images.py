@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fdrl.sample_files import read_samples
+
 FIGURE_KINDS = ("samples", "flow", "interpolate", "neighbours", "prior")
 
 
@@ -150,42 +152,13 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
 
 # -- classifier-fd ------------------------------------------------------------------------------
 
-def _sample_file(path: Path) -> Tensor:
-    """Samples from ``.npy`` or a ``.pt`` / ``.safetensors`` file with the key ``samples``."""
-    if path.suffix == ".npy":
-        try:
-            return torch.from_numpy(np.asarray(np.load(path, allow_pickle=False), dtype=np.float32))
-        except ValueError as err:
-            raise ValueError(f"cannot read samples from {path} ({err})") from None
-    if path.suffix not in (".pt", ".safetensors"):
-        raise ValueError(f"sample files must end in .pt, .safetensors or .npy, got '{path.name}'")
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        tensors = load_file(str(path))
-    except SafetensorError as err:
-        if path.suffix != ".pt":
-            raise ValueError(f"{path} is not a safetensors file ({err})") from None
-        try:  # a tensor or {"samples": tensor} saved by torch.save; weights_only: no code is run
-            tensors = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err2:  # noqa: BLE001 - any failure is one message
-            raise ValueError(f"{path} is neither safetensors nor a torch tensor file ({err2})") from None
-        if isinstance(tensors, Tensor):
-            return tensors.float()
-    if not isinstance(tensors, dict) or "samples" not in tensors:
-        keys = ", ".join(tensors) if isinstance(tensors, dict) else type(tensors).__name__
-        raise ValueError(f"{path} has no 'samples' tensor (found: {keys})")
-    return tensors["samples"].float()
-
-
 def load_image_set(spec: str, n: int = 1000, seed: int = 0, steps: int | None = None, batch: int = 256,
                    device: str | torch.device = "cpu") -> Tensor:
     """An image set named on the command line: a sample file, a run / saved-model directory
     (``n`` samples, Algorithm 2), or a dataset ``NAME[:SPLIT]`` (all its clean images)."""
     path = Path(spec)
     if path.is_file():
-        return _sample_file(path)
+        return read_samples(path)
     if path.is_dir():
         if not ((path / "config.yaml").is_file() or (path / "fdrl.json").is_file()):
             raise FileNotFoundError(f"'{spec}' is a folder but neither a run directory nor a saved model")

@@ -1,0 +1,85 @@
+"""``fdrl info RUN``: what a run directory holds, read from its files without PyTorch.
+
+The config, the newest checkpoint's step (checkpoint names carry it), the last training
+record of ``metrics.jsonl``, the held-out scores of ``metrics.json`` and the checkpoints. A
+damaged file is named in the output and skipped; nothing here loads a checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from fdrl.cli.common import run_dir
+
+_CHECKPOINT = re.compile(r"^ckpt_(\d{9})\.pt$")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``info`` to ``subparsers``."""
+    p = subparsers.add_parser("info", help="a run's config, step, latest metrics and checkpoints")
+    p.add_argument("run", type=run_dir, metavar="RUN_DIR")
+    p.set_defaults(func=cmd_info)
+
+
+def _last_training_record(path: Path) -> tuple[dict[str, Any] | None, int]:
+    """The last record with a loss in ``metrics.jsonl`` and the number of unreadable lines (a
+    run killed mid-write leaves a partial line)."""
+    last, bad = None, 0
+    if not path.is_file():
+        return None, 0
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if isinstance(record, dict) and "loss" in record:
+            last = record
+    return last, bad
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import yaml
+
+    run: Path = args.run
+    stored = run / "config.yaml"
+    if not stored.is_file():
+        raise FileNotFoundError(f"'{run}' is not a run directory (no config.yaml)")
+    try:
+        config = yaml.safe_load(stored.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ValueError(f"'{stored}' is damaged ({str(err).splitlines()[0]}); restore it from a checkpoint's "
+                         "config or train again") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"'{stored}' is damaged (not a mapping of config keys); restore it or train again")
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    checkpoints = sorted(p for p in (run / "checkpoints").glob("ckpt_*.pt") if _CHECKPOINT.match(p.name))
+    step = int(_CHECKPOINT.match(checkpoints[-1].name).group(1)) if checkpoints else 0
+    print(f"run       {run}")
+    print(f"name      {config.get('name')}   objective {config.get('objective')}   "
+          f"data {(config.get('data') or {}).get('name')}   model {(config.get('model') or {}).get('name')}")
+    print(f"step      {step} of {train.get('steps')}")
+    record, bad = _last_training_record(run / "metrics.jsonl")
+    if record is not None:
+        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
+        print(f"latest    {shown}")
+    if bad:
+        print(f"          ({bad} unreadable line(s) in metrics.jsonl skipped)")
+    scores = run / "metrics.json"
+    if scores.is_file():
+        try:
+            metrics = json.loads(scores.read_text())
+            print(f"held-out  energy distance {metrics['energy_distance']:.4g} (floor {metrics['energy_distance_floor']:.4g}), "
+                  f"C2ST {metrics['c2st_accuracy']:.3f} (floor {metrics['c2st_accuracy_floor']:.3f}); see metrics.json")
+        except (ValueError, KeyError, TypeError):
+            print(f"held-out  {scores} is unreadable (skipped); re-score with: fdrl evaluate {run}")
+    best = run / "checkpoints" / "best.pt"
+    names = [p.name for p in checkpoints] + (["best.pt"] if best.exists() else [])
+    print(f"checkpoints  {', '.join(names) if names else 'none yet'}")
+    print("config")
+    print("  " + yaml.safe_dump(config, sort_keys=False).rstrip().replace("\n", "\n  "))
+    return 0

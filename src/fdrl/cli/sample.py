@@ -1,0 +1,45 @@
+"""``fdrl sample``: Algorithm 2 from a trained run, written as a file, a figure or PNGs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from fdrl.cli.common import positive_int, run_dir
+from fdrl.cli.compose import add_guidance_arguments
+
+
+def register(subparsers: Any) -> None:
+    """Add ``sample`` to ``subparsers``."""
+    p = subparsers.add_parser("sample", help="draw samples from a trained run (Algorithm 2: K + kappa steps)")
+    p.add_argument("run", type=run_dir, help="run directory or saved model directory")
+    p.add_argument("--n", type=positive_int, default=1000)
+    p.add_argument("--steps", type=positive_int, help="total flow steps (default K + kappa)")
+    p.add_argument("--batch", type=positive_int, help="samples per batch")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", type=Path, help="a specific checkpoint file (default: newest)")
+    p.add_argument("--out", help="FILE.pt (a tensor: torch.load(FILE, weights_only=True)), .safetensors, .npy, "
+                   ".csv (vectors, with the training file's header), .png (a grid of 64 images or a scatter), "
+                   "or DIR/ (one PNG per image); default RUN/samples.pt. Samples are in the data's units.")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--quiet", action="store_true")
+    add_guidance_arguments(p)
+    p.set_defaults(func=cmd_sample)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from fdrl.cli.compose import guidance_from_args
+    from fdrl.model import FDRL
+    from fdrl.sample_files import check_output, is_folder_target, write_samples
+
+    model = FDRL.load(args.run, device=args.device or "auto", checkpoint=args.checkpoint)
+    out = Path(args.out) if args.out else args.run / "samples.pt"
+    folder = is_folder_target(out, args.out)
+    check_output(out, images=len(model.prior.shape) >= 2, folder=folder)  # before any sampling work
+    samples = model.sample(args.n, steps=args.steps, seed=args.seed, batch_size=args.batch,
+                           progress=not args.quiet, guidance=guidance_from_args(args, model, args.n))
+    what = write_samples(samples, out, folder=folder, columns=model.columns)
+    steps = model.steps + model.refine_steps if args.steps is None else args.steps
+    print(f"wrote {what} ({steps} flow steps)")
+    return 0

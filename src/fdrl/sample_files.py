@@ -1,0 +1,130 @@
+"""Sample files: what ``fdrl sample`` writes and what the image commands read back.
+
+Formats, chosen by the output path:
+
+* ``.pt``: the samples tensor saved with ``torch.save`` (``torch.load(path, weights_only=True)``
+  reads it); ``.safetensors``: ``{"samples": tensor}``; ``.npy``: a NumPy array;
+* ``.csv``: vector samples, one row each, under the training file's header when it had one;
+* ``.png``: a figure (a grid of at most :data:`GRID_MAX` images, or a scatter of vectors);
+* a folder (a path ending in ``/``, or an existing directory): one PNG per image.
+
+Image samples are clamped to the data's range [-1, 1] in every format, as a saved PNG is.
+:func:`check_output` validates a path before any sampling work is done.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+#: the most images a ``.png`` grid shows
+GRID_MAX = 64
+SAMPLE_SUFFIXES = (".pt", ".safetensors", ".npy", ".csv", ".png")
+
+
+def is_folder_target(out: Path, text: str | None = None) -> bool:
+    """A folder target: an existing directory or a path written with a trailing slash."""
+    return out.is_dir() or (text is not None and text.endswith(("/", os.sep)))
+
+
+def check_output(out: Path, images: bool, folder: bool = False) -> None:
+    """Raise ValueError (one line, naming the fix) if ``out`` cannot take samples: an unknown
+    suffix, CSV for images, a folder for vectors, a parent that is a file or not writable."""
+    if folder:
+        if not images:
+            raise ValueError(f"--out {out}/ writes one PNG per image, but this run samples vectors; "
+                             "use .csv, .npy, .pt, .safetensors or .png")
+        target = out
+    else:
+        if out.suffix not in SAMPLE_SUFFIXES:
+            raise ValueError(f"--out must end in {', '.join(SAMPLE_SUFFIXES)} or name a folder (DIR/), got '{out.name}'")
+        if out.suffix == ".csv" and images:
+            raise ValueError("--out .csv is for vector runs; for images use a folder (DIR/), .png, .npy, .pt "
+                             "or .safetensors")
+        if out.is_dir():
+            raise ValueError(f"--out '{out}' is a directory; name a file, or write 'DIR/' for one PNG per image")
+        target = out.parent
+    existing = target
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"--out '{out}' lies under '{existing}', which is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"--out '{out}': the folder '{existing}' is not writable; pass another --out")
+
+
+def write_samples(samples: Tensor, out: Path, folder: bool = False, columns: Sequence[str] | None = None) -> str:
+    """Write ``samples`` to ``out`` (format by suffix, or one PNG per image for a folder); returns
+    a phrase saying what was written, for the user."""
+    images = samples.ndim >= 3
+    if images:
+        samples = samples.clamp(-1.0, 1.0)
+    n = samples.shape[0]
+    if folder:
+        from PIL import Image
+
+        out.mkdir(parents=True, exist_ok=True)
+        width = len(str(n - 1))
+        for i, img in enumerate(samples if samples.ndim == 4 else samples.unsqueeze(1)):
+            arr = ((img + 1) * 127.5).round().to(torch.uint8)
+            arr = arr[0].numpy() if arr.shape[0] == 1 else arr.permute(1, 2, 0).numpy()
+            Image.fromarray(arr).save(out / f"{i:0{width}d}.png")
+        return f"{n} images as PNG files in {out}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".png":
+        from fdrl.plots import save_samples_figure
+
+        save_samples_figure(samples, out)
+        if images:
+            return f"a grid of the first {min(n, GRID_MAX)} of {n} images to {out}"
+        return f"a scatter plot of {n} samples to {out}"
+    if out.suffix == ".npy":
+        np.save(out, samples.numpy())
+    elif out.suffix == ".pt":
+        torch.save(samples.contiguous(), out)
+    elif out.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({"samples": samples.contiguous()}, str(out))
+    elif out.suffix == ".csv":
+        with open(out, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            if columns:
+                writer.writerow(columns)
+            writer.writerows(samples.reshape(n, -1).tolist())
+    return f"{n} samples to {out}"
+
+
+def read_samples(path: Path) -> Tensor:
+    """Samples from ``.npy``, ``.csv``, a ``.pt`` file (a tensor, or a mapping with the key
+    ``samples``) or ``.safetensors`` with the key ``samples``."""
+    if path.suffix in (".npy", ".csv"):
+        from fdrl.data.files import read_array
+
+        return torch.from_numpy(read_array(path).values)
+    if path.suffix not in (".pt", ".safetensors"):
+        raise ValueError(f"sample files must end in .pt, .safetensors, .npy or .csv, got '{path.name}'")
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        if path.suffix != ".pt":
+            raise ValueError(f"{path} is not a safetensors file ({err})") from None
+        try:  # a tensor or {"samples": tensor} saved by torch.save; weights_only: no code is run
+            tensors = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err2:  # noqa: BLE001 - any failure is one message
+            raise ValueError(f"{path} is neither safetensors nor a torch tensor file ({err2})") from None
+        if isinstance(tensors, Tensor):
+            return tensors.float()
+    if not isinstance(tensors, dict) or "samples" not in tensors:
+        keys = ", ".join(tensors) if isinstance(tensors, dict) else type(tensors).__name__
+        raise ValueError(f"{path} has no 'samples' tensor (found: {keys})")
+    return tensors["samples"].float()
