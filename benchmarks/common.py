@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: the naive reference flow, timing, matmul peak, FLOP counts."""
+"""Shared pieces of the benchmarks: the official-style reference (the authors' algorithm as
+released), timing, matmul peak, FLOP counts."""
 
 from __future__ import annotations
 
@@ -12,19 +13,48 @@ from fdrl.flow import FlowOptions, flow, frozen, ratio_potential
 from fdrl.objectives import Objective
 
 
-def naive_flow(net: nn.Module, objective: Objective, x: Tensor, steps: int, eta: float, noise: float,
-               generator: torch.Generator | None = None) -> Tensor:
-    """Eq. 9 as a naive implementation writes it: parameters require grad (training mode,
-    spectral norm recomputed every call), backward(retain_graph=True) into x.grad, no
-    channels_last, fp32 eager."""
-    x = x.detach().clone()
+def official_style_flow(net: nn.Module, objective: Objective, x: Tensor, steps: int, eta: float, noise: float,
+                        generator: torch.Generator | None = None) -> Tensor:
+    """Eq. 9 the way the authors' released code runs it (ajrheng/FDRL, ``src/model_utils.py``),
+    written here from that description: the estimator as it stands (train mode, parameters
+    requiring grad, spectral norm recomputed at every forward), the particles a leaf tensor that
+    requires grad, the input gradient alone by ``torch.autograd.grad(f'.sum(), [x],
+    retain_graph=True)``, and an in-place update of ``x.data``. Their update subtracts
+    ``eta * grad + nu * xi``; here ``+ nu * xi`` is added (xi is symmetric, so the same law, and
+    the same operations), which makes the particles comparable with fdrl's for the same draws."""
+    x_k = x.detach().clone().requires_grad_(True)
     for _ in range(steps):
-        x.requires_grad_(True)
-        value = objective.f_prime(net(x)).sum()
-        value.backward(retain_graph=True)
-        x = (x - eta * x.grad + noise * torch.randn(x.shape, generator=generator, dtype=x.dtype)).detach()
-    net.zero_grad(set_to_none=True)
-    return x
+        value = objective.f_prime(net(x_k))
+        (grad,) = torch.autograd.grad(value.sum(), [x_k], retain_graph=True)
+        x_k.data -= eta * grad - noise * torch.randn(x_k.shape, generator=generator, dtype=x_k.dtype,
+                                                     device=x_k.device)
+    return x_k.detach()
+
+
+class OfficialStyleIteration:
+    """Algorithm 1 as the authors' training loop runs it: the estimator in train mode, the flow
+    of :func:`official_style_flow`, separate forwards of the particle and data batches, the
+    Bregman loss with its mean ratios read back as Python floats (their logging), Adam, and their
+    EMA: every ``state_dict`` entry replaced by ``(1 - mu) * value + mu * shadow``."""
+
+    def __init__(self, net: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer, ema_rate: float):
+        self.net, self.objective, self.optimizer, self.mu = net, objective, optimizer, ema_rate
+        self.shadow = {name: value.detach().clone() for name, value in net.state_dict().items()}
+
+    def __call__(self, x_data: Tensor, x_prior: Tensor, steps: int, eta: float, noise: float,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """One iteration; returns (flowed particles, loss)."""
+        self.net.train()
+        x_k = official_style_flow(self.net, self.objective, x_prior, steps, eta, noise, generator)
+        out_particles, out_data = self.net(x_k), self.net(x_data)
+        loss = self.objective.loss(out_data, out_particles)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        for name, value in self.net.state_dict().items():
+            self.shadow[name].data = (1.0 - self.mu) * value.data + self.mu * self.shadow[name].data
+        self.logged = (self.objective.ratio(out_particles).mean().item(), self.objective.ratio(out_data).mean().item())
+        return x_k, loss.detach()
 
 
 def fast_flow(net: nn.Module, objective: Objective, x: Tensor, steps: int, eta: float, noise: float,

@@ -1,30 +1,68 @@
-"""(a) The swiss-roll training iteration (Algorithm 1: K-step flow + one update), fast path vs
-the naive reference, in one process. Prints JSON.
+"""(a) The swiss-roll training iteration (Algorithm 1: a K-step flow of Eq. 9 + one update + EMA)
+of what ``fdrl train`` runs by default against the official-style reference (the authors'
+algorithm as released: :class:`common.OfficialStyleIteration`), in one process, timed in
+interleaved rounds. Prints JSON.
 
-    python benchmarks/swissroll_iteration.py [--steps-k 200] [--batch 1024] [--width 64]
+    python benchmarks/swissroll_iteration.py [--steps-k 200] [--batch 1024] [--width 64] [--depth 4]
+
+Routes timed (each keeps its own copy of the same initial network, optimiser and EMA):
+
+* ``official_style``: the reference.
+* ``default``: ``training_step`` with ``FlowOptions.from_config("cpu", FlowConfig())``, the
+  options ``fdrl train`` builds with no flags (closed-form MLP gradient, compiled
+  ``CPU_STEPS_PER_CALL`` steps per call where a C++ compiler is found), plus fdrl's EMA.
+* ``eager``: the default with ``compile=False`` (the closed-form gradient alone).
+* ``autograd_eager``: the fast path without the closed form and without compile (the default
+  before issue 12); ``autograd_compiled``: the same compiled one step per call (the previous
+  ``flow.compile=true``); ``closed_form_compiled_1``: the closed form compiled one step per call.
+
+The inductor cache starts empty (a fresh ``TORCHINDUCTOR_CACHE_DIR`` unless one is set), so
+``first_iteration_s`` of the first compiled route is the cold compile cost. ``gemm_bound`` is
+the official-style time over K times one flow step's FLOPs at the measured matmul rate: no route
+whose GEMMs run at that rate can be faster than that.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import copy
 import json
+import os
+import statistics
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-import torch
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="fdrl-inductor-"))
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import flow_step_flops, naive_flow, timed  # noqa: E402
+from common import OfficialStyleIteration, flow_step_flops, matmul_gflops  # noqa: E402
 
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from fdrl.flow import FlowOptions  # noqa: E402
+from fdrl.config import FlowConfig  # noqa: E402
+from fdrl.flow import CPU_STEPS_PER_CALL, FlowOptions  # noqa: E402
 from fdrl.nets import MLP  # noqa: E402
 from fdrl.objectives import get_objective  # noqa: E402
-from fdrl.train import training_step  # noqa: E402
+from fdrl.train import ema_decay, training_step, update_ema  # noqa: E402
 
-flow_module = importlib.import_module("fdrl.flow")  # the module (``fdrl.flow`` is also the function)
+
+class FdrlIteration:
+    """fdrl's iteration: ``training_step`` with ``options`` and the EMA update of the Trainer."""
+
+    def __init__(self, net: torch.nn.Module, objective, lr: float, ema_rate: float, options: FlowOptions):
+        self.net, self.objective, self.options, self.ema_rate = net, objective, options, ema_rate
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+        self.ema = copy.deepcopy(net).eval()
+        self.step = 0
+
+    def __call__(self, x_data, x_prior, steps, eta, noise, generator):
+        out = training_step(self.net, self.objective, self.optimizer, x_data, x_prior, steps, eta, noise, generator,
+                            options=self.options)
+        update_ema(self.ema, self.net, ema_decay(self.ema_rate, self.step))
+        self.step += 1
+        return out.particles, out.loss
 
 
 def main(argv=None) -> dict:
@@ -32,60 +70,83 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps-k", type=int, default=200)
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--width", type=int, default=64)
-    ap.add_argument("--depth", type=int, default=3)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--objective", default="lsif-chi2")
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (one iteration per route each)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd fast path")
+    ap.add_argument("--routes", default="all", help="'all' or 'main' (official_style, default, eager)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    objective = get_objective("lsif-chi2")
+    objective = get_objective(args.objective)
+    K, eta, nu, lr = args.steps_k, 0.05, 0.01, 1e-4
     torch.manual_seed(0)
-    net = MLP((2,), width=args.width, depth=args.depth)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    initial = MLP((2,), width=args.width, depth=args.depth)
     x_data, x_prior = torch.randn(args.batch, 2), torch.randn(args.batch, 2)
-    K, eta, nu = args.steps_k, 0.05, 0.01
+    default = FlowOptions.from_config("cpu", FlowConfig())
 
-    def naive_iteration():
-        x_k = naive_flow(net, objective, x_prior, K, eta, nu, torch.Generator().manual_seed(0))
-        out = net(torch.cat([x_data, x_k]))
-        loss = objective.loss(out[: args.batch], out[args.batch:])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    def fresh() -> torch.nn.Module:
+        return copy.deepcopy(initial)
 
-    def fast_iteration(options):
-        training_step(net, objective, opt, x_data, x_prior, K, eta, nu, torch.Generator().manual_seed(0),
-                      options=options)
+    official_net = fresh()
+    routes = {
+        "official_style": OfficialStyleIteration(official_net, objective, torch.optim.Adam(official_net.parameters(), lr=lr),
+                                                 0.998),
+        "default": FdrlIteration(fresh(), objective, lr, 0.998, default),
+        "eager": FdrlIteration(fresh(), objective, lr, 0.998, FlowOptions.for_device("cpu", compile=False)),
+    }
+    if args.routes == "all":
+        routes.update({
+            "autograd_eager": FdrlIteration(fresh(), objective, lr, 0.998,
+                                            FlowOptions.for_device("cpu", compile=False, closed_form=False)),
+            "autograd_compiled": FdrlIteration(fresh(), objective, lr, 0.998,
+                                               FlowOptions.for_device("cpu", compile=True, closed_form=False,
+                                                                      steps_per_call=1)),
+            "closed_form_compiled_1": FdrlIteration(fresh(), objective, lr, 0.998,
+                                                    FlowOptions.for_device("cpu", steps_per_call=1)),
+        })
 
-    result = {"benchmark": "swissroll_iteration", "batch": args.batch, "K": K, "mlp": [args.width] * args.depth,
-              "threads": args.threads}
-    options = FlowOptions.for_device("cpu")
-    naive = timed(naive_iteration, args.repeat)
-    fast = timed(lambda: fast_iteration(options), args.repeat)
-    result.update(naive_s=naive, fast_s=fast, speedup=naive / fast)
-    narrow, flow_module.NARROW_INPUT_FEATURES = flow_module.NARROW_INPUT_FEATURES, 0
-    row_major = timed(lambda: fast_iteration(options), args.repeat)
-    flow_module.NARROW_INPUT_FEATURES = narrow
-    result.update(fast_row_major_s=row_major, speedup_layout=row_major / fast)
-    # FLOPs: the naive iteration counted whole; the fast one is the same update with K flow
-    # steps that skip the parameter gradients (the counter cannot run inside autograd.grad, so
-    # the fast step is counted by flow_step_flops). naive/fast is the compute bound of the
-    # speed-up when both run at the same FLOP rate.
-    with FlopCounterMode(display=False) as counter:
-        naive_iteration()
-    with FlopCounterMode(display=False) as step_counter:
-        naive_flow(net, objective, x_prior, 1, eta, nu)
-    naive_flops = counter.get_total_flops()
-    fast_flops = naive_flops - K * (step_counter.get_total_flops() - flow_step_flops(net, objective, x_prior))
-    result.update(naive_gflop=naive_flops / 1e9, fast_gflop=fast_flops / 1e9, flop_ratio=naive_flops / fast_flops)
-    if args.compile:
-        opts = FlowOptions.for_device("cpu", compile=True)
-        import time
+    def run(name: str) -> float:
         start = time.perf_counter()
-        fast_iteration(opts)
-        result["compile_first_iteration_s"] = time.perf_counter() - start
-        compiled = timed(lambda: fast_iteration(opts), args.repeat)
-        result.update(fast_compiled_s=compiled, speedup_compiled=naive / compiled)
+        routes[name](x_data, x_prior, K, eta, nu, torch.Generator().manual_seed(0))
+        return time.perf_counter() - start
+
+    first = {name: run(name) for name in routes}  # includes each compiled route's compile
+    times: dict[str, list[float]] = {name: [] for name in routes}
+    for _ in range(args.rounds):
+        for name in routes:
+            times[name].append(run(name))
+    median = {name: statistics.median(t) for name, t in times.items()}
+    best = {name: min(t) for name, t in times.items()}
+
+    # agreement: one more iteration of every route from the official route's current weights
+    agreement = {}
+    state = copy.deepcopy(routes["official_style"].net.state_dict())
+    outputs = {}
+    for name, route in routes.items():
+        route.net.load_state_dict(state)
+        outputs[name] = route(x_data, x_prior, K, eta, nu, torch.Generator().manual_seed(0))
+    for name, (particles, loss) in outputs.items():
+        ref_particles, ref_loss = outputs["official_style"]
+        agreement[name] = {"max_abs_particle_diff": float((particles - ref_particles).abs().max()),
+                           "loss_diff": float((loss - ref_loss).abs())}
+
+    flops = flow_step_flops(initial, objective, x_prior)
+    gflops = matmul_gflops("cpu")
+    gemm_bound = median["official_style"] / (K * flops / (gflops * 1e9))
+    result = {
+        "benchmark": "swissroll_iteration", "batch": args.batch, "K": K, "mlp": [args.width] * args.depth,
+        "objective": args.objective, "threads": args.threads, "rounds": args.rounds,
+        "default_options": {**default.__dict__, "compile_resolved": "closed_form only" if default.compile is None
+                            else default.compile},
+        "cpu_steps_per_call": CPU_STEPS_PER_CALL,
+        "median_s": median, "best_s": best, "first_iteration_s": first,
+        "speedup_default": median["official_style"] / median["default"],
+        "speedup_eager": median["official_style"] / median["eager"],
+        "speedup_default_best": best["official_style"] / best["default"],
+        "speedups": {name: median["official_style"] / m for name, m in median.items()},
+        "flow_step_gflop": flops / 1e9, "matmul_gflops": gflops, "gemm_bound_speedup": gemm_bound,
+        "agreement_vs_official_style": agreement,
+    }
     print(json.dumps(result))
     return result
 

@@ -11,12 +11,13 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 @pytest.mark.parametrize("script,args,key", [
-    ("swissroll_iteration.py", ["--steps-k", "3", "--batch", "16", "--repeat", "1"], "speedup"),
+    ("swissroll_iteration.py", ["--steps-k", "3", "--batch", "16", "--rounds", "1", "--routes", "main"],
+     "speedup_default"),
     ("estimator_flow_step.py", ["--width", "0.0625", "--full-width", "", "--archs", "resnet64_shallow",
                                 "--batch", "2", "--steps", "1", "--repeat", "1"], "estimators"),
     ("memory_vs_k.py", ["--ks", "1,3", "--arch", "resnet64_shallow", "--width", "0.0625", "--batch", "2"],
      "flat_within_10pct"),
-    ("gpu_check.py", ["--cpu-smoke"], "estimators"),
+    ("gpu_check.py", ["--cpu-smoke"], "agreement"),
     ("lowrank_prior_memory.py", ["--n", "12", "--rank", "4", "--sample", "2", "--threads", "1"], "variance_kept"),
 ])
 def test_benchmark_prints_json(script, args, key):

@@ -60,7 +60,7 @@ def test_a_failing_compile_falls_back_to_eager_with_a_warning(monkeypatch):
     def broken(*args):
         raise RuntimeError("no compiler")
 
-    monkeypatch.setattr(flow_module, "_compiled_step", lambda mode: broken)
+    monkeypatch.setattr(flow_module, "_compiled", lambda kind, fn, mode: broken)
     with pytest.warns(UserWarning, match="torch.compile of the flow step failed"):
         fast = _flows(net, x0, FlowOptions(compile=True))
     torch.testing.assert_close(fast, _flows(net, x0, None))
@@ -100,13 +100,33 @@ def test_spectral_norm_in_eval_mode_right_after_construction_is_finite():
         assert torch.isfinite(_flows(net, x0, FlowOptions.for_device("cpu"), steps=2)).all()
 
 
-def test_flow_options_defaults_per_device():
+def test_flow_options_defaults_per_device(monkeypatch):
+    """CPU: closed-form MLP gradient, several steps per compiled call, compile of the closed-form
+    steps only (None) where a compiler runs and none where it does not; CUDA: compile everything."""
+    monkeypatch.setattr(flow_module, "cpu_compiler_found", lambda: True)
     cpu, cuda = FlowOptions.for_device("cpu"), FlowOptions.for_device("cuda")
-    assert cpu == FlowOptions(channels_last=False)
+    assert cpu == FlowOptions(compile=None, closed_form=True, steps_per_call=flow_module.CPU_STEPS_PER_CALL)
     assert cuda == FlowOptions(channels_last=True, autocast_bf16=True, tf32=True, compile=True)
     assert FlowOptions.for_device("cpu", compile=True).compile
+    monkeypatch.setattr(flow_module, "cpu_compiler_found", lambda: False)
+    assert FlowOptions.for_device("cpu").compile is False
     with pytest.raises(ValueError, match="compile_mode"):
         FlowOptions.for_device("cpu", compile_mode="fast")
+    with pytest.raises(ValueError, match="steps_per_call"):
+        FlowOptions(steps_per_call=0)
+
+
+def test_compiler_check_without_a_compiler_warns_once_and_says_no(monkeypatch):
+    from torch._inductor import cpp_builder
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", lambda: "/nonexistent/c++")
+    flow_module.cpu_compiler_found.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="no working C\\+\\+ compiler"):
+            assert flow_module.cpu_compiler_found() is False
+        assert flow_module.cpu_compiler_found() is False  # cached: no second check, no second notice
+    finally:
+        flow_module.cpu_compiler_found.cache_clear()
 
 
 def test_sharded_noise_generators_draw_each_shard_from_its_own_stream():

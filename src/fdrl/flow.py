@@ -5,27 +5,32 @@ One Euler-Maruyama step of the stale gradient flow (Eq. 5) is
     x_{k+1} = x_k - eta * grad_x V(x_k) + nu * xi_k,      xi_k ~ N(0, I),          (Eq. 9)
 
 where the potential V(x) is f'(r_theta(x)) for plain FDRL, and anything else (a sum with a
-classifier term for conditional generation, Eq. 31) for compositions. ``flow`` knows nothing
-about networks: a potential is any callable mapping a batch to one scalar per sample.
+classifier term for conditional generation, Eq. 31) for compositions. A potential is any
+callable mapping a batch to one scalar per sample; the only network ``flow`` knows is the MLP,
+whose input gradient it can take in closed form (``FlowOptions.closed_form``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import subprocess
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from fdrl.nets.mlp import MLP, mlp_input_gradient
 from fdrl.objectives import Objective
 
 Potential = Callable[[Tensor], Tensor]
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+from fdrl.config import COMPILE_MODES  # noqa: E402  (the names config checks)
 
 
 @dataclass(frozen=True)
@@ -37,9 +42,16 @@ class FlowOptions:
     * ``autocast_bf16``: the estimator's forward and backward under bf16 autocast (CUDA);
       the particles, the gradient and the update stay in fp32.
     * ``tf32``: allow TF32 matmuls and convolutions during the flow (Ampere and later).
-    * ``compile``: one flow step (input gradient via ``torch.func.grad`` and the update)
-      compiled with ``torch.compile(mode=compile_mode)``; falls back to eager with a warning
-      if compilation fails.
+    * ``closed_form``: for f'(r_theta) of an :class:`~fdrl.nets.MLP` (:func:`ratio_potential`),
+      the input gradient derived by hand (:func:`fdrl.nets.mlp.mlp_input_gradient`: no autograd
+      graph, one fused LeakyReLU backward per layer) instead of autograd; other potentials and
+      bf16 autocast use autograd.
+    * ``compile``: the flow steps (input gradient and update) compiled with
+      ``torch.compile(mode=compile_mode)``, ``steps_per_call`` steps per compiled call (their
+      noise drawn beforehand from the same generator, in the same order); falls back to eager
+      with a warning if compilation fails. ``True``: any potential; ``None`` (the CPU default):
+      only the closed-form MLP steps, the case measured to pay on the CPU (a new batch shape
+      recompiles, and CPU ResNets were not measured); ``False``: never.
 
     CUDA graphs are not captured by hand: each step draws its noise from a caller-owned
     ``torch.Generator`` and evaluates an autograd input gradient, which a manual capture would
@@ -52,8 +64,16 @@ class FlowOptions:
     channels_last: bool = False
     autocast_bf16: bool = False
     tf32: bool = False
-    compile: bool = False
+    compile: bool | None = False
     compile_mode: str = "default"
+    closed_form: bool = False
+    steps_per_call: int = 1
+
+    def __post_init__(self) -> None:
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got '{self.compile_mode}'")
+        if self.steps_per_call < 1:
+            raise ValueError(f"steps_per_call must be >= 1, got {self.steps_per_call}")
 
     @classmethod
     def for_device(
@@ -64,22 +84,53 @@ class FlowOptions:
         tf32: bool = True,
         compile: bool | None = None,
         compile_mode: str = "default",
+        closed_form: bool | None = None,
+        steps_per_call: int | None = None,
     ) -> "FlowOptions":
-        """The defaults: TF32 on; channels_last, bf16 autocast and ``torch.compile`` on CUDA only
-        (``None``). On the CPU ``compile=True`` pays for MLP estimators (2.05-2.13x on the
-        swiss-roll benchmark) but needs a C++ compiler and recompiles per batch shape, so it is
-        opt-in; a channels_last training backward of the spectral-norm + self-attention Cat2dog
-        estimator was seen to crash the process (double free) with torch 2.14."""
+        """The defaults (``None``): channels_last and bf16 autocast on CUDA only; TF32 on;
+        ``torch.compile`` on CUDA and, on the CPU, of the closed-form MLP steps wherever a
+        working C++ compiler is found (:func:`cpu_compiler_found`); the closed-form MLP gradient and
+        :data:`CPU_STEPS_PER_CALL` steps per compiled call on the CPU only (neither has run on
+        a GPU). A channels_last training backward of the spectral-norm + self-attention Cat2dog
+        estimator was seen to crash the process (double free) with torch 2.14 on the CPU."""
         cuda = torch.device(device).type == "cuda"
-        if compile_mode not in COMPILE_MODES:
-            raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got '{compile_mode}'")
+        if compile is None:
+            compile = True if cuda else (None if cpu_compiler_found() else False)
         return cls(
             channels_last=cuda if channels_last is None else channels_last,
             autocast_bf16=cuda if autocast_bf16 is None else (autocast_bf16 and cuda),
             tf32=tf32 and cuda,
-            compile=cuda if compile is None else compile,
+            compile=compile,
             compile_mode=compile_mode,
+            closed_form=not cuda if closed_form is None else closed_form,
+            steps_per_call=(1 if cuda else CPU_STEPS_PER_CALL) if steps_per_call is None else steps_per_call,
         )
+
+    @classmethod
+    def from_config(cls, device: str | torch.device, flow_config: Any) -> "FlowOptions":
+        """:meth:`for_device` with the switches of a config's ``flow`` section
+        (:class:`fdrl.config.FlowConfig`): what ``fdrl train`` runs."""
+        f = flow_config
+        return cls.for_device(device, f.channels_last, f.autocast_bf16, f.tf32, f.compile, f.compile_mode)
+
+
+#: flow steps per compiled call on the CPU (benchmarks/swissroll_iteration.py measures the choice)
+CPU_STEPS_PER_CALL = 10
+
+
+@functools.cache
+def cpu_compiler_found() -> bool:
+    """Whether the C++ compiler torch.compile's inductor uses on the CPU runs here; checked once
+    per process. Without one the CPU flow runs eagerly, with a one-line notice."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        subprocess.run([get_cpp_compiler(), "--version"], check=True, capture_output=True, timeout=60)
+        return True
+    except Exception as err:  # no compiler, not runnable, torch without inductor, ...
+        warnings.warn(f"no working C++ compiler for torch.compile ({type(err).__name__}: {err}); "
+                      "the CPU flow runs eagerly")
+        return False
 
 
 def prepare_estimator(net: nn.Module, options: FlowOptions | None) -> nn.Module:
@@ -108,24 +159,62 @@ def _noise(x: Tensor, generator: Generators) -> Tensor:
                       for g in generator])
 
 
-_COMPILED: dict[tuple[str, str], Callable] = {}
-#: the torch.compile backend of the flow step (tests use "aot_eager", which needs no compiler)
+#: the torch.compile backend of the flow steps (tests use "aot_eager", which needs no compiler)
 COMPILE_BACKEND = "inductor"
+_COMPILED: dict[tuple[str, str, str], Callable] = {}
 
 
-def _grad_step(potential: Potential, x: Tensor, xi: Tensor, eta: float, noise: float, bf16: bool) -> Tensor:
+def _euler_maruyama(gradient: Callable[[Tensor], Tensor], x: Tensor, xis: Sequence[Tensor] | None, count: int,
+                    eta: float, noise: float) -> Tensor:
+    """``count`` steps of Eq. 9, x <- x - eta grad V(x) + nu xi, with the given draws xi
+    (``None``: nu = 0, no noise term)."""
+    for i in range(count):
+        x = x - eta * gradient(x)
+        if xis is not None:
+            x = x + noise * xis[i]
+    return x
+
+
+def _autograd_steps(potential: Potential, x: Tensor, xis: Sequence[Tensor] | None, count: int, eta: float,
+                    noise: float, bf16: bool) -> Tensor:
+    """Steps with autograd's input gradient of any potential (``torch.func.grad`` when compiled)."""
+    if not torch.compiler.is_compiling():
+        return _euler_maruyama(lambda y: potential_gradient(potential, y, bf16), x, xis, count, eta, noise)
+
     def total(y: Tensor) -> Tensor:
         with torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=bf16):
             return potential(y).float().sum()
 
-    return x - eta * torch.func.grad(total)(x) + noise * xi
+    return _euler_maruyama(torch.func.grad(total), x, xis, count, eta, noise)
 
 
-def _compiled_step(mode: str) -> Callable:
-    key = (COMPILE_BACKEND, mode)
+def _derivative(fn: Callable[[Tensor], Tensor], out: Tensor) -> Tensor:
+    """d fn / d out for an elementwise ``fn`` (autograd on the 1-D outputs; traced when compiled)."""
+    if torch.compiler.is_compiling():
+        return torch.func.grad(lambda o: fn(o).sum())(out)
+    with torch.enable_grad():
+        out = out.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(fn(out).sum(), out)
+    return grad
+
+
+def _closed_form_steps(weights: Sequence[Tensor], biases: Sequence[Tensor], negative_slope: float,
+                       f_prime: Callable[[Tensor], Tensor], x: Tensor, xis: Sequence[Tensor] | None, count: int,
+                       eta: float, noise: float) -> Tensor:
+    """Steps with the hand-derived input gradient of V = f'(MLP(x)) (tensors in, tensors out:
+    compiled once per shape, whichever network the weights come from)."""
+
+    def gradient(y: Tensor) -> Tensor:
+        return mlp_input_gradient(y, weights, biases, negative_slope, lambda out: _derivative(f_prime, out))
+
+    return _euler_maruyama(gradient, x, xis, count, eta, noise)
+
+
+def _compiled(kind: str, fn: Callable, mode: str) -> Callable:
+    key = (kind, COMPILE_BACKEND, mode)
     if key not in _COMPILED:
         options = {"mode": mode} if COMPILE_BACKEND == "inductor" else {}
-        _COMPILED[key] = torch.compile(_grad_step, backend=COMPILE_BACKEND, dynamic=False, **options)
+        _COMPILED[key] = torch.compile(fn, backend=COMPILE_BACKEND, dynamic=False, **options)
     return _COMPILED[key]
 
 
@@ -157,6 +246,16 @@ def potential_gradient(potential: Potential, x: Tensor, autocast_bf16: bool = Fa
     return grad
 
 
+def _stepper(potential: Potential, options: FlowOptions) -> tuple[str, Callable]:
+    """(kind, steps function (x, xis, count, eta, noise) -> x) for ``potential`` under ``options``."""
+    bf16 = options.autocast_bf16
+    if options.closed_form and not bf16 and isinstance(potential, RatioPotential) and isinstance(potential.net, MLP):
+        weights, biases = potential.net.weights_and_biases()
+        slope, f_prime = potential.net.negative_slope, potential.objective.f_prime
+        return "closed_form", lambda fn, *a: fn(weights, biases, slope, f_prime, *a)
+    return "autograd", lambda fn, *a: fn(potential, *a, bf16)
+
+
 def flow(
     x: Tensor,
     potential: Potential,
@@ -177,35 +276,39 @@ def flow(
 
     ``generator`` may be a sequence of generators, one per equal shard of the batch (what
     each distributed rank draws; see :mod:`fdrl.distributed`). ``options`` switches on the fast
-    path (:class:`FlowOptions`); ``None`` is the plain path.
+    path (:class:`FlowOptions`); ``None`` is the plain path. Every option gives the particles of
+    the plain path up to float rounding.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if record_every < 1:
         raise ValueError(f"record_every must be >= 1, got {record_every}")
+    options = options or FlowOptions()
     x = _layout(x.detach().clone(), options)
     if trajectory is not None:
         trajectory.append(x.cpu())
-    bf16 = options is not None and options.autocast_bf16
-    step = _compiled_step(options.compile_mode) if options is not None and options.compile else None
-    with _tf32(options is not None and options.tf32):
-        for k in range(1, steps + 1):
-            if step is not None:
-                xi = _layout(_noise(x, generator), options) if noise else torch.zeros_like(x)
+    kind, call = _stepper(potential, options)
+    eager = _closed_form_steps if kind == "closed_form" else _autograd_steps
+    wanted = options.compile or (options.compile is None and kind == "closed_form")
+    compiled = _compiled(kind, eager, options.compile_mode) if wanted else None
+    per_call = options.steps_per_call if compiled is not None and trajectory is None else 1
+    done = 0
+    with _tf32(options.tf32), torch.no_grad():
+        while done < steps:
+            count = min(per_call, steps - done)
+            xis = [_layout(_noise(x, generator), options) for _ in range(count)] if noise else None
+            if compiled is not None and count == per_call:  # a shorter last call runs eagerly: no recompile
                 try:
-                    with torch.no_grad():
-                        x = step(potential, x, xi, eta, noise, bf16)
+                    x = call(compiled, x, xis, count, eta, noise)
                 except Exception as err:  # no compiler, unsupported op, ...: the eager path
                     warnings.warn(f"torch.compile of the flow step failed ({type(err).__name__}: "
                                   f"{str(err).splitlines()[0] if str(err) else ''}); running eagerly")
-                    step = None
-                    x = x - eta * potential_gradient(potential, x, bf16) + noise * xi
+                    compiled = None
+                    x = call(eager, x, xis, count, eta, noise)
             else:
-                grad = potential_gradient(potential, x, bf16)
-                x = x - eta * grad
-                if noise:
-                    x = x + noise * _layout(_noise(x, generator), options)
-            if trajectory is not None and (k % record_every == 0 or k == steps):
+                x = call(eager, x, xis, count, eta, noise)
+            done += count
+            if trajectory is not None and (done % record_every == 0 or done == steps):
                 trajectory.append(x.cpu())
     return x
 
@@ -266,10 +369,17 @@ def _column_major_narrow_weights(net: nn.Module) -> list[tuple[nn.Parameter, Ten
     return relaid
 
 
+class RatioPotential:
+    """V(x) = f'(r_theta(x)) for the pairing ``objective`` (Eq. 9 with Eq. 22-24): a callable
+    potential whose network and objective the fast path can see (for the closed-form MLP gradient)."""
+
+    def __init__(self, net: nn.Module, objective: Objective):
+        self.net, self.objective = net, objective
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.objective.f_prime(self.net(x))
+
+
 def ratio_potential(net: nn.Module, objective: Objective) -> Potential:
     """V(x) = f'(r_theta(x)) for the pairing ``objective`` (Eq. 9 with Eq. 22-24)."""
-
-    def potential(x: Tensor) -> Tensor:
-        return objective.f_prime(net(x))
-
-    return potential
+    return RatioPotential(net, objective)
