@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from fdrl.components import check_component
 from fdrl.pairings import ETA_SCALINGS, check_pairing, scaled_step_size
 
 #: torch.compile modes of the flow step (fdrl.flow.FlowOptions)
@@ -159,6 +160,11 @@ class Config:
         if self.train.eval_every and self.train.eval_metric == "classifier_fd" and not self.train.eval_classifier:
             raise ConfigError("train.eval_metric=classifier_fd needs train.eval_classifier=DIR "
                               "(train one with: fdrl train-classifier digits --out DIR)")
+        for section in ("data", "prior", "model"):
+            component = getattr(self, section)
+            problem = check_component(section, component.name, component.params)
+            if problem:
+                raise ConfigError(problem)
         if self.flow.eta_scaling not in ETA_SCALINGS:
             raise ConfigError(f"flow.eta_scaling must be one of {', '.join(ETA_SCALINGS)}, got '{self.flow.eta_scaling}'")
         if not 0.0 <= self.train.ema < 1.0:
