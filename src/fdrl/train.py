@@ -209,9 +209,7 @@ class Trainer:
         if config.train.batch_size % self.dist.world:
             raise ConfigError(f"train.batch_size={config.train.batch_size} is the global batch and must be "
                               f"divisible by the number of ranks, {self.dist.world}")
-        f = config.flow
-        self.flow_options = FlowOptions.for_device(self.device, f.channels_last, f.autocast_bf16, f.tf32,
-                                                   f.compile, f.compile_mode)
+        self.flow_options = FlowOptions.from_config(self.device, config.flow)
         if config.train.threads > 0:
             torch.set_num_threads(config.train.threads)
         self.objective = get_objective(config.objective)

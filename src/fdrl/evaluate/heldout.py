@@ -75,7 +75,14 @@ def gaussian_mixture_draws(train: Tensor, n: int, seed: int, components: int = G
 
     flat = _flat(train).double().numpy()
     k = max(1, min(components, flat.shape[0] // 5))
-    gmm = GaussianMixture(k, covariance_type="full", random_state=seed, reg_covar=1e-6).fit(flat)
+    for reg_covar in (1e-6, 1e-4, 1e-2):  # duplicated or discrete rows make a component singular
+        try:
+            gmm = GaussianMixture(k, covariance_type="full", random_state=seed, reg_covar=reg_covar).fit(flat)
+            break
+        except ValueError:
+            continue
+    else:
+        raise ValueError("the Gaussian mixture baseline could not be fitted (singular covariances)")
     draws, _ = gmm.sample(n)
     order = np.random.default_rng(seed).permutation(n)  # sklearn returns draws grouped by component
     return torch.from_numpy(draws[order]).float().reshape(n, *train.shape[1:])
@@ -97,10 +104,12 @@ def heldout_report(samples: Tensor, train: Tensor, heldout: Tensor, prior_draws:
     report: dict[str, Any] = {"n": m, **scores(samples, heldout, seed)}
     baselines: dict[str, dict[str, float]] = {"gaussian": scores(gaussian, heldout, seed)}
     if math.prod(train.shape[1:]) <= GMM_MAX_DIM:
-        mixture = gaussian_mixture_draws(train, m, seed)
-        if value_range is not None:
-            mixture = mixture.clamp(*value_range)
-        baselines["gmm"] = scores(mixture, heldout, seed)
+        try:
+            mixture = gaussian_mixture_draws(train, m, seed)
+        except ValueError:
+            mixture = None  # reported as absent rather than failing the whole report
+        if mixture is not None:
+            baselines["gmm"] = scores(mixture if value_range is None else mixture.clamp(*value_range), heldout, seed)
     baselines["prior"] = scores(prior_draws[:m], heldout, seed)
     floor = scores(train_m, heldout, seed)
     train_nn = train if train.shape[0] <= NN_MAX_TRAIN else train[torch.randperm(train.shape[0], generator=g)[:NN_MAX_TRAIN]]
