@@ -13,18 +13,33 @@ import os
 import re
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_NAME = "best.pt"
 _NAME = re.compile(r"^ckpt_(\d{9})\.pt$")
+#: what every training checkpoint holds (fdrl.train.Trainer.state), with the type of each
+STATE_KEYS: dict[str, type] = {"step": int, "estimator": dict, "ema": dict, "optimizer": dict, "scheduler": dict,
+                               "rng": dict, "config": dict, "estimator_spec": dict, "version": str}
+T = TypeVar("T")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be read or written; the message names the file."""
+
+
+class CheckpointMismatch(CheckpointError):
+    """A checkpoint that loads but belongs to another run: an error, never skipped."""
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type's name if it has none)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:
@@ -53,12 +68,19 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
 
 def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; a corrupt or unsafe file raises CheckpointError."""
+    """Load a training checkpoint with ``weights_only=True``; a corrupt or unsafe file, or one
+    that is not an fdrl checkpoint (another program's, or a plain tensor), raises CheckpointError."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for truncated, corrupt or unsafe files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"checkpoint {path} is corrupt or unsafe to load ({first})") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt or unsafe to load ({_first_line(err)})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} is not an fdrl checkpoint (it holds a {type(state).__name__})")
+    for key, kind in STATE_KEYS.items():
+        if not isinstance(state.get(key), kind):
+            found = "is missing" if key not in state else f"is a {type(state[key]).__name__}"
+            raise CheckpointError(f"checkpoint {path} is not an fdrl checkpoint of this version ('{key}' {found})")
+    return state
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -69,21 +91,44 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if _NAME.match(p.name))
 
 
-def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path] | None:
-    """The newest checkpoint that loads, with a warning for each newer one skipped as corrupt.
-    None if the run has no checkpoint; CheckpointError (naming the newest) if none loads."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    apply: Callable[[dict[str, Any]], T] | None = None) -> Any:
+    """:func:`safe_load`, then ``apply(state)`` if given (its result is returned): a KeyError,
+    TypeError, ValueError or RuntimeError in ``apply`` (contents that do not fit, such as
+    tensors of the wrong shape) is a CheckpointError naming the file, and a CheckpointMismatch
+    (saying what it belongs to) gets the file's name in front."""
+    state = safe_load(path, map_location)
+    if apply is None:
+        return state
+    try:
+        return apply(state)
+    except CheckpointMismatch as err:
+        raise CheckpointMismatch(f"checkpoint {path} {err}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"checkpoint {path} does not fit this run ({type(err).__name__}: "
+                              f"{_first_line(err)})") from None
+
+
+def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu",
+                apply: Callable[[dict[str, Any]], T] | None = None) -> tuple[Any, Path] | None:
+    """The newest checkpoint that loads (and that ``apply`` accepts: :func:`load_checkpoint`),
+    with a warning for each newer one skipped, and its path; None if the run has none;
+    CheckpointError (naming the newest) if none loads. A CheckpointMismatch stops the search."""
     skipped: list[CheckpointError] = []
     for path in reversed(list_checkpoints(run_dir)):
         try:
-            state = safe_load(path, map_location)
+            result = load_checkpoint(path, map_location, apply)
+        except CheckpointMismatch:
+            raise
         except CheckpointError as err:
             skipped.append(err)
             continue
         for err in skipped:
             warnings.warn(f"{err}; using {path.name} instead", stacklevel=2)
-        return state, path
+        return result, path
     if skipped:
-        raise CheckpointError(f"no checkpoint of {run_dir} loads; the newest: {skipped[0]}")
+        raise CheckpointError(f"no checkpoint of {run_dir} loads (restore one, or train again with another --out); "
+                              f"the newest: {skipped[0]}")
     return None
 
 

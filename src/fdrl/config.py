@@ -30,6 +30,15 @@ class ConfigError(ValueError):
     """A configuration problem the user can fix; the message says how."""
 
 
+class DamagedRunConfig(ConfigError):
+    """A run directory's ``config.yaml`` cannot be used; ``problem`` says why (the message adds
+    how to restore it)."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(f"{problem}; {fix}")
+        self.problem = problem
+
+
 @dataclass
 class Component:
     """A named, configurable part: ``data`` (``fdrl.data.build_data``), ``prior``
@@ -363,6 +372,34 @@ def load_config(source: str | dict[str, Any] | None = None, overrides: list[str]
     for text in overrides:
         raw = _merge(raw, parse_override(text), into_params=True)
     return _build(Config, _merge(Config().to_dict(), _test_fraction_into_params(raw))).validate()
+
+
+#: a run directory's resolved config
+RUN_CONFIG = "config.yaml"
+#: sections every stored run config has (a file without them is truncated or not a run's)
+_RUN_SECTIONS = ("objective", "data", "prior", "model", "flow", "train")
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """A run directory's ``config.yaml`` as a mapping, checked: FileNotFoundError if there is
+    none, ConfigError naming the file and the way to restore it if it is damaged (not YAML,
+    not a mapping, sections missing, or keys this version does not know)."""
+    path = Path(run_dir) / RUN_CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"'{run_dir}' is not a run directory (no {RUN_CONFIG})")
+    try:
+        raw = _read_yaml(path.read_text(), f"'{path}'")
+        missing = [s for s in _RUN_SECTIONS if not raw.get(s)]
+        if missing:
+            raise ConfigError(f"'{path}' has no {missing[0]} section")
+        try:
+            load_config(raw)
+        except ConfigError as err:
+            raise ConfigError(f"'{path}' is damaged or from another version ({err})") from None
+    except (ConfigError, UnicodeDecodeError) as err:
+        raise DamagedRunConfig(str(err), f"restore it, or let fdrl train --resume {run_dir} write it again from the "
+                               "newest checkpoint") from None
+    return raw
 
 
 def _test_fraction_into_params(raw: dict[str, Any]) -> dict[str, Any]:

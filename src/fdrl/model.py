@@ -17,19 +17,22 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from fdrl import __version__, seeding
 from fdrl.data.scaling import Standardizer
-from fdrl.checkpoint import load_latest, safe_load
+from fdrl.checkpoint import load_checkpoint, load_latest
+from fdrl.config import RUN_CONFIG
 from fdrl.flow import Potential, flow, frozen, ratio_potential
 from fdrl.nets import build_estimator
 from fdrl.objectives import Objective, get_objective, scaled_step_size
 from fdrl.priors import Prior, load_prior
 
 MODEL_FILE, META_FILE = "model.safetensors", "fdrl.json"
+#: what ``fdrl.json`` holds (FDRL.meta)
+_META_KEYS = ("objective", "estimator", "eta", "noise", "steps", "refine_steps")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -72,6 +75,8 @@ class FDRL:
         self.steps, self.refine_steps = int(steps), int(refine_steps)
         self.estimator_spec = estimator_spec or {}
         self.scaler = scaler
+        #: the run checkpoint :meth:`load` read the weights from (None otherwise)
+        self.checkpoint: Path | None = None
 
     @property
     def columns(self) -> list[str] | None:
@@ -205,24 +210,31 @@ class FDRL:
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu", checkpoint: str | Path | None = None) -> "FDRL":
-        """Load a saved model directory, or a run directory (EMA weights of its newest checkpoint)."""
+        """Load a saved model directory, or a run directory (EMA weights of its newest checkpoint
+        that loads, or of ``checkpoint``). A damaged file is a ValueError (a CheckpointError for
+        checkpoints) naming it and what to do."""
         path = Path(path)
         if (path / META_FILE).exists():
-            meta = json.loads((path / META_FILE).read_text())
-            state = load_file(str(path / MODEL_FILE))
-        elif (path / "config.yaml").exists():
-            meta, state = _run_meta_and_weights(path, checkpoint)
+            fix = "save the model again (FDRL.save)"
+            (meta, estimator), checkpoint = _saved_model(path), None
+        elif (path / RUN_CONFIG).exists():
+            fix = f"fdrl train --resume {path} writes it again"
+            (meta, estimator), checkpoint = _run_model(path, checkpoint)
         else:
             raise FileNotFoundError(
-                f"'{path}' is neither a saved model (no {META_FILE}) nor a run directory (no config.yaml)"
+                f"'{path}' is neither a saved model (no {META_FILE}) nor a run directory (no {RUN_CONFIG})"
             )
+        try:
+            prior, scaler = load_prior(path), Standardizer.load(path)
+        except (ValueError, FileNotFoundError) as err:
+            raise ValueError(f"{err}; {fix}") from None
         spec = meta["estimator"]
-        estimator = build_estimator(spec["name"], spec["in_shape"], **spec.get("params", {}))
-        estimator.load_state_dict(state)
-        model = cls(
-            estimator, meta["objective"], load_prior(path), meta["eta"], meta["noise"],
-            meta["steps"], meta["refine_steps"], estimator_spec=spec, scaler=Standardizer.load(path),
-        )
+        if tuple(prior.shape) != tuple(spec["in_shape"]):
+            raise ValueError(f"the prior in '{path}' draws shape {tuple(prior.shape)} but the estimator takes "
+                             f"{tuple(spec['in_shape'])}; {fix}")
+        model = cls(estimator, meta["objective"], prior, meta["eta"], meta["noise"], meta["steps"],
+                    meta["refine_steps"], estimator_spec=spec, scaler=scaler)
+        model.checkpoint = None if checkpoint is None else Path(checkpoint)
         return model.to(resolve_device(str(device)) if isinstance(device, str) else device)
 
     @classmethod
@@ -231,19 +243,49 @@ class FDRL:
         return cls.load(path, device=device)
 
 
-def _run_meta_and_weights(run_dir: Path, checkpoint: str | Path | None) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+def _estimator(spec: dict[str, Any], state: dict[str, Tensor]) -> nn.Module:
+    """The estimator ``spec`` describes, with the weights ``state``."""
+    estimator = build_estimator(spec["name"], spec["in_shape"], **spec.get("params", {}))
+    estimator.load_state_dict(state)
+    return estimator
+
+
+def _saved_model(directory: Path) -> tuple[dict[str, Any], nn.Module]:
+    """The metadata and estimator of a directory written by :meth:`FDRL.save`."""
+    meta_path, weights_path = directory / META_FILE, directory / MODEL_FILE
+    try:
+        meta = json.loads(meta_path.read_text())
+        missing = [k for k in _META_KEYS if not isinstance(meta, dict) or k not in meta]
+        if missing:
+            raise KeyError(missing[0])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"'{meta_path}' is damaged or from another version ({type(err).__name__}: {err}); "
+                         "save the model again (FDRL.save)") from None
+    try:
+        return meta, _estimator(meta["estimator"], load_file(str(weights_path)))
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+        what = f"{type(err).__name__}: {err}".splitlines()[0]
+        raise ValueError(f"'{weights_path}' does not hold the weights '{meta_path.name}' describes ({what}); "
+                         "save the model again (FDRL.save)") from None
+
+
+def _run_model(run_dir: Path, checkpoint: str | Path | None) -> tuple[tuple[dict[str, Any], nn.Module], Path]:
+    """The metadata and EMA estimator of a run's newest checkpoint that loads and fits (or of
+    ``checkpoint``), and that checkpoint's path; the flow settings come from the config stored
+    in the checkpoint."""
+    def build(state: dict[str, Any]) -> tuple[dict[str, Any], nn.Module]:
+        config, flow_config = state["config"], state["config"]["flow"]
+        meta = {
+            "objective": config["objective"],
+            "estimator": state["estimator_spec"],
+            "eta": scaled_step_size(flow_config["eta"], flow_config.get("eta_scaling", "none"), config["objective"]),
+            **{k: flow_config[k] for k in ("noise", "steps", "refine_steps")},
+        }
+        return meta, _estimator(state["estimator_spec"], state["ema"])
+
     if checkpoint is not None:
-        state = safe_load(checkpoint)
-    else:
-        found = load_latest(run_dir)
-        if found is None:
-            raise FileNotFoundError(f"run directory '{run_dir}' has no checkpoint yet; train it first")
-        state = found[0]
-    meta = {
-        "objective": config["objective"],
-        "estimator": state["estimator_spec"],
-        "eta": scaled_step_size(config["flow"]["eta"], config["flow"].get("eta_scaling", "none"), config["objective"]),
-        **{k: config["flow"][k] for k in ("noise", "steps", "refine_steps")},
-    }
-    return meta, state["ema"]
+        return load_checkpoint(checkpoint, apply=build), Path(checkpoint)
+    found = load_latest(run_dir, apply=build)
+    if found is None:
+        raise FileNotFoundError(f"run directory '{run_dir}' has no checkpoint yet; train it first")
+    return found

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -466,13 +467,24 @@ PRIORS: dict[str, type[Prior]] = {
 
 
 def load_prior(directory: str | Path, name: str = "prior") -> Prior:
-    """Inverse of :meth:`Prior.save`."""
+    """Inverse of :meth:`Prior.save`. FileNotFoundError if there is none; ValueError naming the
+    files if they are damaged (truncated, empty, of another kind, or from another version)."""
     directory = Path(directory)
     meta_path, tensor_path = directory / f"{name}.json", directory / f"{name}.safetensors"
     if not meta_path.exists():
         raise FileNotFoundError(f"no prior at {meta_path}")
-    meta = json.loads(meta_path.read_text())
-    tensors = load_file(str(tensor_path)) if tensor_path.exists() else {}
+    try:
+        meta = json.loads(meta_path.read_text())
+        tensors = load_file(str(tensor_path)) if tensor_path.exists() else {}
+        return _prior_from(meta, tensors)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RuntimeError, SafetensorError) as err:
+        what = f"{type(err).__name__}: {err}".strip().splitlines()[0]
+        raise ValueError(f"the prior in '{meta_path}' / '{tensor_path.name}' is damaged ({what})") from None
+
+
+def _prior_from(meta: dict[str, Any], tensors: dict[str, Tensor]) -> Prior:
+    """The prior a saved ``{name}.json`` mapping and its tensors describe."""
+    meta = dict(meta)
     kind = meta.pop("kind")
     clamp = tuple(meta["clamp"]) if meta.get("clamp") else None
     if kind == "standard_normal":
@@ -490,7 +502,7 @@ def load_prior(directory: str | Path, name: str = "prior") -> Prior:
         return DatasetPrior(tensors["samples"])
     if kind == "data_source":
         return DataSourcePrior(meta["data"]["name"], meta["data"]["params"])
-    raise ValueError(f"unknown prior kind '{kind}' in {meta_path}; known: {', '.join(PRIORS)}")
+    raise ValueError(f"unknown prior kind '{kind}'; known: {', '.join(PRIORS)}")
 
 
 PRIOR_NAMES = ["standard_normal", "gaussian", "data_gaussian", "uniform", "dataset"]

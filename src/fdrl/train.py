@@ -11,26 +11,23 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-import json
-import os
 import random
 import signal
 import time
 import warnings
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import Tensor, nn
 
 from torch.nn.parallel import DistributedDataParallel
 
 from fdrl import __version__, distributed, seeding
-from fdrl.checkpoint import (CheckpointError, atomic_save, checkpoint_path, link_best, list_checkpoints,
-                             load_latest, prune)
+from fdrl.checkpoint import CheckpointMismatch
 from fdrl.config import Config, ConfigError
 from fdrl.data import DataSource, build_data
 from fdrl.data.scaling import Standardizer
@@ -40,12 +37,12 @@ from fdrl.nets import build_estimator
 from fdrl.objectives import Objective, get_objective
 from fdrl.evaluate.heldout import evaluate_heldout
 from fdrl.evaluate.binding import BoundMetric, bind_metric, dataset_identity
+from fdrl.guard import DivergenceGuard, TrainingError
 from fdrl.plots import save_samples_figure
-from fdrl.priors import Prior, build_prior, load_prior
+from fdrl.priors import Prior, build_prior
+from fdrl.rundir import RunDirectory, config_conflict
 
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (it kept diverging); the message says what to do."""
+__all__ = ["StepOutput", "Trainer", "TrainingError", "ema_decay", "training_step", "update_ema"]
 
 
 @dataclass
@@ -107,34 +104,6 @@ def update_ema(ema: nn.Module, net: nn.Module, decay: float) -> None:
         b_ema.copy_(b)
 
 
-#: Keys that may differ between a run's stored config and the one it is resumed with.
-_RESUMABLE_CHANGES = {"device", "train.steps", "train.log_every", "train.checkpoint_every",
-                      "train.keep_checkpoints", "train.sample_every", "train.sample_n", "train.eval_n",
-                      "train.threads", "train.dist_backend", "flow.channels_last", "flow.autocast_bf16",
-                      "flow.tf32", "flow.compile", "flow.compile_mode",
-                      "train.eval_every", "train.eval_metric", "train.eval_classifier", "train.eval_inception_weights",
-                      "train.guard_max_ratio", "train.guard_retries", "train.guard_lr_factor"}
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "params":
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
-def _config_conflict(old: dict[str, Any], new: dict[str, Any]) -> str | None:
-    """The first setting, other than those a resume may change, that differs: 'key=old, not new'."""
-    old, new = _flatten(old), _flatten(new)
-    for key in sorted(set(old) | set(new)):
-        if key not in _RESUMABLE_CHANGES and old.get(key) != new.get(key):
-            return f"{key}={old.get(key)!r}, not {new.get(key)!r}"
-    return None
-
-
 def _rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     return {
@@ -181,17 +150,17 @@ class _StopRequest:
 
 
 class Trainer:
-    """Algorithm 1 with everything a real run needs, writing to ``run_dir``:
+    """Algorithm 1 with everything a real run needs, writing to ``run_dir``
+    (:class:`fdrl.rundir.RunDirectory`: ``config.yaml``, the prior, ``checkpoints/``,
+    ``metrics.jsonl``, ``tb/``, ``samples/step_*.png`` and, after :meth:`evaluate`,
+    ``metrics.json``). A run directory that already holds checkpoints is resumed from its newest
+    good one; one process at a time may write it (a second is refused with RunInUseError).
 
-    ``config.yaml`` (resolved), ``prior.json``/``prior.safetensors``, ``checkpoints/``,
-    ``metrics.jsonl``, ``tb/`` (TensorBoard), ``samples/step_*.png`` and, for vector data,
-    ``metrics.json`` with the final evaluation. A run directory that already holds
-    checkpoints is resumed from its newest good one.
-
-    Divergence guard: a step with a non-finite loss or gradient, or a ratio estimate |r| above
-    ``train.guard_max_ratio``, rolls back to the newest checkpoint and multiplies the learning
-    rate by ``train.guard_lr_factor`` (kept in later checkpoints); after
-    ``train.guard_retries`` rollbacks the run stops with :class:`TrainingError`.
+    Divergence guard (:class:`fdrl.guard.DivergenceGuard`): a step with a non-finite loss or
+    gradient, or a ratio estimate |r| above ``train.guard_max_ratio``, rolls back to the newest
+    checkpoint and multiplies the learning rate by ``train.guard_lr_factor`` (kept in later
+    checkpoints); after ``train.guard_retries`` rollbacks the run stops with
+    :class:`TrainingError`.
     """
 
     def __init__(self, config: Config, run_dir: str | Path, progress: bool = True, data: DataSource | None = None):
@@ -209,6 +178,8 @@ class Trainer:
         if config.train.batch_size % self.dist.world:
             raise ConfigError(f"train.batch_size={config.train.batch_size} is the global batch and must be "
                               f"divisible by the number of ranks, {self.dist.world}")
+        self.run = RunDirectory(self.run_dir, writer=self.dist.is_main)
+        weakref.finalize(self, self.run.release)  # the lock goes with the trainer at the latest
         self.flow_options = FlowOptions.from_config(self.device, config.flow)
         if config.train.threads > 0:
             torch.set_num_threads(config.train.threads)
@@ -229,16 +200,15 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=t.lr, betas=tuple(t.betas))
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, config.lr_milestones(), t.lr_decay_factor)
         self.step = 0
-        self.lr_scale = 1.0  # product of the divergence guard's learning-rate cuts
-        self.rollbacks = 0
+        self.guard = DivergenceGuard(t, self.run_dir / "checkpoints")
         self.best: dict[str, Any] | None = None  # {"step", "metric", "value"} of the best evaluation
         # bound before training (rank 0 evaluates), so a wrong classifier or weights path fails now
         self.eval_metric: BoundMetric | None = self._on_main(self._bind_eval_metric) if t.eval_every else None
-        self._on_main(self._prepare_run_dir)
+        self._on_main(lambda: self.run.prepare(config))
         self.scaler: Standardizer | None = getattr(self.data, "scaler", None)
         if self.scaler is not None and self.dist.is_main:
             self.scaler.save(self.run_dir)
-        prior = self._on_main(self._prior)
+        prior = self._on_main(lambda: self.run.prior(self._build_prior))
         if self.dist.active:  # every rank flows from the same prior (pickled, no shared disk needed)
             box = [prior]
             torch.distributed.broadcast_object_list(box, src=0)
@@ -261,34 +231,16 @@ class Trainer:
             raise ConfigError(error)
         return result
 
-    # -- run directory -------------------------------------------------------------------------
-    def _prepare_run_dir(self) -> None:
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.run_dir / ".write_test"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as err:
-            raise ConfigError(f"run directory '{self.run_dir}' is not writable ({err.strerror}); pass another --out") from None
-        stored = self.run_dir / "config.yaml"
-        if list_checkpoints(self.run_dir) and stored.exists():
-            conflict = _config_conflict(yaml.safe_load(stored.read_text()), self.config.to_dict())
-            if conflict:
-                raise ConfigError(f"run directory '{self.run_dir}' holds a run with {conflict}; resume it "
-                                  "unchanged (fdrl train --resume) or pass another --out")
-        tmp = stored.with_name(".config.yaml.tmp")  # written whole or not at all
-        tmp.write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
-        os.replace(tmp, stored)
-
-    def _prior(self) -> Prior:
-        # a run killed before its first checkpoint may have left a partial prior: refit it
-        if list_checkpoints(self.run_dir) and (self.run_dir / "prior.json").exists():
-            return load_prior(self.run_dir)
+    def _build_prior(self) -> Prior:
         prior = build_prior(self.config.prior.name, self.config.prior.params, self.data)
         if tuple(prior.shape) != tuple(self.data.shape):
             raise ConfigError(f"prior samples have shape {prior.shape} but data samples {self.data.shape}")
-        prior.save(self.run_dir)
         return prior
+
+    def close(self) -> None:
+        """Release the run directory's lock (also done when :meth:`fit` ends and when the
+        trainer is garbage-collected)."""
+        self.run.release()
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -301,32 +253,21 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": _rng_state(),
-            "guard": {"lr_scale": self.lr_scale, "rollbacks": self.rollbacks},
+            "guard": self.guard.state_dict(),
             "best": self.best,
             "config": self.config.to_dict(),
             "estimator_spec": self.estimator_spec,
             "version": __version__,
         }
 
-    def save_checkpoint(self) -> Path:
-        """Written by rank 0 only (all ranks hold the same state); returns its path on every rank."""
-        path = checkpoint_path(self.run_dir, self.step)
-        if self.dist.is_main:
-            atomic_save(self.state(), path)
-            prune(self.run_dir, self.config.train.keep_checkpoints)
-        return path
-
-    def _load_latest(self) -> Path | None:
-        """Restore the newest good checkpoint; its path, or None if the run has none."""
-        found = load_latest(self.run_dir, map_location=self.device)
-        if found is None:
-            return None
-        state, path = found
-        conflict = _config_conflict(state["config"], self.config.to_dict())
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state`: CheckpointMismatch if it belongs to a run with another
+        config (:func:`fdrl.checkpoint.load_checkpoint` puts the file's name in front)."""
+        conflict = config_conflict(state["config"], self.config.to_dict())
         if conflict:
-            raise CheckpointError(f"checkpoint {path} belongs to a run with {conflict}; remove it or pass another --out")
+            raise CheckpointMismatch(f"belongs to a run with {conflict}; remove it or pass another --out")
         if state["version"] != __version__:
-            warnings.warn(f"checkpoint {path} was written by fdrl {state['version']}; this is {__version__}")
+            warnings.warn(f"this checkpoint was written by fdrl {state['version']}; this is {__version__}")
         self.net.load_state_dict(state["estimator"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -335,10 +276,18 @@ class Trainer:
         self.scheduler.milestones = Counter(self.config.lr_milestones())
         _set_rng_state(state["rng"])
         self.step = int(state["step"])
-        guard = state.get("guard", {"lr_scale": 1.0, "rollbacks": 0})  # absent in checkpoints before the guard
-        self.lr_scale, self.rollbacks = guard["lr_scale"], guard["rollbacks"]
+        self.guard.load_state_dict(state.get("guard"))  # absent in checkpoints before the guard
         self.best = state.get("best")
-        return path
+
+    def save_checkpoint(self) -> Path:
+        """Written by rank 0 only (all ranks hold the same state); returns its path on every rank."""
+        return self.run.save_checkpoint(self.state() if self.dist.is_main else {}, self.step,
+                                        self.config.train.keep_checkpoints)
+
+    def _load_latest(self) -> Path | None:
+        """Restore the newest checkpoint that loads and fits; its path, or None if the run has none."""
+        found = self.run.load_latest(self.load_state, self.device)
+        return None if found is None else found[1]
 
     def resume(self) -> bool:
         """Load the newest good checkpoint of the run directory, if any."""
@@ -346,44 +295,15 @@ class Trainer:
         if path is None:
             return False
         if self.best is not None and self.best["step"] == self.step:  # killed before best.pt was linked
-            link_best(path)
-        self._log({"event": "resumed", "step": self.step, "checkpoint": path.name})
+            self.run.link_best(path)
+        self.run.log({"event": "resumed", "step": self.step, "checkpoint": path.name})
         return True
 
-    # -- divergence guard ----------------------------------------------------------------------
-    def _divergence(self, out: StepOutput) -> str | None:
-        """What went wrong in this step (non-finite loss or gradient, a ratio estimate past
-        ``train.guard_max_ratio``), or None."""
-        if not torch.isfinite(out.loss):
-            return f"the loss is {float(out.loss)}"
-        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
-        if grads and not torch.stack([g.isfinite().all() for g in grads]).all():
-            return "a gradient is not finite"
-        bound = self.config.train.guard_max_ratio
-        peak = float(self.objective.ratio(torch.cat([out.out_data, out.out_particles])).abs().max())
-        if not peak <= bound:
-            return f"a ratio estimate is {peak:.3g} > train.guard_max_ratio={bound:g}"
-        return None
-
-    def _roll_back(self, problem: str) -> None:
-        """Back to the newest checkpoint with the learning rate times ``guard_lr_factor``, or
-        TrainingError once ``guard_retries`` rollbacks are used up."""
-        t, failed = self.config.train, self.step
-        if self.rollbacks >= t.guard_retries:
-            self._log({"event": "diverged", "step": failed, "problem": problem, "rollbacks": self.rollbacks})
-            raise TrainingError(
-                f"{problem} at step {failed}, after {self.rollbacks} rollback(s); the last good checkpoint is in "
-                f"{self.run_dir / 'checkpoints'}: resume with a larger train.guard_retries, or start a new run "
-                "with a lower train.lr or flow.eta"
-            )
-        scale, rollbacks = self.lr_scale * t.guard_lr_factor, self.rollbacks + 1
-        distributed.barrier(self.dist)  # rank 0 has finished writing its checkpoints
-        path = self._load_latest()  # restores the checkpoint's lr_scale and learning rate
-        for group in self.optimizer.param_groups:
-            group["lr"] *= scale / self.lr_scale
-        self.lr_scale, self.rollbacks = scale, rollbacks
-        self._log({"event": "rollback", "step": failed, "problem": problem, "to_step": self.step,
-                   "checkpoint": path.name, "lr_scale": scale, "rollbacks": rollbacks})
+    def _restore_for_rollback(self) -> dict[str, Any]:
+        """The divergence guard's way back: the newest checkpoint, once rank 0 has written it."""
+        distributed.barrier(self.dist)
+        path = self._load_latest()
+        return {"to_step": self.step, "checkpoint": path.name}
 
     def _bind_eval_metric(self) -> BoundMetric:
         """``train.eval_metric`` bound to ``eval_n`` data draws or the dataset's statistics."""
@@ -401,19 +321,12 @@ class Trainer:
         t = self.config.train
         value = float(self.eval_metric(self.model().sample(t.eval_n, seed=t.seed + 1, batch_size=min(t.eval_n, 500),
                                                            standardized=True)))
-        self._log({"step": self.step, "eval": t.eval_metric, "value": value})
+        self.run.log({"step": self.step, "eval": t.eval_metric, "value": value})
         previous = self.best["value"] if self.best is not None and self.best.get("metric") == t.eval_metric else None
         if not self.eval_metric.better(value, previous):
             return False
         self.best = {"step": self.step, "metric": t.eval_metric, "value": value}
         return True
-
-    # -- logging -------------------------------------------------------------------------------
-    def _log(self, record: dict[str, Any]) -> None:
-        if not self.dist.is_main:
-            return
-        with open(self.run_dir / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
 
     def model(self) -> FDRL:
         """The trained model with the EMA weights (what sampling and evaluation use)."""
@@ -424,80 +337,88 @@ class Trainer:
     def _save_samples_figure(self) -> None:
         samples = self.model().sample(self.config.train.sample_n, seed=self.config.train.seed, standardized=True)
         data = self.data.draw(self.config.train.sample_n, self.config.train.seed) if samples.ndim == 2 else None
-        save_samples_figure(samples, self.run_dir / "samples" / f"step_{self.step:07d}.png", data,
+        save_samples_figure(samples, self.run.samples_figure_path(self.step), data,
                             title=f"{self.config.objective}, step {self.step}")
+
+    def _record(self, out: StepOutput, since: tuple[float, int]) -> dict[str, Any]:
+        """The training record of this step: loss, mean ratio estimates, lr, speed since ``since``
+        (a time and a step)."""
+        return {
+            "step": self.step,
+            "loss": float(out.loss),
+            "r_data": float(self.objective.ratio(out.out_data).mean()),
+            "r_particles": float(self.objective.ratio(out.out_particles).mean()),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "steps_per_s": (self.step - since[1]) / max(time.perf_counter() - since[0], 1e-9),
+        }
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self) -> FDRL:
         """Run (or continue) Algorithm 1 until ``train.steps``; returns the EMA model."""
-        from torch.utils.tensorboard import SummaryWriter
         from tqdm.auto import tqdm
 
         cfg, t, f = self.config, self.config.train, self.config.flow
         eta = cfg.step_size()
+        if self.dist.is_main:
+            self.run.lock.acquire()  # again, if an earlier fit() gave it up
         if not self.resume():
             self.save_checkpoint()  # step 0: the divergence guard always has a checkpoint to go back to
         distributed.barrier(self.dist)
-        writer = SummaryWriter(str(self.run_dir / "tb")) if self.dist.is_main else None
+        writer = self.run.tensorboard()
         bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, desc=cfg.name, unit="it")
-        tick, tick_step = time.perf_counter(), self.step
+        since = (time.perf_counter(), self.step)
         try:
             with _StopRequest() as stop:
                 while self.step < t.steps:
+                    # Algorithm 1: a data batch, prior particles flowed K steps, one update
                     x_data, x_prior, gen = distributed.draw_step(
                         self.data, self.prior, self.step, t.batch_size, t.seed, self.dist.world, [self.dist.rank],
                         self.device)
                     out = training_step(self.net, self.objective, self.optimizer, x_data, x_prior,
                                         f.steps, eta, f.noise, gen, options=self.flow_options, ddp=self.ddp)
-                    problem = self._divergence(out)
+                    # divergence guard: every rank rolls back if one went wrong
+                    problem = self.guard.problem(out.loss, torch.cat([out.out_data, out.out_particles]), self.net,
+                                                 self.objective)
                     diverged, stop_all = distributed.any_flag(self.dist, problem is not None, stop.requested,
                                                               device=self.device)
-                    if diverged and problem is None:
-                        problem = "another rank diverged"
-                    if problem:
-                        self._roll_back(problem)
-                        tick, tick_step = time.perf_counter(), self.step
+                    if diverged:
+                        self.guard.roll_back(problem or "another rank diverged", self.step, self._restore_for_rollback,
+                                             self.optimizer, self.run.log)
+                        since = (time.perf_counter(), self.step)
                         continue
                     self.scheduler.step()
                     update_ema(self.ema, self.net, ema_decay(t.ema, self.step))
                     self.step += 1
+                    # bookkeeping: log, evaluate, checkpoint, figure, stop on request
                     bar.update(self.step - bar.n)
                     if self.step % t.log_every == 0 or self.step == t.steps:
-                        now = time.perf_counter()
-                        record = {
-                            "step": self.step,
-                            "loss": float(out.loss),
-                            "r_data": float(self.objective.ratio(out.out_data).mean()),
-                            "r_particles": float(self.objective.ratio(out.out_particles).mean()),
-                            "lr": self.optimizer.param_groups[0]["lr"],
-                            "steps_per_s": (self.step - tick_step) / max(now - tick, 1e-9),
-                        }
-                        tick, tick_step = now, self.step
-                        self._log(record)
+                        record = self._record(out, since)
+                        since = (time.perf_counter(), self.step)
+                        self.run.log(record)
                         for key, value in record.items():
                             if key != "step" and writer is not None:
                                 writer.add_scalar(f"train/{key}", value, self.step)
                         bar.set_postfix(loss=f"{record['loss']:.4g}", r_p=f"{record['r_data']:.3g}",
                                         r_q=f"{record['r_particles']:.3g}")
-                    stopping = stop_all
                     improved = (t.eval_every > 0 and self.step % t.eval_every == 0 and self.dist.is_main
                                 and self._evaluate_for_best())
-                    if improved or stopping or self.step % t.checkpoint_every == 0 or self.step == t.steps:
+                    if improved or stop_all or self.step % t.checkpoint_every == 0 or self.step == t.steps:
                         path = self.save_checkpoint()
                         if improved:
-                            link_best(path)
+                            self.run.link_best(path)
                     if (self.step % t.sample_every == 0 or self.step == t.steps) and self.dist.is_main:
                         self._save_samples_figure()
-                    if stopping:
-                        self._log({"event": "stopped", "step": self.step, "checkpoint": path.name})
+                    if stop_all:
+                        self.run.log({"event": "stopped", "step": self.step, "checkpoint": path.name})
                         if self.dist.is_main:
-                                bar.write(f"stopped at step {self.step}; checkpoint {path}; "
+                            bar.write(f"stopped at step {self.step}; checkpoint {path}; "
                                       f"resume with: fdrl train --resume {self.run_dir}")
                         break
         finally:
             bar.close()
             if writer is not None:
                 writer.close()
+            self.run.release()
         distributed.barrier(self.dist)
         return self.model()
 
@@ -509,6 +430,5 @@ class Trainer:
         report = evaluate_heldout(self.model(), self.config, self.data, n or self.config.train.eval_n)
         metrics = {"step": self.step, "objective": self.config.objective,
                    "samples_steps": self.config.flow.steps + self.config.flow.refine_steps, **report}
-        if self.dist.is_main:
-            (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        self.run.write_metrics(metrics)
         return metrics

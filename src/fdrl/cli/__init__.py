@@ -75,15 +75,22 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """:data:`_USER_ERRORS` plus the library's own, from the modules already imported (the
     command's module imports what it raises; nothing is imported here for this)."""
     extra = []
-    for module, name in (("fdrl.checkpoint", "CheckpointError"), ("fdrl.train", "TrainingError")):
+    for module, name in (("fdrl.checkpoint", "CheckpointError"), ("fdrl.guard", "TrainingError")):
         if module in sys.modules:
             extra.append(getattr(sys.modules[module], name))
     return _USER_ERRORS + tuple(extra)
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    """A warning as the command shows it: ``fdrl: warning: ...`` on one line, no source location."""
+    return f"fdrl: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     warnings.filterwarnings("ignore", message=".*TensorFlow installation not found.*")
+    warnings.formatwarning = _one_line_warning
     try:
         command = _chosen_command(argv)
         parser = build_parser(command)

@@ -84,6 +84,22 @@ def _parse_steps(text: str) -> list[int]:
     return steps
 
 
+def _run_config(run: Path, checkpoint: Path | None) -> Any:
+    """The validated config of the training run ``run`` (from its checkpoints if its
+    ``config.yaml`` is damaged); ``checkpoint``, if given, must exist, else the run needs one."""
+    from fdrl.checkpoint import list_checkpoints
+    from fdrl.config import load_config
+    from fdrl.rundir import run_config
+
+    if not run.is_dir() or not (run / "config.yaml").is_file():
+        raise FileNotFoundError(f"'{run}' is not a training run directory (no config.yaml)")
+    if checkpoint is not None and not checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint '{checkpoint}' does not exist")
+    if checkpoint is None and not list_checkpoints(run):
+        raise FileNotFoundError(f"run directory '{run}' has no checkpoint yet; train it first")
+    return load_config(run_config(run))
+
+
 class _Evaluation:
     """What both commands share: the run's model, data and (on rank 0) the metric bound to
     its reference. Under torchrun every rank loads the model and generates its share of the
@@ -91,36 +107,25 @@ class _Evaluation:
 
     def __init__(self, args: argparse.Namespace, metric: str):
         from fdrl import distributed
-        from fdrl.checkpoint import list_checkpoints
-        from fdrl.config import load_config
         from fdrl.data import build_data
         from fdrl.evaluate import get_metric
         from fdrl.evaluate.binding import bind_metric, dataset_identity
         from fdrl.model import FDRL, resolve_device
 
         run = Path(args.run)
-        if not (run / "config.yaml").is_file():
-            raise FileNotFoundError(f"'{run}' is not a training run directory (no config.yaml)")
         _positive(args.n, "--n")
         _positive(args.batch, "--batch")
         get_metric(metric)  # an unknown name raises, listing the valid ones, before any loading
         self.run, self.seed = run, args.seed
-        config = load_config(str(run / "config.yaml"))
-        self.checkpoint = args.checkpoint
-        if self.checkpoint is None:
-            found = list_checkpoints(run)
-            if not found:
-                raise FileNotFoundError(f"run directory '{run}' has no checkpoint yet; train it first")
-            self.checkpoint = found[-1]
-        elif not self.checkpoint.is_file():
-            raise FileNotFoundError(f"checkpoint '{self.checkpoint}' does not exist")
+        config = _run_config(run, args.checkpoint)
         device = resolve_device(args.device)
         self.dist = distributed.setup("auto", device.type)
         if self.dist.active and device.type == "cuda":
             import torch
 
             device = torch.device("cuda", self.dist.local_rank)
-        self.model = FDRL.load(run, device=device, checkpoint=self.checkpoint)
+        self.model = FDRL.load(run, device=device, checkpoint=args.checkpoint)
+        self.checkpoint = self.model.checkpoint
         data = build_data(config.data.name, **config.data.params)
         self.n = args.n or (FID_DEFAULT_N if metric == "fid" else config.train.eval_n)
         self.sample_batch = args.batch or min(self.n, SAMPLE_BATCH)
@@ -205,20 +210,15 @@ def _evaluate_heldout(args: argparse.Namespace) -> int:
     model (EMA weights of the newest or the given checkpoint), printed and written to
     RUN_DIR/eval/heldout.json."""
     from fdrl.cli.train import heldout_summary
-    from fdrl.config import load_config
     from fdrl.data import build_data
     from fdrl.evaluate.heldout import evaluate_heldout
     from fdrl.model import FDRL
 
     run = Path(args.run)
-    if not (run / "config.yaml").is_file():
-        raise FileNotFoundError(f"'{run}' is not a training run directory (no config.yaml)")
     _positive(args.n, "--n")
     if args.steps is not None:
         raise ValueError("--steps goes with --metric or --fid; the held-out report uses the run's K + kappa")
-    config = load_config(str(run / "config.yaml"))
-    if args.checkpoint is not None and not args.checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint '{args.checkpoint}' does not exist")
+    config = _run_config(run, args.checkpoint)
     model = FDRL.load(run, device=args.device, checkpoint=args.checkpoint)
     data = build_data(config.data.name, **config.data.params)
     config.train.seed = args.seed

@@ -205,18 +205,16 @@ def cmd_classifier_fd(args: argparse.Namespace) -> int:
 
 
 def cmd_classifier_report(args: argparse.Namespace) -> int:
-    import yaml
-
     from fdrl.classifier import load_classifier
     from fdrl.evaluate.classifier_report import classifier_report
     from fdrl.model import FDRL
+    from fdrl.rundir import run_config
 
     if args.n < 2:
         raise ValueError(f"--n must be at least 2, got {args.n}")
-    config_path = args.run / "config.yaml"
-    if not config_path.is_file():
+    if not (args.run / "config.yaml").is_file():
         raise FileNotFoundError(f"'{args.run}' is not a run directory (no config.yaml)")
-    data_config = yaml.safe_load(config_path.read_text())["data"]
+    data_config = run_config(args.run)["data"]
     device = _device(args.device)
     classifier = load_classifier(args.classifier, device=device)
     model = FDRL.load(args.run, device=device)
@@ -247,13 +245,12 @@ def _training_data(args: argparse.Namespace) -> Any:
         name, _, split = args.data.partition(":")
         data = build_data(name, **({"split": split} if split else {}))
     else:
-        config_path = args.run / "config.yaml"
-        if not config_path.is_file():
+        if not (args.run / "config.yaml").is_file():
             raise FileNotFoundError(f"'{args.run}' has no config.yaml naming its training data; "
                                     "pass --data NAME[:SPLIT]")
-        import yaml
+        from fdrl.rundir import run_config
 
-        config = yaml.safe_load(config_path.read_text())
+        config = run_config(args.run)
         data = build_data(config["data"]["name"], **config["data"].get("params", {}))
     if not isinstance(data, ImageData):
         raise ValueError("nearest neighbours need an image dataset")

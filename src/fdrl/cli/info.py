@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fdrl.cli.common import run_dir
+from fdrl.config import read_run_config
 
 _CHECKPOINT = re.compile(r"^ckpt_(\d{9})\.pt$")
 
@@ -46,17 +47,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     import yaml
 
     run: Path = args.run
-    stored = run / "config.yaml"
-    if not stored.is_file():
-        raise FileNotFoundError(f"'{run}' is not a run directory (no config.yaml)")
-    try:
-        config = yaml.safe_load(stored.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ValueError(f"'{stored}' is damaged ({str(err).splitlines()[0]}); restore it from a checkpoint's "
-                         "config or train again") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"'{stored}' is damaged (not a mapping of config keys); restore it or train again")
-    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    config = read_run_config(run)
+    train = config["train"]
     checkpoints = sorted(p for p in (run / "checkpoints").glob("ckpt_*.pt") if _CHECKPOINT.match(p.name))
     step = int(_CHECKPOINT.match(checkpoints[-1].name).group(1)) if checkpoints else 0
     print(f"run       {run}")

@@ -64,13 +64,15 @@ def _resolve(args: argparse.Namespace) -> tuple[Any, Path]:
 
     overrides = list(args.overrides)
     resume = getattr(args, "resume", None)
+    source: str | dict[str, Any]
     if resume is not None:
+        from fdrl.rundir import run_config
+
         if args.config is not None:
             overrides.insert(0, args.config)
-        stored = resume / "config.yaml"
-        if not stored.is_file():
+        if not (resume / "config.yaml").is_file():
             raise UsageError(f"'{resume}' is not a run directory (no config.yaml); pass the run's --out folder")
-        source, out = str(stored), resume
+        source, out = run_config(resume), resume
     else:
         if args.config is None:
             raise UsageError("name a data file, image folder, preset or config file, e.g. fdrl train data.csv or "

@@ -60,8 +60,7 @@ class Standardizer:
             scale = torch.tensor(record["scale"], dtype=torch.float32).reshape(shape)
             columns = record.get("columns")
         except (ValueError, KeyError, TypeError, RuntimeError) as err:
-            raise ValueError(f"'{path}' is damaged ({type(err).__name__}: {err}); train the run again, or restore "
-                             "the file") from None
+            raise ValueError(f"'{path}' is damaged ({type(err).__name__}: {err})") from None
         if not torch.isfinite(scale).all() or (scale <= 0).any() or not torch.isfinite(mean).all():
-            raise ValueError(f"'{path}' is damaged (non-finite or non-positive scale); restore the file")
+            raise ValueError(f"'{path}' is damaged (non-finite or non-positive scale)")
         return cls(mean, scale, columns)
