@@ -94,6 +94,16 @@ def test_a_bad_npy_is_one_line(tmp_path, capsys, write, message):
     assert message in err and "Traceback" not in err
 
 
+def test_too_few_rows_and_a_run_directory_as_data_are_one_line(tmp_path, capsys):
+    np.save(tmp_path / "tiny.npy", np.ones((3, 2), dtype=np.float32))
+    assert main(["train", str(tmp_path / "tiny.npy"), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert "too few to hold out a fraction of 0.2" in capsys.readouterr().err
+    (tmp_path / "old_run").mkdir()
+    (tmp_path / "old_run" / "config.yaml").write_text("name: x\n")
+    assert main(["train", str(tmp_path / "old_run")]) == 2
+    assert "is a run directory, not data; continue it with: fdrl train --resume" in capsys.readouterr().err
+
+
 def test_a_missing_data_file_is_one_line(tmp_path, capsys):
     assert main(["train", str(tmp_path / "nope.npy")]) == 2
     assert "data file" in capsys.readouterr().err
