@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +25,22 @@ from fdrl.pairings import ETA_SCALINGS, check_pairing, scaled_step_size
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: the metrics of fdrl.evaluate.METRICS (listed here so that configs are checked without torch)
 METRIC_NAMES = ("energy", "mmd", "sliced_wasserstein", "c2st", "fid", "classifier_fd")
+#: the largest seed (NumPy and scikit-learn take seeds in 0..2**32 - 1)
+MAX_SEED = 2**32 - 1
+#: what ``device`` may be: auto, cpu, mps, cuda or cuda:N
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+#: upper bounds on settings where a larger value can only be a mistake (it would not fit in
+#: memory, or not finish), with why
+UPPER_BOUNDS: dict[str, tuple[float, str]] = {
+    "train.batch_size": (1_000_000, "a batch this large would not fit in memory"),
+    "train.sample_n": (1_000_000, "the figure's samples would not fit in memory"),
+    "train.eval_n": (10_000_000, "the evaluation's samples would not fit in memory"),
+    "flow.steps": (1_000_000, "each training step would run this many flow steps"),
+    "flow.refine_steps": (1_000_000, "sampling would run this many extra flow steps"),
+    "train.steps": (10**10, "training would not finish"),
+    "train.keep_checkpoints": (10_000, "that many checkpoints would fill the disk"),
+    "train.threads": (4096, "no machine has that many cores"),
+}
 
 
 class ConfigError(ValueError):
@@ -164,6 +181,13 @@ class Config:
         for key, value in non_negative.items():
             if value < 0:
                 raise ConfigError(f"{key} must be >= 0, got {value}")
+        for key, (bound, why) in UPPER_BOUNDS.items():
+            section, name = key.split(".")
+            value = getattr(getattr(self, section), name)
+            if value > bound:
+                raise ConfigError(f"{key}={value} is more than {bound:,}: {why}")
+        if self.train.seed > MAX_SEED:
+            raise ConfigError(f"train.seed must be in 0..{MAX_SEED}, got {self.train.seed}")
         if self.train.eval_metric not in METRIC_NAMES:
             raise ConfigError(f"train.eval_metric must be one of {', '.join(METRIC_NAMES)}, got '{self.train.eval_metric}'")
         if self.train.eval_every and self.train.eval_metric == "classifier_fd" and not self.train.eval_classifier:
@@ -188,7 +212,7 @@ class Config:
             raise ConfigError(f"flow.compile_mode must be one of {', '.join(COMPILE_MODES)}, got '{self.flow.compile_mode}'")
         if self.train.dist_backend not in ("auto", "nccl", "gloo"):
             raise ConfigError(f"train.dist_backend must be auto, nccl or gloo, got '{self.train.dist_backend}'")
-        if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
+        if not DEVICE_PATTERN.fullmatch(self.device):
             raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
         return self
 
@@ -341,15 +365,18 @@ def _user_data_raw(source: str, kind: str) -> dict[str, Any]:
     return raw
 
 
-def load_raw(source: str) -> dict[str, Any]:
+def load_raw(source: str, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
     """A preset name, a YAML file path, a vector data file or an image folder -> the raw
     mapping (presets may ``extends:`` another; data paths start from the ``vectors`` or
-    ``images`` preset)."""
+    ``images`` preset). A file's ``extends: other.yaml`` is found relative to the file's
+    folder; a chain that comes back to a config it passed is a ConfigError (``_chain``: the
+    configs that extend this one, outermost first)."""
     kind = data_source_kind(source)
     if kind is not None:
         return _user_data_raw(source, kind)
     path = Path(source)
-    if source.endswith((".yaml", ".yml")) or path.is_file():
+    is_file = source.endswith((".yaml", ".yml")) or path.is_file()
+    if is_file:
         if not path.is_file():
             raise ConfigError(f"config file '{source}' does not exist")
         data = _read_yaml(path.read_text(), f"config file '{source}'")
@@ -359,9 +386,16 @@ def load_raw(source: str) -> dict[str, Any]:
         data.setdefault("name", source)
     else:
         raise ConfigError(f"unknown preset '{source}'; valid presets: {', '.join(preset_names())} (or a .yaml file)")
+    identity = str(path.resolve()) if is_file else f"preset {source}"
+    if identity in _chain:
+        names = [*_chain[_chain.index(identity):], identity]
+        raise ConfigError(f"'extends:' goes round in a circle: {' -> '.join(names)}; remove one of them")
     parent = data.pop("extends", None)
     if parent is not None:
-        data = _merge(load_raw(str(parent)), data)
+        parent = str(parent)
+        if is_file and parent.endswith((".yaml", ".yml")) and not Path(parent).is_absolute():
+            parent = str(path.parent / parent)
+        data = _merge(load_raw(parent, (*_chain, identity)), data)
     return data
 
 

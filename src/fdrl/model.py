@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from fdrl import __version__, seeding
 from fdrl.data.scaling import Standardizer
 from fdrl.checkpoint import load_checkpoint, load_latest
-from fdrl.config import RUN_CONFIG
+from fdrl.config import DEVICE_PATTERN, RUN_CONFIG
 from fdrl.flow import Potential, flow, frozen, ratio_potential
 from fdrl.nets import build_estimator
 from fdrl.objectives import Objective, get_objective, scaled_step_size
@@ -36,16 +36,24 @@ _META_KEYS = ("objective", "estimator", "eta", "noise", "steps", "refine_steps")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then CPU."""
+    """``auto`` picks CUDA, then Apple MPS, then CPU; ``cpu``, ``mps``, ``cuda`` and ``cuda:N``
+    are checked against what this machine has (ValueError saying what to use instead)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    if not DEVICE_PATTERN.fullmatch(name):
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got '{name}'")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
+        raise ValueError(f"device '{name}' was asked for but no CUDA GPU is available; use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device '{name}': this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                         f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' was asked for but Apple MPS is not available; use --device cpu or auto")
     return device
 
 

@@ -59,12 +59,34 @@ def save_image_grid(images: Tensor, path: str | Path, nrow: int | None = None) -
     return path
 
 
+def histogram(samples: Tensor, path: str | Path, reference: Tensor | None = None, title: str = "samples") -> Path:
+    """One-feature samples as a density histogram, over the ``reference`` data's if given."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    values = samples.reshape(-1).float()
+    both = values if reference is None else torch.cat([values, reference.reshape(-1).float()])
+    bins = torch.linspace(float(both.min()), float(both.max()) + 1e-6, 41).numpy()
+    fig, ax = plt.subplots(figsize=(4.0, 3.2))
+    if reference is not None:
+        ax.hist(reference.reshape(-1).numpy(), bins=bins, density=True, color="0.8", label="data")
+    ax.hist(values.numpy(), bins=bins, density=True, color="tab:orange", alpha=0.7, label="samples")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def save_samples_figure(samples: Tensor, path: str | Path, data: Tensor | None = None, title: str = "samples") -> Path:
-    """Images -> a grid; vectors -> a scatter of the first two coordinates over the data."""
+    """Images -> a grid; one feature -> a histogram; vectors -> a scatter of the first two
+    coordinates over the data."""
     if samples.ndim == 4:
         return save_image_grid(samples[:64], path)
     if samples.ndim == 3:
         return save_image_grid(samples[:64].unsqueeze(1), path)
+    if samples.shape[1] == 1:
+        return histogram(samples, path, data, title)
     both = samples if data is None else torch.cat([samples, data])
     lo, hi = float(both[:, :2].min()), float(both[:, :2].max())
     pad = 0.05 * (hi - lo + 1e-6)

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fdrl.outputs import check_writable
+
 #: the most images a ``.png`` grid shows
 GRID_MAX = 64
 SAMPLE_SUFFIXES = (".pt", ".safetensors", ".npy", ".csv", ".png")
@@ -36,12 +38,10 @@ def is_folder_target(out: Path, text: str | None = None) -> bool:
 def check_output(out: Path, images: bool, folder: bool = False) -> None:
     """Raise ValueError (one line, naming the fix) if ``out`` cannot take samples: an unknown
     suffix, CSV for images, a folder for vectors, a parent that is a file or not writable."""
-    if folder:
-        if not images:
-            raise ValueError(f"--out {out}/ writes one PNG per image, but this run samples vectors; "
-                             "use .csv, .npy, .pt, .safetensors or .png")
-        target = out
-    else:
+    if folder and not images:
+        raise ValueError(f"--out {out}/ writes one PNG per image, but this run samples vectors; "
+                         "use .csv, .npy, .pt, .safetensors or .png")
+    if not folder:
         if out.suffix not in SAMPLE_SUFFIXES:
             raise ValueError(f"--out must end in {', '.join(SAMPLE_SUFFIXES)} or name a folder (DIR/), got '{out.name}'")
         if out.suffix == ".csv" and images:
@@ -49,14 +49,10 @@ def check_output(out: Path, images: bool, folder: bool = False) -> None:
                              "or .safetensors")
         if out.is_dir():
             raise ValueError(f"--out '{out}' is a directory; name a file, or write 'DIR/' for one PNG per image")
-        target = out.parent
-    existing = target
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"--out '{out}' lies under '{existing}', which is a file, not a folder")
-    if not os.access(existing, os.W_OK):
-        raise ValueError(f"--out '{out}': the folder '{existing}' is not writable; pass another --out")
+    try:
+        check_writable(out, folder)
+    except ValueError as err:
+        raise ValueError(f"--out {err}") from None
 
 
 def write_samples(samples: Tensor, out: Path, folder: bool = False, columns: Sequence[str] | None = None) -> str:
@@ -83,7 +79,7 @@ def write_samples(samples: Tensor, out: Path, folder: bool = False, columns: Seq
         save_samples_figure(samples, out)
         if images:
             return f"a grid of the first {min(n, GRID_MAX)} of {n} images to {out}"
-        return f"a scatter plot of {n} samples to {out}"
+        return f"a {'scatter plot' if samples.reshape(n, -1).shape[1] > 1 else 'histogram'} of {n} samples to {out}"
     if out.suffix == ".npy":
         np.save(out, samples.numpy())
     elif out.suffix == ".pt":

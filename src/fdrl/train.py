@@ -180,6 +180,7 @@ class Trainer:
                               f"divisible by the number of ranks, {self.dist.world}")
         self.run = RunDirectory(self.run_dir, writer=self.dist.is_main)
         weakref.finalize(self, self.run.release)  # the lock goes with the trainer at the latest
+        self._on_main(lambda: self.run.prepare(config))  # writable, not in use, same run: before any work
         self.flow_options = FlowOptions.from_config(self.device, config.flow)
         if config.train.threads > 0:
             torch.set_num_threads(config.train.threads)
@@ -204,7 +205,6 @@ class Trainer:
         self.best: dict[str, Any] | None = None  # {"step", "metric", "value"} of the best evaluation
         # bound before training (rank 0 evaluates), so a wrong classifier or weights path fails now
         self.eval_metric: BoundMetric | None = self._on_main(self._bind_eval_metric) if t.eval_every else None
-        self._on_main(lambda: self.run.prepare(config))
         self.scaler: Standardizer | None = getattr(self.data, "scaler", None)
         if self.scaler is not None and self.dist.is_main:
             self.scaler.save(self.run_dir)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fdrl.config import MAX_SEED
+from fdrl.outputs import check_writable
+
 
 class UsageError(ValueError):
     """A command-line mistake; reported as one line with exit code 2."""
@@ -43,8 +46,36 @@ def floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
 
 
-def ints(text: str) -> list[int]:
+def seed(text: str) -> int:
+    """A random seed: an integer in 0..2**32 - 1 (what NumPy and scikit-learn accept)."""
     try:
-        return [int(v) for v in text.split(",") if v]
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
+        raise argparse.ArgumentTypeError(f"expected a seed (an integer in 0..{MAX_SEED}), got '{text}'") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed must be in 0..{MAX_SEED}, got {value}")
+    return value
+
+
+def seeds(text: str) -> list[int]:
+    """Comma-separated seeds."""
+    return [seed(v) for v in text.split(",") if v]
+
+
+def _writable(text: str, folder: bool) -> Path:
+    try:
+        check_writable(Path(text), folder)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return Path(text)
+
+
+def out_dir(text: str) -> Path:
+    """A folder the command writes into: not a file, not under one, and writable (checked
+    before any work)."""
+    return _writable(text, folder=True)
+
+
+def out_file(text: str) -> Path:
+    """A file the command writes: not a directory, not under a file, in a writable folder."""
+    return _writable(text, folder=False)

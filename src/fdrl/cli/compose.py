@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from fdrl.cli.common import out_dir, out_file, seed
+
 
 def _label(text: str) -> int | str:
     if text == "all":
@@ -157,8 +159,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--n", type=int, default=100, help="samples (default 100)")
     p.add_argument("--steps", type=int, metavar="S", help="total flow steps (default K + kappa)")
     p.add_argument("--batch", type=int, metavar="B", help="samples per batch")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, metavar="FILE",
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--out", type=out_file, metavar="FILE",
                    help=".png, .npy, .pt or .safetensors (samples + labels; default RUN/samples-conditional.safetensors)")
     p.add_argument("--device", metavar="DEVICE", help="auto (default), cpu, cuda, cuda:N or mps")
     p.set_defaults(func=cmd_sample_conditional)
@@ -172,10 +174,10 @@ def register(subparsers: Any) -> None:
         p.add_argument("run", type=Path, metavar="RUN", help="run directory or saved model directory")
         p.add_argument("--input", type=Path, required=True, metavar="DIR|FILE",
                        help="a folder of images, one image, or a tensor file (.pt, .safetensors, .npy)")
-        p.add_argument("--out", type=Path, required=True, metavar="DIR")
+        p.add_argument("--out", type=out_dir, required=True, metavar="DIR")
         p.add_argument("--steps", type=int, metavar="S", help="flow steps (default K + kappa)")
         p.add_argument("--batch", type=int, metavar="B", help="images per batch")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=seed, default=0)
         p.add_argument("--device", metavar="DEVICE", help="auto (default), cpu, cuda, cuda:N or mps")
         if name == "translate":
             p.add_argument("--columns", type=int, default=6, help="figure columns: source, steps, result (default 6)")

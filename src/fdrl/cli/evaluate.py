@@ -22,6 +22,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fdrl.cli.common import out_dir, seed
+
 
 #: Samples per FID evaluation by default (App. F: 50000 generated images).
 FID_DEFAULT_N = 50_000
@@ -35,7 +37,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help=f"samples to score (default: {FID_DEFAULT_N} for FID, else train.eval_n); "
                         "under torchrun write --num-samples (torchrun takes --n for its own options)")
     p.add_argument("--batch", type=int, metavar="B", help="samples per sampling / feature batch")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--checkpoint", type=Path, metavar="PATH", help="a specific checkpoint file (default: the newest)")
     p.add_argument("--inception-weights", type=Path, metavar="PATH",
                    help="FID Inception weights file (or $FDRL_INCEPTION_WEIGHTS)")
@@ -65,7 +67,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--steps", required=True, metavar="S1,S2,...",
                    help="comma-separated total flow lengths, e.g. 60,80,100,120")
     p.add_argument("--metric", default="energy", metavar="NAME", help=f"metric name: {names} (default energy)")
-    p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default RUN_DIR/eval/ablate_steps_METRIC)")
+    p.add_argument("--out", type=out_dir, metavar="DIR", help="output folder (default RUN_DIR/eval/ablate_steps_METRIC)")
     p.set_defaults(func=cmd_ablate_steps)
 
 

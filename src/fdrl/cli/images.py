@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fdrl.cli.common import out_dir, out_file, seed
 from fdrl.sample_files import read_samples
 
 FIGURE_KINDS = ("samples", "flow", "interpolate", "neighbours", "prior")
@@ -48,8 +49,8 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("train-classifier", help="train a digit classifier (for guidance and classifier_fd)")
     p.add_argument("dataset", choices=LABELLED_DATASETS, help="labelled dataset (its train split)")
-    p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default runs/classifier-DATASET-ARCH-seedN)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=out_dir, metavar="DIR", help="output folder (default runs/classifier-DATASET-ARCH-seedN)")
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--arch", choices=ARCHITECTURES, default="cnn", help="architecture (default cnn)")
     p.add_argument("--epochs", type=int, metavar="N", help="training epochs (default: 30 digits, 15 mnist)")
     p.add_argument("--width", type=int, default=32, metavar="W", help="base width (default 32)")
@@ -67,7 +68,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("b", metavar="B", help="the same kinds as A")
     p.add_argument("--n", type=int, default=1000, help="samples drawn from a run directory (default 1000)")
     p.add_argument("--steps", type=int, metavar="S", help="flow steps for runs (default K + kappa)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed for runs")
+    p.add_argument("--seed", type=seed, default=0, help="sampling seed for runs")
     p.add_argument("--batch", type=int, default=256, metavar="B", help="batch size for sampling and features")
     p.add_argument("--device", default="auto", metavar="DEVICE", help="auto (default), cpu, cuda, cuda:N or mps")
     p.set_defaults(func=cmd_classifier_fd)
@@ -77,7 +78,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--classifier", type=Path, required=True, metavar="DIR", help="from `fdrl train-classifier`")
     p.add_argument("--n", type=int, default=1000, help="samples and prior draws (default 1000)")
     p.add_argument("--steps", type=int, metavar="S", help="flow steps (default K + kappa)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", default="auto", metavar="DEVICE")
     p.set_defaults(func=cmd_classifier_report)
 
@@ -94,10 +95,10 @@ def register(subparsers: Any) -> None:
     for kind in FIGURE_KINDS:
         q = kinds.add_parser(kind, help=helps[kind])
         q.add_argument("run", type=Path, metavar="RUN", help="run directory or saved model directory")
-        q.add_argument("--out", type=Path, required=True, metavar="FILE.png")
+        q.add_argument("--out", type=out_file, required=True, metavar="FILE.png")
         q.add_argument("--n", type=int, default=defaults_n[kind],
                        help=f"images (rows for flow, interpolate, neighbours; default {defaults_n[kind]})")
-        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--seed", type=seed, default=0)
         q.add_argument("--scale", type=int, help="integer upscaling of each image (default: cells >= 32 px)")
         q.add_argument("--checkpoint", type=Path, metavar="PATH", help="a specific checkpoint (default: newest)")
         q.add_argument("--device", default="auto", metavar="DEVICE", help="auto (default), cpu, cuda, cuda:N or mps")

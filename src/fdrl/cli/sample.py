@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from fdrl.cli.common import positive_int, run_dir
+from fdrl.cli.common import positive_int, run_dir, seed
 from fdrl.cli.compose import add_guidance_arguments
 
 
@@ -17,7 +17,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--n", type=positive_int, default=1000)
     p.add_argument("--steps", type=positive_int, help="total flow steps (default K + kappa)")
     p.add_argument("--batch", type=positive_int, help="samples per batch")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--checkpoint", type=Path, help="a specific checkpoint file (default: newest)")
     p.add_argument("--out", help="FILE.pt (a tensor: torch.load(FILE, weights_only=True)), .safetensors, .npy, "
                    ".csv (vectors, with the training file's header), .png (a grid of 64 images or a scatter), "

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-from fdrl.cli.common import floats, ints, positive_int, run_dir
+from fdrl.cli.common import floats, out_dir, out_file, positive_int, run_dir, seed, seeds
 
 
 def register(subparsers: Any) -> None:
     """Add ``chasm`` and ``figure`` to ``subparsers``."""
     p = subparsers.add_parser("chasm", help="the density-chasm study of Section 3.1 (Fig. 2 and 3)")
-    p.add_argument("--out", type=Path, default=Path("runs/chasm"))
-    p.add_argument("--seeds", type=ints, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--out", type=out_dir, default="runs/chasm")
+    p.add_argument("--seeds", type=seeds, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--etas", type=floats, default=None, help="step sizes for the stale-estimator sweep")
     p.add_argument("--objective", default="lsif-chi2")
     p.add_argument("--quiet", action="store_true")
@@ -24,9 +23,9 @@ def register(subparsers: Any) -> None:
     fig_sub = p.add_subparsers(dest="figure", metavar="FIGURE", required=True)
     q = fig_sub.add_parser("swissroll", help="one panel per run, like Fig. 10 (one run per pairing)")
     q.add_argument("runs", nargs="+", type=run_dir)
-    q.add_argument("--out", type=Path, default=Path("swissroll.png"))
+    q.add_argument("--out", type=out_file, default="swissroll.png")
     q.add_argument("--n", type=positive_int, default=2000)
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=seed, default=0)
     q.set_defaults(func=cmd_figure)
 
 

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from fdrl.cli.common import UsageError, run_dir
+from fdrl.cli.common import UsageError, run_dir, seed
 
 SOURCE_HELP = """\
 SOURCE is one of:
@@ -44,7 +44,7 @@ def register(subparsers: Any) -> None:
                    "resumed if it has checkpoints")
     p.add_argument("--resume", type=run_dir, metavar="RUN_DIR", help="continue the run in RUN_DIR")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=seed)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
