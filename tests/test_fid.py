@@ -20,9 +20,7 @@ from torch import nn
 from fdrl.evaluate import fid as fid_module
 from fdrl.evaluate import InceptionWeightsError, fid_from_samples, fid_reference_stats
 
-inception_v3 = pytest.importorskip(
-    "torch_fidelity.feature_extractor_inceptionv3", reason="FID needs the fid extra: pip install -e '.[dev,fid]'"
-)
+import torch_fidelity.feature_extractor_inceptionv3 as inception_v3  # the fid extra, installed by the README
 
 
 @pytest.fixture(scope="module")

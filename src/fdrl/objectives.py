@@ -66,15 +66,6 @@ _F_PRIME_OF_LOG_RATIO = {
 }
 
 
-#: The naive Table 2 forms of f'(r), written directly in r; used by tests as the reference.
-NAIVE_F_PRIME = {
-    "chi2": lambda r: 2.0 * (r - 1.0),
-    "kl": lambda r: torch.log(r) + 1.0,
-    "js": lambda r: torch.log(2.0 * r / (r + 1.0)),
-    "logd": lambda r: torch.log(r + 1.0) + 1.0,
-}
-
-
 @dataclass(frozen=True)
 class Objective:
     """A Bregman objective (``"lsif"`` or ``"lr"``) paired with an f-divergence.
