@@ -67,7 +67,7 @@ BAD = [
     (["train", "swissroll", "flow.steps=0"], "flow.steps must be > 0"),
     (["train", "swissroll", "train.batch_size=0"], "train.batch_size must be > 0"),
     (["train", "swissroll", "data.name=moons"], "unknown dataset 'moons'"),
-    (["train", "swissroll", "model.params.widht=3"], "bad options for estimator 'mlp'"),
+    (["train", "swissroll", "model.params.widht=3"], "unknown config key 'model.params.widht' for model 'mlp'"),
     (["train", "swissroll", "notakeyvalue"], "must look like key=value"),
     (["sample", "/no/such/run"], "does not exist"),
     (["train", "--resume", "/no/such/run"], "does not exist"),

@@ -51,13 +51,14 @@ MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 SECTIONS = {"data": DATA_OPTIONS, "prior": PRIOR_OPTIONS, "model": MODEL_OPTIONS}
+_KIND = {"data": "dataset", "prior": "prior", "model": "estimator"}
 
 
 def check_component(section: str, name: str, params: dict) -> str | None:
     """What is wrong with ``section``'s ``name`` and ``params`` (one line), or None."""
     table = SECTIONS[section]
     if name not in table:
-        return f"unknown {section}.name '{name}'; choose one of: {', '.join(table)}"
+        return f"unknown {_KIND[section]} '{name}' ({section}.name); choose one of: {', '.join(table)}"
     unknown = sorted(str(k) for k in params if k not in table[name])
     if unknown:
         valid = ", ".join(f"{section}.params.{k}" for k in table[name]) or "none"
