@@ -109,7 +109,7 @@ def test_evaluate_fid_command_on_an_image_run(random_weights, tmp_path):
     images = blobs(5, 3, size=8)
     np.save(tmp_path / "images.npy", images.numpy())
     run = tmp_path / "run"
-    overrides = [f"data.params.path={tmp_path / 'images.npy'}", "train.steps=2", "train.batch_size=4",
+    overrides = [f"data.params.path={tmp_path / 'images.npy'}", "data.test_fraction=0", "train.steps=2", "train.batch_size=4",
                  "flow.steps=2", "flow.refine_steps=0", "flow.eta=0.01", "model.params.width=8",
                  "model.params.depth=1", "train.sample_n=4", "device=cpu"]
     Trainer(load_config({"data": {"name": "array"}}, overrides), run, progress=False).fit()

@@ -288,16 +288,14 @@ def test_composition_benchmark_runs_on_a_tiny_configuration(digits_setup, tmp_pa
     assert (tmp_path / "cond" / "conditional.png").is_file()
     code = bench.main(["translate", "--out", str(tmp_path / "t"), "--dataset", "digits", "--judge", str(root / "judge"),
                        "--steps", "2", "train.steps=3", "train.batch_size=16", "flow.steps=2", "flow.refine_steps=0",
-                       "model.params.width=16", "model.params.depth=1", "device=cpu",
-                       f"prior.params.cache_dir={tmp_path / 'cache'}"])
+                       "model.params.width=16", "model.params.depth=1", "device=cpu"])
     metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
     assert metrics["n"] > 20 and 0 <= metrics["target_rate"] <= 1 and metrics["source_rate_before"] > 0.8
     assert metrics["frechet_to_target_before"] > 0 and metrics["frechet_to_target_after"] > 0
     assert (tmp_path / "t" / "translation.png").is_file() and code == (0 if metrics["passed"] else 1)
     code = bench.main(["domains", "--out", str(tmp_path / "d"), "--classifier-epochs", "1", "--steps", "2",
                        "train.steps=3", "train.batch_size=16", "flow.steps=2", "flow.refine_steps=0",
-                       "model.params.width=16", "model.params.depth=1", "device=cpu",
-                       f"prior.params.cache_dir={tmp_path / 'cache'}"])
+                       "model.params.width=16", "model.params.depth=1", "device=cpu"])
     metrics = json.loads((tmp_path / "d" / "metrics.json").read_text())
     assert code == 0 and metrics["n"] == 359 and metrics["target"] == "mnist8"  # the held-out digits
     assert metrics["frechet_floor_target_train_vs_test"] < metrics["frechet_to_target_before"]

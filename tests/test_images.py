@@ -130,14 +130,14 @@ def test_folder_mixed_modes_and_channels(tmp_path):
     (tmp_path / "nested").mkdir()
     Image.new("P", (32, 32)).save(tmp_path / "nested" / "palette.png")
     (tmp_path / "notes.txt").write_text("ignored")
-    rgb = build_data("folder", root=str(tmp_path), image_size=16)
+    rgb = build_data("folder", root=str(tmp_path), image_size=16, test_fraction=0)
     assert len(rgb) == 4 and rgb.shape == (3, 16, 16)
     x = rgb.images(range(4))
     names = [p.name for p in rgb.paths]
     gray = x[names.index("gray.png")]
     assert torch.allclose(gray, torch.full_like(gray, 128 / 255 * 2 - 1), atol=1e-6)
     assert torch.allclose(x[names.index("alpha.png")][0], torch.ones(16, 16), atol=1e-6)  # alpha dropped, red kept
-    mono = build_data("folder", root=str(tmp_path), image_size=16, channels=1)
+    mono = build_data("folder", root=str(tmp_path), image_size=16, channels=1, test_fraction=0)
     assert mono.images(range(4)).shape == (4, 1, 16, 16)
     with pytest.raises(ValueError, match="channels must be 1"):
         build_data("folder", root=str(tmp_path), image_size=16, channels=4)

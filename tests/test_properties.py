@@ -27,7 +27,7 @@ VALID = {
     "name": names,
     "objective": st.sampled_from(sorted(OBJECTIVES)),
     "device": st.sampled_from(["auto", "cpu", "cuda", "cuda:1", "mps"]),
-    "data.params.path": names,
+    "data.params.noise": st.floats(0.0, 10.0),
     "model.params.width": st.integers(1, 4096),
     "flow.eta": st.floats(1e-6, 1e3),
     "flow.noise": st.floats(0.0, 10.0),

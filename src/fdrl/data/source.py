@@ -43,8 +43,8 @@ class ArrayData:
 
     def __init__(self, samples: Tensor, name: str = "array", heldout: Tensor | None = None,
                  scaler: Standardizer | None = None, columns: list[str] | None = None):
-        self.samples, self.name = _checked(samples, name, "samples"), name
-        self.heldout = None if heldout is None else _checked(heldout, name, "held-out rows")
+        self.samples, self.name = _checked(samples, name, "sample(s)"), name
+        self.heldout = None if heldout is None else _checked(heldout, name, "held-out row(s)")
         if self.heldout is not None and self.heldout.shape[1:] != self.samples.shape[1:]:
             raise ValueError(f"data '{name}': held-out rows have shape {tuple(self.heldout.shape[1:])} but training "
                              f"rows {tuple(self.samples.shape[1:])}")
@@ -85,8 +85,8 @@ class ArrayData:
         the rows drawn with ``split_seed``. With ``standardize`` every feature is scaled to
         mean 0 and standard deviation 1 on the training rows (:class:`Standardizer`)."""
         found = read_array(path)
-        rows = torch.from_numpy(found.values)
         name = Path(path).name
+        rows = _checked(torch.from_numpy(found.values), name, "sample(s)")  # NaN / inf: rows as in the file
         if test_path is not None:
             other = read_array(test_path)
             if other.values.shape[1:] != found.values.shape[1:]:
@@ -102,18 +102,17 @@ class ArrayData:
                                  f"{test_fraction} and train on the rest; add rows, or pass data.test_fraction=0")
             order = torch.from_numpy(np.random.default_rng(split_seed).permutation(len(rows)))
             train, heldout = rows[order[n_test:]], (rows[order[:n_test]] if n_test else None)
-        _checked(train, name, "samples")  # NaN / inf are reported in the user's units, before scaling
         scaler = Standardizer.fit(train, found.columns) if standardize else None
         if scaler is not None:
             train = scaler.forward(train)
-            heldout = None if heldout is None else scaler.forward(_checked(heldout, name, "held-out rows"))
+            heldout = None if heldout is None else scaler.forward(_checked(heldout, name, "held-out row(s)"))
         return cls(train, name=name, heldout=heldout, scaler=scaler, columns=found.columns)
 
 
 def _checked(samples: Tensor, name: str, what: str) -> Tensor:
     samples = torch.as_tensor(samples, dtype=torch.float32)
     if samples.ndim < 2 or samples.shape[0] < 2:
-        raise ValueError(f"data '{name}' needs at least 2 {what} of shape (n, ...); got {tuple(samples.shape)}")
+        raise ValueError(f"data '{name}' needs at least 2 {what.replace('(s)', 's')} of shape (n, ...); got {tuple(samples.shape)}")
     if samples[0].numel() == 0:
         raise ValueError(f"data '{name}' has rows with no features (shape {tuple(samples.shape)})")
     bad = ~torch.isfinite(samples)
