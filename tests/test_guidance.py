@@ -282,7 +282,10 @@ def test_composition_benchmark_runs_on_a_tiny_configuration(digits_setup, tmp_pa
                        str(root / "guide"), "--judge", str(root / "judge"), "--validator", str(root / "judge"),
                        "--phis", "0.1,1", "--n-per-class", "4", "--steps", "3"])
     metrics = json.loads((tmp_path / "cond" / "metrics.json").read_text())
-    assert code in (0, 1) and code == (0 if metrics["passed"] else 1)
+    assert code == (0 if metrics["passed"] else 1)
+    selection = metrics["phi_selection"]  # the README's rule: the smallest phi the validator accepts
+    accepted = [row["phi"] for row in selection["table"] if row["min_class_accuracy"] >= selection["threshold"]]
+    assert metrics["phi"] == (accepted[0] if accepted else selection["table"][-1]["phi"])
     assert metrics["phi"] in (0.1, 1.0) and [row["phi"] for row in metrics["phi_selection"]["table"]] == [0.1, 1.0]
     assert set(metrics["per_class_accuracy"]) == {str(c) for c in range(10)}
     assert (tmp_path / "cond" / "conditional.png").is_file()
@@ -290,8 +293,10 @@ def test_composition_benchmark_runs_on_a_tiny_configuration(digits_setup, tmp_pa
                        "--steps", "2", "train.steps=3", "train.batch_size=16", "flow.steps=2", "flow.refine_steps=0",
                        "model.params.width=16", "model.params.depth=1", "device=cpu"])
     metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
-    assert metrics["n"] > 20 and 0 <= metrics["target_rate"] <= 1 and metrics["source_rate_before"] > 0.8
-    assert metrics["frechet_to_target_before"] > 0 and metrics["frechet_to_target_after"] > 0
+    # three training steps teach nothing; what must hold is the measurement itself: the judge
+    # calls the untranslated 3s 3s, they are far from the 8s, and the 8s' floor is close
+    assert metrics["n"] > 20 and metrics["source_rate_before"] > 0.8 and metrics["target_rate_before"] < 0.1
+    assert metrics["frechet_floor_target_train_vs_test"] < 0.5 * metrics["frechet_to_target_before"]
     assert (tmp_path / "t" / "translation.png").is_file() and code == (0 if metrics["passed"] else 1)
     code = bench.main(["domains", "--out", str(tmp_path / "d"), "--classifier-epochs", "1", "--steps", "2",
                        "train.steps=3", "train.batch_size=16", "flow.steps=2", "flow.refine_steps=0",
