@@ -290,13 +290,22 @@ def _merge(base: dict[str, Any], update: dict[str, Any], into_params: bool = Fal
     return out
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1's safe loader, but "1e-3" is a float (1.1 wants a dot: "1.0e-3"), as in YAML 1.2
+    and JSON, so a number in ``params`` (which have no declared type) is never a string."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
+
+
 def parse_override(text: str) -> dict[str, Any]:
     """``"train.steps=100"`` -> {"train": {"steps": 100}} (the value is read as YAML)."""
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise ConfigError(f"override '{text}' must look like key=value, e.g. train.steps=100")
     try:
-        value = yaml.safe_load(raw) if raw else ""
+        value = yaml.load(raw, Loader=_Loader) if raw else ""
     except (yaml.YAMLError, ValueError):  # not YAML, or e.g. an impossible date: the text itself
         value = raw
     nested: dict[str, Any] = {}
@@ -314,7 +323,7 @@ def preset_names() -> list[str]:
 
 def _read_yaml(path_or_text: Any, label: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path_or_text)
+        data = yaml.load(path_or_text, Loader=_Loader)
     except (yaml.YAMLError, ValueError) as err:
         raise ConfigError(f"{label} is not valid YAML: {str(err).splitlines()[0]}") from None
     if data is None:
