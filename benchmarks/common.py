@@ -3,14 +3,16 @@ released), timing, matmul peak, FLOP counts."""
 
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from fdrl.flow import FlowOptions, flow, frozen, ratio_potential
+from fdrl.flow import FlowOptions, flow, frozen, prepare_estimator, ratio_potential
 from fdrl.objectives import Objective
+from fdrl.train import ema_decay, training_step, update_ema
 
 
 def official_style_flow(net: nn.Module, objective: Objective, x: Tensor, steps: int, eta: float, noise: float,
@@ -95,3 +97,20 @@ def flow_step_flops(net: nn.Module, objective: Objective, x: Tensor) -> int:
         # .backward(inputs=...) rather than autograd.grad: the counter's module hooks refuse the latter
         objective.f_prime(net(x)).sum().backward(inputs=[x])
     return counter.get_total_flops()
+
+
+class FdrlIteration:
+    """fdrl's iteration under ``options``: ``training_step`` and the Trainer's EMA update."""
+
+    def __init__(self, net, objective, lr: float, ema_rate: float, options: FlowOptions):
+        self.net, self.objective, self.options, self.ema_rate = prepare_estimator(net, options), objective, options, ema_rate
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+        self.ema = copy.deepcopy(net).eval()
+        self.step = 0
+
+    def __call__(self, x_data, x_prior, steps, eta, noise, generator):
+        out = training_step(self.net, self.objective, self.optimizer, x_data, x_prior, steps, eta, noise, generator,
+                            options=self.options)
+        update_ema(self.ema, self.net, ema_decay(self.ema_rate, self.step))
+        self.step += 1
+        return out.particles, out.loss

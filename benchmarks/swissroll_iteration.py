@@ -39,30 +39,12 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="fdrl-i
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OfficialStyleIteration, flow_step_flops, matmul_gflops  # noqa: E402
+from common import FdrlIteration, OfficialStyleIteration, flow_step_flops, matmul_gflops  # noqa: E402
 
 from fdrl.config import FlowConfig  # noqa: E402
 from fdrl.flow import CPU_STEPS_PER_CALL, FlowOptions  # noqa: E402
 from fdrl.nets import MLP  # noqa: E402
 from fdrl.objectives import get_objective  # noqa: E402
-from fdrl.train import ema_decay, training_step, update_ema  # noqa: E402
-
-
-class FdrlIteration:
-    """fdrl's iteration: ``training_step`` with ``options`` and the EMA update of the Trainer."""
-
-    def __init__(self, net: torch.nn.Module, objective, lr: float, ema_rate: float, options: FlowOptions):
-        self.net, self.objective, self.options, self.ema_rate = net, objective, options, ema_rate
-        self.optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-        self.ema = copy.deepcopy(net).eval()
-        self.step = 0
-
-    def __call__(self, x_data, x_prior, steps, eta, noise, generator):
-        out = training_step(self.net, self.objective, self.optimizer, x_data, x_prior, steps, eta, noise, generator,
-                            options=self.options)
-        update_ema(self.ema, self.net, ema_decay(self.ema_rate, self.step))
-        self.step += 1
-        return out.particles, out.loss
 
 
 def main(argv=None) -> dict:
