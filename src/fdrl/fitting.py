@@ -72,7 +72,8 @@ def fit(data: Any, *, preset: str | None = None, out: str | Path | None = None, 
     ``data``: a NumPy array or tensor (n, features) or (n, ...); a ``torch.utils.data.Dataset``
     of tensors or ``(x, y)`` pairs (labels are ignored); or a path: a ``.npy`` / ``.csv`` /
     ``.txt`` file of vectors, or a folder of images. Vectors are standardised per feature for
-    training and ``model.sample(n)`` returns your units.
+    training and ``model.sample(n)`` returns your units, as a NumPy array if ``data`` was one
+    (``model.numpy_output``), else as a tensor.
     ``preset``: start from another preset's settings (default: ``vectors`` for arrays and
     files, ``images`` for folders). ``out``: the run directory (default: a new temporary
     folder; ``model.run_dir`` says where). ``overrides``: any config key, with ``__`` for the
@@ -96,6 +97,7 @@ def fit(data: Any, *, preset: str | None = None, out: str | Path | None = None, 
     _, metrics = train_and_score(config, run_dir, progress)
     model = FDRL.load(run_dir)
     model.run_dir, model.metrics = run_dir, metrics
+    model.numpy_output = isinstance(data, np.ndarray)  # scikit-learn style: NumPy in, NumPy out
     return model
 
 

@@ -83,6 +83,8 @@ class FDRL:
         self.steps, self.refine_steps = int(steps), int(refine_steps)
         self.estimator_spec = estimator_spec or {}
         self.scaler = scaler
+        #: return NumPy arrays from sample() and log_ratio() (set by fdrl.fit for NumPy input)
+        self.numpy_output = False
         #: the run checkpoint :meth:`load` read the weights from (None otherwise)
         self.checkpoint: Path | None = None
 
@@ -114,7 +116,8 @@ class FDRL:
         x = torch.as_tensor(x, dtype=torch.float32)
         if self.scaler is not None and not standardized:
             x = self.scaler.forward(x)
-        return self.objective.log_ratio(self.estimator(x.to(self.device)))
+        log_r = self.objective.log_ratio(self.estimator(x.to(self.device)))
+        return log_r.cpu().numpy() if self.numpy_output else log_r
 
     def flow(
         self,
@@ -187,7 +190,8 @@ class FDRL:
                 potential = None if guidance is None else guidance.potential(self, labels[start:start + len(x0)])
                 out.append(self.flow(x0, steps, generator, potential=potential).cpu())
         samples = torch.cat(out) if out else torch.empty(0, *self.prior.shape)
-        return samples if self.scaler is None or standardized else self.scaler.inverse(samples)
+        samples = samples if self.scaler is None or standardized else self.scaler.inverse(samples)
+        return samples.numpy() if self.numpy_output else samples
 
     def meta(self) -> dict[str, Any]:
         return {
