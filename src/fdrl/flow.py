@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import subprocess
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -122,6 +123,9 @@ CPU_STEPS_PER_CALL = 10
 def cpu_compiler_found() -> bool:
     """Whether the C++ compiler torch.compile's inductor uses on the CPU runs here; checked once
     per process. Without one the CPU flow runs eagerly, with a one-line notice."""
+    # importing inductor's C++ tooling logs "No CUDA runtime is found" on every CPU-only machine
+    # with a CUDA toolkit installed: noise for a user training on the CPU
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler
 
