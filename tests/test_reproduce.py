@@ -35,12 +35,14 @@ def test_chasm_study(tmp_path):
 
 @pytest.mark.parametrize("objective", ["lsif-chi2", "lr-kl", "lr-js", "lr-logd"])
 def test_swissroll_preset_with_each_pairing(objective, tmp_path):
-    """App. B / Fig. 10: 5000 samples are at least 20x closer to the data than the prior is."""
+    """App. B / Fig. 10: 5000 samples are at least 50x closer to the data than the prior is (energy
+    distance) and a cross-validated classifier barely tells them from fresh data (measured
+    0.515-0.528 with the preset, where a 10-component Gaussian mixture scores 0.539)."""
     run = tmp_path / objective
     assert main(["train", "swissroll", f"objective={objective}", "train.eval_n=5000",
                  "--out", str(run), "--quiet", "--device", "cpu"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["n"] == 5000
-    assert metrics["energy_distance"] <= 0.05 * metrics["energy_distance_prior"], metrics
-    assert metrics["c2st_accuracy"] < 0.65, metrics
+    assert metrics["energy_distance"] <= 0.02 * metrics["energy_distance_prior"], metrics
+    assert metrics["c2st_accuracy"] <= 0.56, metrics
     assert main(["figure", "swissroll", str(run), "--out", str(tmp_path / "fig.png")]) == 0
