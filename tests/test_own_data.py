@@ -65,6 +65,13 @@ def test_the_run_of_a_file_does_not_take_a_presets_directory(tmp_path, monkeypat
     assert load_config("swissroll").data.name == "swissroll"
 
 
+def test_data_test_fraction_overrides_the_presets_and_is_checked(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((50, 2), dtype=np.float32))
+    assert load_config(str(tmp_path / "x.npy"), ["data.test_fraction=0.1"]).data.params["test_fraction"] == 0.1
+    with pytest.raises(ValueError, match=r"data.test_fraction must be a number in \[0, 1\), got 1.5"):
+        load_config(str(tmp_path / "x.npy"), ["data.test_fraction=1.5"])
+
+
 @pytest.mark.parametrize("content, message", [
     ("a,b\n1,2\n3,x\n", "line 3: 'b' (column 2) holds 'x', not a number"),
     ("1,2\n3\n", "line 2: 1 values where the first row has 2"),

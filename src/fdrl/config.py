@@ -446,17 +446,14 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
 
 
 def _test_fraction_into_params(raw: dict[str, Any]) -> dict[str, Any]:
-    """``data.test_fraction`` (the documented spelling) is the data option ``test_fraction``."""
+    """``data.test_fraction`` (the documented spelling) is the data option ``test_fraction``; it
+    wins over a preset's ``data.params.test_fraction``."""
     data = raw.get("data")
     if not isinstance(data, dict) or "test_fraction" not in data:
         return raw
     data = dict(data)
-    params = dict(data.get("params") or {})
     value = data.pop("test_fraction")
-    if "test_fraction" in params and params["test_fraction"] != value:
-        raise ConfigError(f"data.test_fraction={value} and data.params.test_fraction={params['test_fraction']} "
-                          "disagree; give one")
-    params["test_fraction"] = value
-    data["params"] = params
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ConfigError(f"data.test_fraction must be a number in [0, 1), got {value!r}")
+    data["params"] = {**(data.get("params") or {}), "test_fraction": float(value)}
     return {**raw, "data": data}
-
