@@ -141,6 +141,17 @@ def test_fit_an_array_returns_a_model_in_the_users_units(tmp_path):
     assert model.log_ratio(torch.tensor(x[:50], dtype=torch.float32)).mean() < model.log_ratio(far).mean()
 
 
+def test_fit_again_on_the_same_out_resumes_and_other_data_is_refused(tmp_path):
+    x = np.random.default_rng(2).normal(size=(100, 2)).astype(np.float32)
+    quick = {"train__steps": 3, "flow__steps": 2, "train__eval_n": 50, "model__params__width": 8}
+    first = fdrl.fit(x, out=tmp_path / "run", progress=False, **quick)
+    again = fdrl.fit(x, out=tmp_path / "run", progress=False, **quick)  # the finished run, reopened
+    assert np.allclose(first.sample(20, seed=1), again.sample(20, seed=1))
+    with pytest.raises(ValueError, match="already holds a run trained on other data"):
+        fdrl.fit(x + 1.0, out=tmp_path / "run", progress=False, **quick)
+    assert np.array_equal(np.load(tmp_path / "run" / "data.npy"), x)  # the run's data is untouched
+
+
 def test_fit_a_dataset_of_pairs_and_save_pretrained(tmp_path):
     x = torch.randn(200, 2)
     pairs = torch.utils.data.TensorDataset(x, torch.zeros(200))

@@ -92,13 +92,28 @@ def fit(data: Any, *, preset: str | None = None, out: str | Path | None = None, 
         array = _as_array(data)
         run_dir.mkdir(parents=True, exist_ok=True)
         source = str(run_dir / DATA_FILE)
-        np.save(source, array)
+        _keep_or_write(array, run_dir / DATA_FILE)
     config = build_fit_config(source, preset, overrides)
     _, metrics = train_and_score(config, run_dir, progress)
     model = FDRL.load(run_dir)
     model.run_dir, model.metrics = run_dir, metrics
     model.numpy_output = isinstance(data, np.ndarray)  # scikit-learn style: NumPy in, NumPy out
     return model
+
+
+def _keep_or_write(array: np.ndarray, path: Path) -> None:
+    """Write ``array`` as the run's data, unless the run already holds the same data (fit again
+    on the same ``out`` resumes it); other data in an existing run is refused, never replaced."""
+    if path.exists():
+        try:
+            same = np.array_equal(np.load(path, allow_pickle=False), array)
+        except (ValueError, OSError, EOFError):
+            same = False
+        if not same:
+            raise ValueError(f"'{path.parent}' already holds a run trained on other data ({path.name}); "
+                             "pass another out=")
+        return
+    np.save(path, array)
 
 
 def train_and_score(config: Config, run_dir: str | Path, progress: bool = True) -> tuple[Any, dict[str, Any] | None]:
