@@ -15,7 +15,7 @@ from fdrl.cli.common import UsageError, run_dir, seed
 SOURCE_HELP = """\
 SOURCE is one of:
   a data file   FILE.npy | FILE.csv | FILE.txt: vectors, one sample per row (a CSV header is kept);
-                starts from the `vectors` preset: features standardised, 20%% of rows held out
+                starts from the `vectors` preset: features standardised, 20% of rows held out
   an image dir  DIR/ of images (any sizes, mixed modes; searched recursively); starts from the
                 `images` preset: resized to data.params.image_size (32), narrow ResNet
   a preset      see `fdrl presets` (a bare preset name wins over a same-named folder: write ./NAME)
