@@ -47,12 +47,7 @@ def check_output(out: Path, images: bool, folder: bool = False) -> None:
         if out.suffix == ".csv" and images:
             raise ValueError("--out .csv is for vector runs; for images use a folder (DIR/), .png, .npy, .pt "
                              "or .safetensors")
-        if out.is_dir():
-            raise ValueError(f"--out '{out}' is a directory; name a file, or write 'DIR/' for one PNG per image")
-    try:
-        check_writable(out, folder)
-    except ValueError as err:
-        raise ValueError(f"--out {err}") from None
+    check_writable(out, folder)
 
 
 def write_samples(samples: Tensor, out: Path, folder: bool = False, columns: Sequence[str] | None = None) -> str:
@@ -63,14 +58,10 @@ def write_samples(samples: Tensor, out: Path, folder: bool = False, columns: Seq
         samples = samples.clamp(-1.0, 1.0)
     n = samples.shape[0]
     if folder:
-        from PIL import Image
+        from fdrl.guidance import save_pngs
 
-        out.mkdir(parents=True, exist_ok=True)
         width = len(str(n - 1))
-        for i, img in enumerate(samples if samples.ndim == 4 else samples.unsqueeze(1)):
-            arr = ((img + 1) * 127.5).round().to(torch.uint8)
-            arr = arr[0].numpy() if arr.shape[0] == 1 else arr.permute(1, 2, 0).numpy()
-            Image.fromarray(arr).save(out / f"{i:0{width}d}.png")
+        save_pngs(samples if samples.ndim == 4 else samples.unsqueeze(1), [f"{i:0{width}d}" for i in range(n)], out)
         return f"{n} images as PNG files in {out}"
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".png":
