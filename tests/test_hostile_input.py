@@ -126,3 +126,59 @@ def test_extends_cycles_are_one_line_and_relative_extends_are_from_the_including
     config = load_config(str(sub / "child.yaml"))
     assert (config.train.steps, config.flow.steps, config.data.name) == (7, 9, "swissroll")
     assert json.dumps(config.to_dict())  # a plain, complete config
+
+
+# -- Table 4's translation protocol: fdrl evaluate RUN --translate-from A --against B ---------------
+@pytest.fixture(scope="module")
+def translation_inputs(tmp_path_factory) -> Path:
+    """A 2-step digits 3 -> 8 run, a vector run, classifiers for 8 x 8 and 28 x 28 images, and
+    inputs good and bad."""
+    from PIL import Image
+
+    from fdrl.classifier import DigitClassifier, save_classifier
+    from fdrl.studies.composition import translation_config
+    from fdrl.train import Trainer
+
+    root = tmp_path_factory.mktemp("translation-inputs")
+    Trainer(translation_config("digits", 3, 8, TINY), root / "run", progress=False).fit()
+    Trainer(load_config("swissroll", TINY), root / "vectors", progress=False).fit()
+    save_classifier(DigitClassifier((1, 8, 8), arch="mlp", width=4), root / "judge")
+    save_classifier(DigitClassifier((1, 28, 28), arch="mlp", width=4), root / "judge28")
+    rng = np.random.default_rng(0)
+    np.save(root / "good.npy", rng.uniform(-1, 1, (5, 1, 8, 8)).astype("float32"))
+    np.save(root / "one.npy", rng.uniform(-1, 1, (1, 1, 8, 8)).astype("float32"))
+    np.save(root / "9x9.npy", rng.uniform(-1, 1, (5, 1, 9, 9)).astype("float32"))
+    (root / "empty").mkdir()
+    (root / "big").mkdir()
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / "big" / "x.png")
+    return root
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--translate-from", "good.npy", "--against", "good.npy"], "pass --inception-weights FILE for FID"),
+    (["--translate-from", "good.npy", "--against", "good.npy", "--classifier", "judge", "--inception-weights",
+      "good.npy"], "not both"),
+    (["--translate-from", "good.npy", "--classifier", "judge"], "--translate-from A_TEST and --against B_TEST go"),
+    (["--translate-from", "good.npy", "--against", "good.npy", "--classifier", "judge", "--fid"], "drop --fid"),
+    (["--translate-from", "missing", "--against", "good.npy", "--classifier", "judge"], "'missing' does not exist"),
+    (["--translate-from", "empty", "--against", "good.npy", "--classifier", "judge"], "holds no images"),
+    (["--translate-from", "big", "--against", "good.npy", "--classifier", "judge"], "is 16x16; the model takes 8x8"),
+    (["--translate-from", "good.npy", "--against", "9x9.npy", "--classifier", "judge"],
+     r"holds 5 image(s) of shape (1, 9, 9); the model takes (1, 8, 8)"),
+    (["--translate-from", "one.npy", "--against", "good.npy", "--classifier", "judge"],
+     "the test-A set holds 1 image(s); a Frechet distance needs at least 2"),
+    (["--translate-from", "good.npy", "--against", "good.npy", "--classifier", "judge28"],
+     "takes images of shape (1, 28, 28), but the run's images have shape (1, 8, 8)"),
+    (["--translate-from", "good.npy", "--against", "good.npy", "--inception-weights", "nothing.pth"],
+     "nothing.pth' (from inception_weights) does not exist"),
+    (["--translate-from", "good.npy", "--against", "good.npy", "--classifier", "judge", "--run", "vectors"],
+     "is not a run on images (samples of shape (2,)); --translate-from needs one"),
+])
+def test_translation_scoring_bad_input_is_one_line(argv, message, translation_inputs, monkeypatch, capsys):
+    monkeypatch.chdir(translation_inputs)
+    monkeypatch.delenv("FDRL_INCEPTION_WEIGHTS", raising=False)
+    run = "run"
+    if "--run" in argv:
+        i = argv.index("--run")
+        run, argv = argv[i + 1], argv[:i] + argv[i + 2:]
+    assert message in _one_line_error(["evaluate", run, "--device", "cpu", *argv], capsys)

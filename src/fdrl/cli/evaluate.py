@@ -6,6 +6,8 @@ Gaussian, a Gaussian mixture and the floor (:mod:`fdrl.evaluate.heldout`; writte
 its training data and writes ``RUN_DIR/eval/metrics.json`` (one entry per metric: value, n,
 flow steps, checkpoint, seed, feature extractor, reference) and ``RUN_DIR/eval/samples.png``.
 ``fdrl ablate-steps RUN_DIR --steps 60,80,100 --metric NAME`` writes the Fig. 5 table and plot.
+``fdrl evaluate RUN_DIR --translate-from A_TEST --against B_TEST`` is Table 4's translation
+protocol (:mod:`fdrl.evaluate.translation`; ``RUN_DIR/eval/translation.json``).
 ``--metric classifier_fd --classifier DIR`` is the Frechet distance in the penultimate features
 of a digit classifier trained by ``fdrl train-classifier`` (:mod:`fdrl.classifier`).
 
@@ -22,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fdrl.cli.common import out_dir, seed
+from fdrl.cli.common import out_dir, out_file, seed
 
 
 #: Samples per FID evaluation by default (App. F: 50000 generated images).
@@ -60,6 +62,13 @@ def register(subparsers: Any) -> None:
     which.add_argument("--metric", metavar="NAME", help=f"metric name: {names}")
     p.add_argument("--steps", type=int, metavar="S", help="total flow steps (default K + kappa)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--translate-from", type=Path, metavar="A_TEST",
+                   help="Table 4: flow these domain-A test images (a folder, an image or a tensor file, as "
+                        "`fdrl translate --input`) and score them against --against (with --inception-weights "
+                        "or --classifier)")
+    p.add_argument("--against", type=Path, metavar="B_TEST", help="the domain-B test images for --translate-from")
+    p.add_argument("--out", type=out_file, metavar="FILE",
+                   help="the --translate-from report (JSON; default RUN_DIR/eval/translation.json)")
     p.set_defaults(func=cmd_evaluate)
 
     p = subparsers.add_parser("ablate-steps", help="a metric against total flow length (Fig. 5)")
@@ -168,6 +177,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     RUN_DIR/eval/metrics.json."""
     from fdrl.plots import save_samples_figure
 
+    if args.translate_from is not None or args.against is not None:
+        return _evaluate_translation(args)
+    if args.out is not None:
+        raise ValueError("--out goes with --translate-from; the other reports are written under RUN_DIR/eval")
     if not args.fid and args.metric is None:
         return _evaluate_heldout(args)
     if args.steps is not None and args.steps < 0:
@@ -230,4 +243,61 @@ def _evaluate_heldout(args: argparse.Namespace) -> int:
     (out / "heldout.json").write_text(json.dumps(report, indent=2))
     print(heldout_summary(report))
     print(f"wrote {out / 'heldout.json'}")
+    return 0
+
+
+def _evaluate_translation(args: argparse.Namespace) -> int:
+    """``fdrl evaluate RUN_DIR --translate-from A_TEST --against B_TEST``: Table 4's protocol
+    (Sec. 6.5, App. F) by :func:`fdrl.evaluate.translation.translation_report`, printed and
+    written to ``--out`` (default RUN_DIR/eval/translation.json)."""
+    import warnings
+
+    from fdrl.data import build_data
+    from fdrl.evaluate.binding import dataset_identity
+    from fdrl.evaluate.translation import FEATURE_BATCH, TRANSLATION_PRIORS, translation_extractor, translation_report
+    from fdrl.guidance import load_input_images
+    from fdrl.model import FDRL
+
+    if args.translate_from is None or args.against is None:
+        raise ValueError("--translate-from A_TEST and --against B_TEST go together (domain-A test images to "
+                         "translate, domain-B test images to score them against)")
+    if args.fid or args.metric is not None:
+        raise ValueError("--translate-from is scored by FID with --inception-weights FILE or by the classifier "
+                         "Frechet distance with --classifier DIR; drop --fid / --metric")
+    if args.stats_cache is not None:
+        raise ValueError("--stats-cache goes with --fid / --metric; the translation scores cache nothing")
+    if args.steps is not None and args.steps < 0:
+        raise ValueError(f"--steps must be >= 0, got {args.steps}")
+    _positive(args.n, "--n")
+    _positive(args.batch, "--batch")
+    run = Path(args.run)
+    config = _run_config(run, args.checkpoint)
+    model = FDRL.load(run, device=args.device, checkpoint=args.checkpoint)
+    shape = tuple(model.prior.shape)
+    if len(shape) != 3:
+        raise ValueError(f"'{run}' is not a run on images (samples of shape {shape}); --translate-from needs one")
+    if model.prior.kind not in TRANSLATION_PRIORS:
+        warnings.warn(f"'{run}' has a {model.prior.kind} prior, not a source domain (prior.name=dataset): its flow "
+                      f"was not trained to start from --translate-from images", stacklevel=1)
+    metric, extractor, identity = translation_extractor(shape, args.inception_weights, args.classifier,
+                                                        model.device)
+    source, _ = load_input_images(args.translate_from, shape)
+    target, _ = load_input_images(args.against, shape)
+    if args.n is not None:
+        source, target = source[:args.n], target[:args.n]
+    floor = build_data(config.data.name, **config.data.params).subset(len(source), args.seed)
+    report = translation_report(model, source, target, floor, extractor, args.steps, args.seed,
+                                args.batch or SAMPLE_BATCH, args.batch or FEATURE_BATCH[metric])
+    record = {"metric": metric, **report, "translate_from": str(args.translate_from), "against": str(args.against),
+              "floor_reference": dataset_identity(config.data.name, config.data.params), "extractor": identity,
+              "prior": model.prior.kind, "checkpoint": str(model.checkpoint)}
+    out = args.out or run / "eval" / "translation.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2))
+    print(f"{metric} to {report['target_n']} test-B image(s), {report['n']} test-A image(s), "
+          f"{report['steps']} flow steps:")
+    for key, what in (("before", "test A, untranslated"), ("after", "test A, translated"),
+                      ("floor", f"{report['floor_n']} B training images")):
+        print(f"  {key:<7}{record[key]:>12.4g}  ({what})")
+    print(f"wrote {out}")
     return 0
