@@ -61,7 +61,7 @@ class OfficialStyleIteration:
 
 def fast_flow(net: nn.Module, objective: Objective, x: Tensor, steps: int, eta: float, noise: float,
               generator: torch.Generator | None = None, options: FlowOptions | None = None) -> Tensor:
-    with frozen(net):
+    with frozen(net, options):
         return flow(x, ratio_potential(net, objective), steps, eta, noise, generator, options=options)
 
 

@@ -15,7 +15,7 @@ flow_module = importlib.import_module("fdrl.flow")  # fdrl.flow the attribute is
 
 
 def _flows(net, x0, options, steps=6, objective="lsif-chi2"):
-    with frozen(net):
+    with frozen(net, options):
         return flow(x0, ratio_potential(net, get_objective(objective)), steps, 0.05, 0.01,
                     torch.Generator().manual_seed(1), options=options)
 
@@ -102,11 +102,17 @@ def test_spectral_norm_in_eval_mode_right_after_construction_is_finite():
 
 def test_flow_options_defaults_per_device(monkeypatch):
     """CPU: closed-form MLP gradient, several steps per compiled call, compile of the closed-form
-    steps only (None) where a compiler runs and none where it does not; CUDA: compile everything."""
+    steps only (None) where a compiler runs and none where it does not; CUDA: compile everything,
+    TF32, channels_last only for the estimators checked in it; bf16 autocast off everywhere
+    unless asked for (then on any device)."""
     monkeypatch.setattr(flow_module, "cpu_compiler_found", lambda: True)
-    cpu, cuda = FlowOptions.for_device("cpu"), FlowOptions.for_device("cuda")
+    cpu, cuda = FlowOptions.for_device("cpu", estimator="resnet32"), FlowOptions.for_device("cuda", estimator="resnet32")
     assert cpu == FlowOptions(compile=None, closed_form=True, steps_per_call=flow_module.CPU_STEPS_PER_CALL)
-    assert cuda == FlowOptions(channels_last=True, autocast_bf16=True, tf32=True, compile=True)
+    assert cuda == FlowOptions(channels_last=True, tf32=True, compile=True)
+    for estimator in ("mlp", "resnet64", "resnet64_shallow", "resnet128", None):
+        assert not FlowOptions.for_device("cuda", estimator=estimator).channels_last
+    assert FlowOptions.for_device("cpu", autocast_bf16=True).autocast_bf16
+    assert FlowOptions.for_device("cuda", tf32=False).tf32 is False
     assert FlowOptions.for_device("cpu", compile=True).compile
     monkeypatch.setattr(flow_module, "cpu_compiler_found", lambda: False)
     assert FlowOptions.for_device("cpu").compile is False
@@ -154,3 +160,80 @@ def test_narrow_input_weights_are_column_major_only_inside_a_flow(monkeypatch):
     with frozen(net):
         assert first.is_contiguous()
     torch.testing.assert_close(column_major, _flows(net, x0, None), rtol=1e-6, atol=1e-6)
+
+
+def _power_vectors(net):
+    return [m._u.clone() for m in net.modules() if isinstance(m, _SpectralNorm)]
+
+
+def _train_mode_flow(net, x0, steps, objective="lsif-chi2"):
+    """The authors' flow, written out: the estimator in train mode, so each forward runs spectral
+    norm's power iteration and divides by the new sigma; the same step and noise as ``_flows``."""
+    f_prime, generator, x = get_objective(objective).f_prime, torch.Generator().manual_seed(1), x0.clone()
+    net.train()
+    for _ in range(steps):
+        x.requires_grad_(True)
+        (grad,) = torch.autograd.grad(f_prime(net(x)).sum(), x)
+        x = x.detach() - 0.05 * grad + 0.01 * torch.randn(x.shape, generator=generator)
+    return x
+
+
+@pytest.mark.parametrize("name", ["mlp", "resnet32"])
+def test_per_step_spectral_norm_runs_one_power_iteration_per_flow_step_like_the_train_mode_flow(name, monkeypatch):
+    """flow.spectral_norm_power=per_step: K power iterations per layer during a K-step flow (the
+    CPU defaults' closed form and compile are bypassed), particles and power-iteration vectors
+    equal to those of the train-mode flow within 1e-5."""
+    import copy
+
+    torch.manual_seed(0)
+    shape = (2,) if name == "mlp" else (3, 32, 32)
+    net = build_estimator(name, shape, width=16 if name == "mlp" else 0.0625, spectral_norm=True)
+    reference = copy.deepcopy(net)
+    x0, steps = torch.randn(4, *shape), 5
+    layers = sum(isinstance(m, _SpectralNorm) for m in net.modules())
+    before = _power_vectors(net)
+    power, calls = _SpectralNorm._power_method, []
+    monkeypatch.setattr(_SpectralNorm, "_power_method", lambda self, w, n: calls.append(n) or power(self, w, n))
+    fast = _flows(net, x0, FlowOptions.for_device("cpu", spectral_norm_power="per_step"), steps=steps)
+    assert calls == [1] * (layers * steps)
+    monkeypatch.setattr(_SpectralNorm, "_power_method", power)
+    expected = _train_mode_flow(reference, x0, steps)
+    torch.testing.assert_close(fast, expected, rtol=1e-5, atol=1e-5)
+    after = _power_vectors(net)
+    for u, u_ref, u0 in zip(after, _power_vectors(reference), before):
+        torch.testing.assert_close(u, u_ref, rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(u, u0) for u, u0 in zip(after, before))  # the iterations were kept
+    assert net.training and all(p.requires_grad for p in net.parameters())  # restored on exit
+
+
+def test_once_spectral_norm_is_the_flow_of_the_weights_normalised_on_entry():
+    """spectral_norm_power=once (the default): the particles of a plain network holding W / sigma
+    computed from the power-iteration vectors as they stand (no iteration), and the vectors untouched."""
+    from torch.nn.utils import parametrize
+
+    torch.manual_seed(0)
+    net = build_estimator("resnet32", (3, 32, 32), width=0.0625, spectral_norm=True)
+    net(torch.randn(2, 3, 32, 32))  # one training-mode forward: vectors away from construction
+    net.eval()
+    with torch.no_grad():  # eval mode: W / sigma(u, v) without a power iteration
+        state = {k: v for k, v in net.state_dict().items() if ".parametrizations." not in k}
+        state.update({f"{name}.weight": m.weight.clone() for name, m in net.named_modules()
+                      if parametrize.is_parametrized(m)})
+    net.train()
+    plain = build_estimator("resnet32", (3, 32, 32), width=0.0625)
+    plain.load_state_dict(state)
+    x0, before = torch.randn(3, 3, 32, 32), _power_vectors(net)
+    once = _flows(net, x0, FlowOptions(spectral_norm_power="once"))
+    torch.testing.assert_close(once, _flows(plain, x0, None), rtol=1e-6, atol=1e-6)
+    assert all(torch.equal(u, u0) for u, u0 in zip(_power_vectors(net), before))
+    assert torch.equal(once, _flows(net, x0, None))  # the default is once
+
+
+def test_spectral_norm_power_is_checked():
+    from fdrl.config import ConfigError, load_config
+
+    with pytest.raises(ValueError, match="spectral_norm_power must be one of once, per_step, got 'always'"):
+        FlowOptions(spectral_norm_power="always")
+    with pytest.raises(ConfigError, match="^flow.spectral_norm_power must be one of once, per_step, got 'always'$"):
+        load_config("swissroll", ["flow.spectral_norm_power=always"])
+    assert load_config("swissroll", ["flow.spectral_norm_power=per_step"]).flow.spectral_norm_power == "per_step"

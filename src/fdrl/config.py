@@ -23,6 +23,8 @@ from fdrl.pairings import ETA_SCALINGS, check_pairing, scaled_step_size
 
 #: torch.compile modes of the flow step (fdrl.flow.FlowOptions)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+#: how spectral norm's power iteration runs during the flow (fdrl.flow.FlowOptions.spectral_norm_power)
+SPECTRAL_NORM_POWERS = ("once", "per_step")
 #: the metrics of fdrl.evaluate.METRICS (listed here so that configs are checked without torch)
 METRIC_NAMES = ("energy", "mmd", "sliced_wasserstein", "c2st", "fid", "classifier_fd")
 #: the largest seed (NumPy and scikit-learn take seeds in 0..2**32 - 1)
@@ -77,17 +79,35 @@ class FlowConfig:
     #: "none": eta as given; "curvature": eta is LSIF-chi2's step and other pairings get
     #: eta * 2 / f''(1) (fdrl.objectives.scaled_step_size)
     eta_scaling: str = "none"
-    #: fast path of the training flow (fdrl.flow.FlowOptions; same maths): convolutional
-    #: estimators and image particles in channels_last
+    #: Switches of the training and sampling flow (fdrl.flow.FlowOptions.from_config decides both).
+    #: null = the device's default from the table fdrl.flow.DEVICE_DEFAULTS, which says which
+    #: switch is on for which device and why (README "Speed and scale" has the measured effects).
+    #: Convolutional estimators and image particles in channels_last; null = on CUDA for the
+    #: estimators in fdrl.flow.CHANNELS_LAST_ESTIMATORS only
     channels_last: bool | None = None
-    #: bf16 autocast of the estimator during the flow, particles kept in fp32; null = on CUDA only
+    #: bf16 autocast of the estimator during the flow (particles, update and sampling stay fp32):
+    #: changes the maths, so opt-in on every device (true); null = off
     autocast_bf16: bool | None = None
-    #: TF32 matmuls/convolutions during the flow (CUDA, Ampere and later)
+    #: TF32 matmuls/convolutions allowed during the flow (CUDA, Ampere and later; no effect elsewhere)
     tf32: bool = True
-    #: torch.compile of one flow step; null = on CUDA only (on the CPU it costs ~30 s to compile)
+    #: torch.compile of the flow steps; null = CUDA: all, CPU: closed-form MLP steps where a C++
+    #: compiler runs; sampling compiles only when true
     compile: bool | None = None
     #: torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs
     compile_mode: str = "default"
+    #: spectral norm in the flow: "once" = weights normalised once per flow, no power iteration
+    #: in it (one per training step, in the update's forward); "per_step" = one power iteration
+    #: at every flow step, as the authors' train-mode flow (K + 1 per training step)
+    spectral_norm_power: str = "once"
+
+    def switches(self) -> dict[str, Any]:
+        """The numerics and fast-path switches (:data:`FLOW_SWITCHES`), which a trained model
+        keeps so that sampling runs the training flow's numerics (fdrl.model.FDRL.flow_options)."""
+        return {key: getattr(self, key) for key in FLOW_SWITCHES}
+
+
+#: the keys of FlowConfig that are switches of fdrl.flow.FlowOptions (not eta, noise, step counts)
+FLOW_SWITCHES = ("channels_last", "autocast_bf16", "tf32", "compile", "compile_mode", "spectral_norm_power")
 
 
 @dataclass
@@ -210,6 +230,9 @@ class Config:
             raise ConfigError(f"train.betas must be two numbers in [0, 1), got {self.train.betas}")
         if self.flow.compile_mode not in COMPILE_MODES:
             raise ConfigError(f"flow.compile_mode must be one of {', '.join(COMPILE_MODES)}, got '{self.flow.compile_mode}'")
+        if self.flow.spectral_norm_power not in SPECTRAL_NORM_POWERS:
+            raise ConfigError(f"flow.spectral_norm_power must be one of {', '.join(SPECTRAL_NORM_POWERS)}, "
+                              f"got '{self.flow.spectral_norm_power}'")
         if self.train.dist_backend not in ("auto", "nccl", "gloo"):
             raise ConfigError(f"train.dist_backend must be auto, nccl or gloo, got '{self.train.dist_backend}'")
         if not DEVICE_PATTERN.fullmatch(self.device):

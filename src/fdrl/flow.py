@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import _SpectralNorm
 
 from fdrl.nets.mlp import MLP, mlp_input_gradient
 from fdrl.objectives import Objective
@@ -31,7 +32,7 @@ from fdrl.objectives import Objective
 Potential = Callable[[Tensor], Tensor]
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
-from fdrl.config import COMPILE_MODES  # noqa: E402  (the names config checks)
+from fdrl.config import COMPILE_MODES, SPECTRAL_NORM_POWERS  # noqa: E402  (the names config checks)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,14 @@ class FlowOptions:
       only the closed-form MLP steps, the case measured to pay on the CPU (a new batch shape
       recompiles, and CPU ResNets were not measured); ``False``: never.
 
+    * ``spectral_norm_power``: how spectrally normalised weights are computed during a flow
+      (:func:`frozen`). ``"once"``: from the power-iteration vectors as they stand on entering
+      the flow, without a power iteration (the training forward does one per training step).
+      ``"per_step"``: one power iteration per spectral-norm layer at every flow step, as the
+      authors' code gets by running the flow in train mode (K + 1 per training step); the
+      weights change from step to step, so the closed-form gradient and compile are skipped
+      (eager autograd steps). This one changes the maths: sigma is re-estimated during the flow.
+
     CUDA graphs are not captured by hand: each step draws its noise from a caller-owned
     ``torch.Generator`` and evaluates an autograd input gradient, which a manual capture would
     have to register and warm up; ``compile_mode="reduce-overhead"`` gets CUDA graphs through
@@ -69,8 +78,12 @@ class FlowOptions:
     compile_mode: str = "default"
     closed_form: bool = False
     steps_per_call: int = 1
+    spectral_norm_power: str = "once"
 
     def __post_init__(self) -> None:
+        if self.spectral_norm_power not in SPECTRAL_NORM_POWERS:
+            raise ValueError(f"spectral_norm_power must be one of {', '.join(SPECTRAL_NORM_POWERS)}, "
+                             f"got '{self.spectral_norm_power}'")
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got '{self.compile_mode}'")
         if self.steps_per_call < 1:
@@ -87,36 +100,97 @@ class FlowOptions:
         compile_mode: str = "default",
         closed_form: bool | None = None,
         steps_per_call: int | None = None,
+        spectral_norm_power: str | None = None,
+        estimator: str | None = None,
     ) -> "FlowOptions":
-        """The defaults (``None``): channels_last and bf16 autocast on CUDA only; TF32 on;
-        ``torch.compile`` on CUDA and, on the CPU, of the closed-form MLP steps wherever a
-        working C++ compiler is found (:func:`cpu_compiler_found`); the closed-form MLP gradient and
-        :data:`CPU_STEPS_PER_CALL` steps per compiled call on the CPU only (neither has run on
-        a GPU). A channels_last training backward of the spectral-norm + self-attention Cat2dog
-        estimator was seen to crash the process (double free) with torch 2.14 on the CPU."""
-        cuda = torch.device(device).type == "cuda"
+        """The options for ``device``: each argument left at ``None`` takes its default from
+        :data:`DEVICE_DEFAULTS` (the CPU's column for every device but CUDA). channels_last
+        defaults on only for an ``estimator`` (a :func:`fdrl.nets.build_estimator` name) in
+        :data:`CHANNELS_LAST_ESTIMATORS`; a CPU ``compile`` of ``None`` becomes ``False`` where
+        no C++ compiler runs (:func:`cpu_compiler_found`). ``tf32=False`` forbids TF32."""
+        kind = "cuda" if torch.device(device).type == "cuda" else "cpu"
+        default = {name: getattr(row, kind) for name, row in DEVICE_DEFAULTS.items()}
         if compile is None:
-            compile = True if cuda else (None if cpu_compiler_found() else False)
+            compile = default["compile"]
+            if compile is None and not cpu_compiler_found():
+                compile = False
+        if channels_last is None:
+            channels_last = default["channels_last"] and estimator in CHANNELS_LAST_ESTIMATORS
         return cls(
-            channels_last=cuda if channels_last is None else channels_last,
-            autocast_bf16=cuda if autocast_bf16 is None else (autocast_bf16 and cuda),
-            tf32=tf32 and cuda,
+            channels_last=channels_last,
+            autocast_bf16=default["autocast_bf16"] if autocast_bf16 is None else autocast_bf16,
+            tf32=tf32 and default["tf32"],
             compile=compile,
             compile_mode=compile_mode,
-            closed_form=not cuda if closed_form is None else closed_form,
-            steps_per_call=(1 if cuda else CPU_STEPS_PER_CALL) if steps_per_call is None else steps_per_call,
+            closed_form=default["closed_form"] if closed_form is None else closed_form,
+            steps_per_call=default["steps_per_call"] if steps_per_call is None else steps_per_call,
+            spectral_norm_power=default["spectral_norm_power"] if spectral_norm_power is None else spectral_norm_power,
         )
 
     @classmethod
-    def from_config(cls, device: str | torch.device, flow_config: Any) -> "FlowOptions":
+    def from_config(cls, device: str | torch.device, flow_config: Any, estimator: str | None = None,
+                    sampling: bool = False) -> "FlowOptions":
         """:meth:`for_device` with the switches of a config's ``flow`` section
-        (:class:`fdrl.config.FlowConfig`): what ``fdrl train`` runs."""
+        (:class:`fdrl.config.FlowConfig`) for the estimator named ``estimator``: the one function
+        that decides the options of the training flow (``fdrl train``) and of the sampling flow
+        (:meth:`fdrl.model.FDRL.flow_options`, ``sampling=True``), so both run the same numerics
+        (precision, TF32, layout, spectral norm). Only ``torch.compile`` differs: sampling compiles
+        when ``flow.compile`` is true, not by default, since every new batch shape recompiles."""
         f = flow_config
-        return cls.for_device(device, f.channels_last, f.autocast_bf16, f.tf32, f.compile, f.compile_mode)
+        compile = (f.compile is True) if sampling else f.compile
+        return cls.for_device(device, f.channels_last, f.autocast_bf16, f.tf32, compile, f.compile_mode,
+                              spectral_norm_power=f.spectral_norm_power, estimator=estimator)
 
 
 #: flow steps per compiled call on the CPU (benchmarks/swissroll_iteration.py measures the choice)
 CPU_STEPS_PER_CALL = 10
+
+
+@dataclass(frozen=True)
+class DeviceDefault:
+    """One row of :data:`DEVICE_DEFAULTS`: a :class:`FlowOptions` switch's default on the CPU
+    and on CUDA, and why."""
+
+    cpu: Any
+    cuda: Any
+    why: str
+
+
+#: Which fast-path switch is on by default on which device, and why: the one place
+#: :meth:`FlowOptions.for_device` (so ``fdrl train`` and sampling) reads its defaults from.
+#: README "Speed and scale" has this table with each switch's measured effect. No row has run
+#: on a GPU: every CUDA default is unverified there.
+DEVICE_DEFAULTS: dict[str, DeviceDefault] = {
+    "autocast_bf16": DeviceDefault(
+        False, False, "changes the maths: the estimator in bf16 moves the flow's input gradient by about 1% "
+        "(tests/test_device_defaults.py); opt-in (flow.autocast_bf16=true, any device) until a run shows "
+        "sample quality unchanged"),
+    "tf32": DeviceDefault(
+        False, True, "CUDA only (the CPU has no TF32): fp32 tensors, 10-bit-mantissa products in matmuls and "
+        "convolutions (PyTorch's own default for cuDNN convolutions); unverified on GPU"),
+    "channels_last": DeviceDefault(
+        False, True, "CUDA, and only for CHANNELS_LAST_ESTIMATORS (their channels_last forward, input and "
+        "parameter gradients checked equal on the CPU); unverified on GPU. The CPU gains nothing measured and "
+        "its channels_last parameter-gradient backward crashes torch on the 64 and 128-pixel ResNets"),
+    "compile": DeviceDefault(
+        None, True, "CPU (None): the closed-form MLP steps only, where a C++ compiler runs (1.2-1.5x on the "
+        "swiss-roll iteration); ResNet steps were not measured to pay on the CPU. CUDA: every flow step; "
+        "unverified on GPU (a failed compile falls back to eager with a warning)"),
+    "closed_form": DeviceDefault(
+        True, False, "the hand-derived MLP input gradient (fp32, same values to rounding); CPU only because it "
+        "has never run on a GPU"),
+    "steps_per_call": DeviceDefault(
+        CPU_STEPS_PER_CALL, 1, "several compiled closed-form steps per call on the CPU "
+        "(benchmarks/swissroll_iteration.py); never run on a GPU"),
+    "spectral_norm_power": DeviceDefault(
+        "once", "once", "spectral-norm weights computed once per flow from the current power-iteration vectors; "
+        "per_step (the authors' train-mode flow) is the option"),
+}
+
+#: the estimators whose channels_last forward and backward (input and parameter gradients) were
+#: run on the CPU and equal the contiguous ones (tests/test_device_defaults.py); channels_last is
+#: a CUDA default only for these
+CHANNELS_LAST_ESTIMATORS = ("resnet32",)
 
 
 @functools.cache
@@ -253,7 +327,8 @@ def potential_gradient(potential: Potential, x: Tensor, autocast_bf16: bool = Fa
 def _stepper(potential: Potential, options: FlowOptions) -> tuple[str, Callable]:
     """(kind, steps function (x, xis, count, eta, noise) -> x) for ``potential`` under ``options``."""
     bf16 = options.autocast_bf16
-    if options.closed_form and not bf16 and isinstance(potential, RatioPotential) and isinstance(potential.net, MLP):
+    if (options.closed_form and not bf16 and options.spectral_norm_power == "once"
+            and isinstance(potential, RatioPotential) and isinstance(potential.net, MLP)):
         weights, biases = potential.net.weights_and_biases()
         slope, f_prime = potential.net.negative_slope, potential.objective.f_prime
         return "closed_form", lambda fn, *a: fn(weights, biases, slope, f_prime, *a)
@@ -293,7 +368,8 @@ def flow(
         trajectory.append(x.cpu())
     kind, call = _stepper(potential, options)
     eager = _closed_form_steps if kind == "closed_form" else _autograd_steps
-    wanted = options.compile or (options.compile is None and kind == "closed_form")
+    wanted = options.spectral_norm_power == "once" and (options.compile or (options.compile is None
+                                                                           and kind == "closed_form"))
     compiled = _compiled(kind, eager, options.compile_mode) if wanted else None
     per_call = options.steps_per_call if compiled is not None and trajectory is None else 1
     done = 0
@@ -318,30 +394,46 @@ def flow(
 
 
 @contextlib.contextmanager
-def frozen(net: nn.Module) -> Iterator[nn.Module]:
-    """Freeze ``net`` for a flow: no parameter gradients, eval mode, weights parametrised once,
-    narrow-input linear weights laid out column-major on the CPU.
+def frozen(net: nn.Module, options: FlowOptions | None = None, keep_power_iterations: bool = True
+           ) -> Iterator[nn.Module]:
+    """Freeze ``net`` for a flow: no parameter gradients, eval mode, narrow-input linear
+    weights laid out column-major on the CPU, and spectrally normalised weights computed as
+    ``options.spectral_norm_power`` says (:class:`FlowOptions`; ``None``: ``"once"``).
 
-    Eval mode stops spectral norm's power iteration from updating its buffers during a flow,
-    and ``parametrize.cached`` computes each normalised weight once for the whole flow rather
-    than once per step: the cache is filled on entry, outside any autograd or ``torch.func``
-    transform. Everything is restored on exit.
+    ``"once"``: eval mode stops spectral norm's power iteration, and ``parametrize.cached``
+    computes each normalised weight W / sigma once for the whole flow rather than once per step
+    (the cache is filled on entry, outside any autograd or ``torch.func`` transform).
+    ``"per_step"``: the spectral-norm parametrisations stay in training mode and uncached, so
+    every forward of the flow runs one power iteration (updating the vectors u, v) and divides
+    by the new sigma, as the authors' train-mode flow does. With ``keep_power_iterations=False``
+    (sampling, which must not change the model) u and v are put back on exit. Everything else
+    is restored on exit.
     """
+    per_step = options is not None and options.spectral_norm_power == "per_step"
     was_training = net.training
     requires = [p.requires_grad for p in net.parameters()]
+    norms = [m for m in net.modules() if isinstance(m, _SpectralNorm)]
+    vectors = [(m._u.clone(), m._v.clone()) for m in norms] if per_step and not keep_power_iterations else []
     net.eval()
+    for m in norms:
+        m.train(per_step)
     for p in net.parameters():
         p.requires_grad_(False)
     relaid = _column_major_narrow_weights(net)
     try:
-        with parametrize.cached():
-            with torch.no_grad():
-                for module in net.modules():
-                    if parametrize.is_parametrized(module):
-                        for name in module.parametrizations:
-                            getattr(module, name)
+        with contextlib.nullcontext() if per_step else parametrize.cached():
+            if not per_step:
+                with torch.no_grad():
+                    for module in net.modules():
+                        if parametrize.is_parametrized(module):
+                            for name in module.parametrizations:
+                                getattr(module, name)
             yield net
     finally:
+        with torch.no_grad():
+            for m, (u, v) in zip(norms, vectors):
+                m._u.copy_(u)
+                m._v.copy_(v)
         for p, data in relaid:
             p.data = data
         for p, r in zip(net.parameters(), requires):

@@ -24,8 +24,8 @@ from torch import Tensor, nn
 from fdrl import __version__, seeding
 from fdrl.data.scaling import Standardizer
 from fdrl.checkpoint import load_checkpoint, load_latest
-from fdrl.config import DEVICE_PATTERN, RUN_CONFIG
-from fdrl.flow import Potential, flow, frozen, ratio_potential
+from fdrl.config import DEVICE_PATTERN, FLOW_SWITCHES, RUN_CONFIG, FlowConfig
+from fdrl.flow import FlowOptions, Potential, flow, frozen, prepare_estimator, ratio_potential
 from fdrl.nets import build_estimator
 from fdrl.objectives import Objective, get_objective, scaled_step_size
 from fdrl.priors import Prior, load_prior
@@ -62,6 +62,9 @@ class FDRL:
 
     Parameters mirror App. F: ``eta`` (step size), ``noise`` (nu), ``steps`` (K, the training
     flow length) and ``refine_steps`` (kappa, the extra refinement steps of Sec. 4.1).
+    ``flow_switches``: the training config's flow switches (:data:`fdrl.config.FLOW_SWITCHES`;
+    absent ones take :class:`fdrl.config.FlowConfig`'s defaults), so that sampling runs the
+    training flow's numerics (:meth:`flow_options`).
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class FDRL:
         refine_steps: int = 0,
         estimator_spec: dict[str, Any] | None = None,
         scaler: Standardizer | None = None,
+        flow_switches: dict[str, Any] | None = None,
     ):
         self.estimator = estimator.eval()
         self.objective = get_objective(objective) if isinstance(objective, str) else objective
@@ -83,6 +87,7 @@ class FDRL:
         self.steps, self.refine_steps = int(steps), int(refine_steps)
         self.estimator_spec = estimator_spec or {}
         self.scaler = scaler
+        self.flow_switches = {k: v for k, v in (flow_switches or {}).items() if k in FLOW_SWITCHES}
         #: return NumPy arrays from sample() and log_ratio() (set by fdrl.fit for NumPy input)
         self.numpy_output = False
         #: the run checkpoint :meth:`load` read the weights from (None otherwise)
@@ -128,13 +133,23 @@ class FDRL:
         trajectory: list[Tensor] | None = None,
         record_every: int = 1,
     ) -> Tensor:
-        """Flow ``x`` for ``steps`` steps (default K + kappa) of Eq. 9."""
+        """Flow ``x`` for ``steps`` steps (default K + kappa) of Eq. 9 with :meth:`flow_options`;
+        the model is left as it was (spectral norm's power-iteration vectors included)."""
         steps = self.steps + self.refine_steps if steps is None else steps
-        with frozen(self.estimator):
+        options = self.flow_options()
+        prepare_estimator(self.estimator, options)
+        with frozen(self.estimator, options, keep_power_iterations=False):
             return flow(
                 x.to(self.device), potential or self.potential(), steps, self.eta, self.noise,
-                generator=generator, trajectory=trajectory, record_every=record_every,
+                generator=generator, trajectory=trajectory, record_every=record_every, options=options,
             )
+
+    def flow_options(self) -> FlowOptions:
+        """The sampling flow's options on this model's device, decided by the function that decides
+        the training flow's (:meth:`fdrl.flow.FlowOptions.from_config`, ``sampling=True``): the same
+        precision, TF32, layout and spectral-norm handling as training."""
+        return FlowOptions.from_config(self.device, FlowConfig(**self.flow_switches), self.estimator_spec.get("name"),
+                                       sampling=True)
 
     def prior_batches(self, n: int, seed: int = 0, batch_size: int | None = None) -> Iterator[tuple[int, Tensor, torch.Generator]]:
         """The starting points of Algorithm 2 in batches: (first index, x_0, flow-noise generator),
@@ -201,6 +216,7 @@ class FDRL:
             "noise": self.noise,
             "steps": self.steps,
             "refine_steps": self.refine_steps,
+            "flow": self.flow_switches,
             "fdrl_version": __version__,
         }
 
@@ -245,7 +261,7 @@ class FDRL:
             raise ValueError(f"the prior in '{path}' draws shape {tuple(prior.shape)} but the estimator takes "
                              f"{tuple(spec['in_shape'])}; {fix}")
         model = cls(estimator, meta["objective"], prior, meta["eta"], meta["noise"], meta["steps"],
-                    meta["refine_steps"], estimator_spec=spec, scaler=scaler)
+                    meta["refine_steps"], estimator_spec=spec, scaler=scaler, flow_switches=meta.get("flow"))
         model.checkpoint = None if checkpoint is None else Path(checkpoint)
         return model.to(resolve_device(str(device)) if isinstance(device, str) else device)
 
@@ -292,6 +308,7 @@ def _run_model(run_dir: Path, checkpoint: str | Path | None) -> tuple[tuple[dict
             "estimator": state["estimator_spec"],
             "eta": scaled_step_size(flow_config["eta"], flow_config.get("eta_scaling", "none"), config["objective"]),
             **{k: flow_config[k] for k in ("noise", "steps", "refine_steps")},
+            "flow": {k: flow_config[k] for k in FLOW_SWITCHES if k in flow_config},
         }
         return meta, _estimator(state["estimator_spec"], state["ema"])
 

@@ -73,7 +73,7 @@ def training_step(
     hooks, no communication) and only the update's forward goes through ``ddp``, so only the
     parameter gradients are all-reduced. ``generator`` may be one generator per shard.
     """
-    with frozen(net):
+    with frozen(net, options):
         x_k = flow(x_prior, ratio_potential(net, objective), steps, eta, noise, generator=generator,
                    options=options)
     if options is not None and options.channels_last and x_data.ndim == 4:
@@ -181,7 +181,7 @@ class Trainer:
         self.run = RunDirectory(self.run_dir, writer=self.dist.is_main)
         weakref.finalize(self, self.run.release)  # the lock goes with the trainer at the latest
         self._on_main(lambda: self.run.prepare(config))  # writable, not in use, same run: before any work
-        self.flow_options = FlowOptions.from_config(self.device, config.flow)
+        self.flow_options = FlowOptions.from_config(self.device, config.flow, config.model.name)
         if config.train.threads > 0:
             torch.set_num_threads(config.train.threads)
         self.objective = get_objective(config.objective)
@@ -332,7 +332,7 @@ class Trainer:
         """The trained model with the EMA weights (what sampling and evaluation use)."""
         f = self.config.flow
         return FDRL(self.ema, self.objective, self.prior, self.config.step_size(), f.noise, f.steps, f.refine_steps,
-                    self.estimator_spec, scaler=self.scaler)
+                    self.estimator_spec, scaler=self.scaler, flow_switches=f.switches())
 
     def _save_samples_figure(self) -> None:
         samples = self.model().sample(self.config.train.sample_n, seed=self.config.train.seed, standardized=True)
