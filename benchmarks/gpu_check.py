@@ -1,12 +1,24 @@
-"""(d) The GPU check, one command for one GPU (sized for under 8 minutes): the CIFAR10 preset's
-training iteration (Algorithm 1 with its resnet32, batch 64, K = 100, eta = 3) on synthetic
-CIFAR-shaped data, official-style in strict fp32 (:class:`common.OfficialStyleIteration`, TF32
-off) against what ``fdrl train cifar10_lsif_chi2`` runs by default on CUDA
-(``FlowOptions.from_config``: channels_last, bf16 autocast of the estimator, TF32,
-torch.compile). Prints JSON: step time, achieved TFLOP/s and its fraction of the measured fp32
-and bf16 matmul rates, peak memory, and the particle and loss agreement after N iterations from
-the same weights and draws (also for the fast path with bf16 and TF32 off, which must agree to
-float rounding).
+"""(d) The GPU check, one command for one GPU, sized to finish within 8 minutes: the CIFAR10
+preset's training iteration (Algorithm 1 with its resnet32, batch 64, K = 100, eta = 3) on
+synthetic CIFAR-shaped data, four routes from the same weights and the same draws:
+
+* ``official_style_fp32``: the authors' algorithm as released (:class:`common.OfficialStyleIteration`),
+  strict fp32 (TF32 off);
+* ``fdrl_default``: what ``fdrl train cifar10_lsif_chi2`` runs on CUDA
+  (``FlowOptions.from_config``, table ``fdrl.flow.DEVICE_DEFAULTS``): fp32 particles and
+  estimator, TF32 allowed, channels_last, torch.compile of the flow step;
+* ``fdrl_fp32``: the same with TF32 off, which must agree with official_style to float rounding;
+* ``fdrl_bf16_opt_in``: the defaults plus ``flow.autocast_bf16=true`` (opt-in).
+
+Phases: (1) per route a warm-up iteration (compiles) and ``--iterations`` timed ones: step time,
+achieved TFLOP/s and fraction of the measured matmul peak, peak memory; (2) per route a loss
+curve of up to ``--curve-steps`` iterations from the same initial weights, step i drawing the
+same data batch, prior batch and flow noise on every route, with the particles' and losses'
+differences from official_style after ``--agreement-iterations`` and over the whole curve.
+The curves share what the time budget (``--budget-s``, default 420 s, leaving a minute of the 8
+for start-up) leaves after phase 1: each route gets an equal share divided by its measured step
+time, at least ``--agreement-iterations`` steps; the JSON records the steps each route ran.
+Nothing else scales with the GPU's speed. This script has never run on a GPU.
 
     python benchmarks/gpu_check.py              # on a CUDA machine
     python benchmarks/gpu_check.py --cpu-smoke  # tiny CPU run that checks the script works
@@ -16,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import statistics
 import sys
@@ -33,6 +46,9 @@ from fdrl.flow import FlowOptions  # noqa: E402
 from fdrl.nets import build_estimator  # noqa: E402
 from fdrl.objectives import get_objective  # noqa: E402
 
+#: synthetic images drawn once; each step takes a batch of them (CIFAR-shaped, in [-1, 1])
+POOL = 2048
+
 
 def _sync(device: str) -> None:
     if device == "cuda":
@@ -43,20 +59,22 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny width, batch and K on the CPU, compile off")
     ap.add_argument("--preset", default="cifar10_lsif_chi2")
-    ap.add_argument("--iterations", type=int, default=5, help="timed iterations per route")
-    ap.add_argument("--agreement-iterations", type=int, default=3, help="N: iterations from the same state")
+    ap.add_argument("--iterations", type=int, default=3, help="timed iterations per route (after one warm-up)")
+    ap.add_argument("--agreement-iterations", type=int, default=3, help="N: particle agreement after N iterations")
+    ap.add_argument("--curve-steps", type=int, default=300, help="most loss-curve iterations per route")
+    ap.add_argument("--budget-s", type=float, default=420.0, help="wall time the whole check may take")
     args = ap.parse_args(argv)
     start = time.perf_counter()
     config = load_config(args.preset)
     if args.cpu_smoke:
         device, batch, K, width = "cpu", 4, 2, 0.0625
-        fast = FlowOptions.for_device("cpu", compile=False)
-        args.iterations, args.agreement_iterations = 1, 1
+        fast = FlowOptions.for_device("cpu", compile=False, estimator=config.model.name)
+        args.iterations, args.agreement_iterations, args.curve_steps = 1, 2, 3
     else:
         if not torch.cuda.is_available():
             raise SystemExit("gpu_check.py needs a CUDA GPU; pass --cpu-smoke to check the script on the CPU")
         device, batch, K, width = "cuda", config.train.batch_size, config.flow.steps, 1.0
-        fast = FlowOptions.from_config("cuda", config.flow)
+        fast = FlowOptions.from_config("cuda", config.flow, config.model.name)
     objective = get_objective(config.objective)
     eta, nu, lr = config.step_size(), config.flow.noise, config.train.lr
     params = dict(config.model.params)
@@ -64,86 +82,109 @@ def main(argv=None) -> dict:
         params["width"] = width
     torch.manual_seed(0)
     initial = build_estimator(config.model.name, (3, 32, 32), **params).to(device)
-    x_data = torch.rand(batch, 3, 32, 32, device=device) * 2 - 1  # CIFAR-shaped, in [-1, 1]
-    x_prior = torch.randn(batch, 3, 32, 32, device=device) * 0.5
+    pool = torch.rand(POOL, 3, 32, 32, device=device) * 2 - 1
 
-    def generator() -> torch.Generator:
-        return torch.Generator(device=device).manual_seed(0)
+    def draws(i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
+        """Step i's data batch, prior batch and flow-noise generator: the same on every route."""
+        g = torch.Generator(device=device).manual_seed(i)
+        index = torch.randint(POOL, (batch,), generator=g, device=device)
+        prior = torch.randn(batch, 3, 32, 32, generator=g, device=device) * 0.5
+        return pool[index], prior, torch.Generator(device=device).manual_seed(10**6 + i)
 
     tf32_defaults = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
 
-    def strict_fp32(enabled: bool) -> None:
+    def global_tf32(allowed: bool) -> None:
+        """TF32 outside the flow (the update's forward and backward) as each route runs it."""
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = (
-            (False, False) if enabled else tf32_defaults)
+            tf32_defaults if allowed else (False, False))
 
-    official_net = copy.deepcopy(initial)
-    routes = {
-        "official_style_fp32": OfficialStyleIteration(official_net, objective,
-                                                      torch.optim.Adam(official_net.parameters(), lr=lr), config.train.ema),
-        "fdrl_default": FdrlIteration(copy.deepcopy(initial), objective, lr, config.train.ema, fast),
-        "fdrl_fp32": FdrlIteration(copy.deepcopy(initial), objective, lr, config.train.ema,
-                                   FlowOptions(channels_last=fast.channels_last, compile=fast.compile)),
-    }
+    options = {"fdrl_default": fast, "fdrl_fp32": dataclasses.replace(fast, tf32=False),
+               "fdrl_bf16_opt_in": dataclasses.replace(fast, autocast_bf16=True)}
+    tf32_allowed = {"official_style_fp32": False, **{name: o.tf32 for name, o in options.items()}}
+
+    def fresh_routes() -> dict:
+        official = copy.deepcopy(initial)
+        return {"official_style_fp32": OfficialStyleIteration(
+                    official, objective, torch.optim.Adam(official.parameters(), lr=lr), config.train.ema),
+                **{name: FdrlIteration(copy.deepcopy(initial), objective, lr, config.train.ema, o)
+                   for name, o in options.items()}}
+
     result: dict = {"benchmark": "gpu_check", "cpu_smoke": args.cpu_smoke, "preset": args.preset, "device": device,
                     "gpu": torch.cuda.get_device_name() if device == "cuda" else None, "batch": batch, "K": K,
-                    "estimator": config.model.name, "width": width, "fast_options": fast.__dict__, "routes": {}}
+                    "estimator": config.model.name, "width": width, "budget_s": args.budget_s,
+                    "options": {name: dataclasses.asdict(o) for name, o in options.items()}, "routes": {}}
+    x_data, x_prior, _ = draws(0)
     flops_flow = flow_step_flops(initial, objective, x_prior)
     update = copy.deepcopy(initial)
     with FlopCounterMode(display=False) as counter:
         objective.loss(*update(torch.cat([x_data, x_prior])).split(batch)).backward()
     flops = K * flops_flow + counter.get_total_flops()
-    result.update(gflop_per_iteration=flops / 1e9, matmul_fp32_gflops=None, matmul_bf16_gflops=None)
-    strict_fp32(True)
-    result["matmul_fp32_gflops"] = matmul_gflops(device)
-    strict_fp32(False)
+    global_tf32(False)
+    result.update(gflop_per_iteration=flops / 1e9, matmul_fp32_gflops=matmul_gflops(device),
+                  matmul_tf32_gflops=None, matmul_bf16_gflops=None)
     if device == "cuda":
-        result["matmul_bf16_gflops"] = matmul_gflops(device, 8192, torch.bfloat16)
+        torch.backends.cuda.matmul.allow_tf32 = True
         result["matmul_tf32_gflops"] = matmul_gflops(device, 8192)
+        result["matmul_bf16_gflops"] = matmul_gflops(device, 8192, torch.bfloat16)
+    global_tf32(True)
+
+    # phase 1: time each route (the warm-up iteration compiles)
+    routes = fresh_routes()
     for name, route in routes.items():
-        strict_fp32(name != "fdrl_default")
+        global_tf32(tf32_allowed[name])
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         _sync(device)
         began = time.perf_counter()
-        route(x_data, x_prior, K, eta, nu, generator())  # warm-up (and compile)
+        route(x_data, x_prior, K, eta, nu, draws(0)[2])
         _sync(device)
         first = time.perf_counter() - began
         times = []
-        for _ in range(args.iterations):
+        for i in range(args.iterations):
             began = time.perf_counter()
-            route(x_data, x_prior, K, eta, nu, generator())
+            route(*draws(i)[:2], K, eta, nu, draws(i)[2])
             _sync(device)
             times.append(time.perf_counter() - began)
         step_s = statistics.median(times)
-        peak = result["matmul_bf16_gflops"] if name == "fdrl_default" and fast.autocast_bf16 else result["matmul_fp32_gflops"]
+        peak = {"fdrl_bf16_opt_in": result["matmul_bf16_gflops"],
+                "fdrl_default": result["matmul_tf32_gflops"]}.get(name) or result["matmul_fp32_gflops"]
         result["routes"][name] = {
             "first_iteration_s": first, "step_s": step_s, "tflops": flops / step_s / 1e12,
-            "fraction_of_matmul_peak": flops / step_s / 1e9 / peak if peak else None,
+            "fraction_of_matmul_peak": flops / step_s / 1e9 / peak,
             "peak_memory_mib": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
         }
     official = result["routes"]["official_style_fp32"]["step_s"]
     for name in routes:
         result["routes"][name]["speedup_vs_official_style"] = official / result["routes"][name]["step_s"]
-    # agreement: N iterations of each route from the same weights and the same draws
-    state = copy.deepcopy(initial.state_dict())
-    finals = {}
-    for name, route in routes.items():
-        strict_fp32(name != "fdrl_default")
-        route.net.load_state_dict(state)
-        route.optimizer.state.clear()  # Adam's moments: every route starts its N iterations equal
+
+    # phase 2: loss curves from the same initial weights and the same draws, in the time left
+    routes = fresh_routes()  # compiled code is cached, the weights and Adam moments start afresh
+    curves, finals = {}, {}
+    for left, (name, route) in zip(range(len(routes), 0, -1), routes.items()):
+        share = (args.budget_s - (time.perf_counter() - start)) / left
+        steps = max(args.agreement_iterations,
+                    min(args.curve_steps, int(share / result["routes"][name]["step_s"])))
+        global_tf32(tf32_allowed[name])
         losses = []
-        for i in range(args.agreement_iterations):
-            particles, loss = route(x_data, x_prior, K, eta, nu, torch.Generator(device=device).manual_seed(i))
+        for i in range(steps):
+            particles, loss = route(*draws(i)[:2], K, eta, nu, draws(i)[2])
             losses.append(float(loss))
-        finals[name] = (particles.float(), losses)
-    strict_fp32(False)
-    ref_particles, ref_losses = finals["official_style_fp32"]
+            if i + 1 == args.agreement_iterations:
+                finals[name] = particles.float().contiguous()
+        curves[name] = losses
+        result["routes"][name]["curve_steps"] = steps
+    global_tf32(True)
+    result["loss_curves"] = curves
+    reference, ref_curve = finals["official_style_fp32"], curves["official_style_fp32"]
     result["agreement"] = {
         name: {"iterations": args.agreement_iterations,
-               "max_abs_particle_diff": float((p - ref_particles).abs().max()),
-               "particle_scale": float(ref_particles.abs().max()),
-               "max_abs_loss_diff": max(abs(a - b) for a, b in zip(losses, ref_losses))}
-        for name, (p, losses) in finals.items() if name != "official_style_fp32"}
+               "max_abs_particle_diff": float((finals[name] - reference).abs().max()),
+               "particle_scale": float(reference.abs().max()),
+               "max_abs_loss_diff_first_n": max(abs(a - b) for a, b in
+                                                zip(curves[name][:args.agreement_iterations], ref_curve)),
+               "max_abs_loss_diff_curve": max(abs(a - b) for a, b in zip(curves[name], ref_curve)),
+               "final_loss": curves[name][-1]}
+        for name in curves if name != "official_style_fp32"}
     result["wall_s"] = time.perf_counter() - start
     print(json.dumps(result))
     return result

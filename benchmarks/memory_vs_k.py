@@ -30,7 +30,7 @@ def child(args) -> dict:
     size = ARCHITECTURES[args.arch].image_size
     torch.manual_seed(0)
     net = build_estimator(args.arch, (3, size, size), width=args.width, spectral_norm=True).to(args.device)
-    options = FlowOptions.for_device(args.device)
+    options = FlowOptions.for_device(args.device, estimator=args.arch)
     prepare_estimator(net, options)
     x = torch.randn(args.batch, 3, size, size, device=args.device)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)

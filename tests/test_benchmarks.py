@@ -18,6 +18,8 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
     ("memory_vs_k.py", ["--ks", "1,3", "--arch", "resnet64_shallow", "--width", "0.0625", "--batch", "2"],
      "flat_within_10pct"),
     ("gpu_check.py", ["--cpu-smoke"], "agreement"),
+    ("flow_switches_cpu.py", ["--width", "0.0625", "--batch", "2", "--steps", "1", "--repeat", "1"],
+     "speedup_vs_plain"),
     ("lowrank_prior_memory.py", ["--n", "12", "--rank", "4", "--sample", "2", "--threads", "1"], "variance_kept"),
 ])
 def test_benchmark_prints_json(script, args, key):

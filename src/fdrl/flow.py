@@ -162,19 +162,24 @@ class DeviceDefault:
 #: on a GPU: every CUDA default is unverified there.
 DEVICE_DEFAULTS: dict[str, DeviceDefault] = {
     "autocast_bf16": DeviceDefault(
-        False, False, "changes the maths: the estimator in bf16 moves the flow's input gradient by about 1% "
-        "(tests/test_device_defaults.py); opt-in (flow.autocast_bf16=true, any device) until a run shows "
-        "sample quality unchanged"),
+        False, False, "changes the maths: the flow's input gradient moves by over 10% on narrow nets at "
+        "initialisation, and two training steps' particles by up to 1.9% of their drift "
+        "(tests/test_fast_routes.py); opt-in (flow.autocast_bf16=true, any device) until a run shows sample "
+        "quality unchanged. CPU: 1.9-2.1x faster ResNet flow step (benchmarks/flow_switches_cpu.py); "
+        "unverified on GPU"),
     "tf32": DeviceDefault(
         False, True, "CUDA only (the CPU has no TF32): fp32 tensors, 10-bit-mantissa products in matmuls and "
         "convolutions (PyTorch's own default for cuDNN convolutions); unverified on GPU"),
     "channels_last": DeviceDefault(
-        False, True, "CUDA, and only for CHANNELS_LAST_ESTIMATORS (their channels_last forward, input and "
-        "parameter gradients checked equal on the CPU); unverified on GPU. The CPU gains nothing measured and "
-        "its channels_last parameter-gradient backward crashes torch on the 64 and 128-pixel ResNets"),
+        False, True, "CUDA, and only for CHANNELS_LAST_ESTIMATORS: their channels_last forward, input and "
+        "parameter gradients equal the contiguous ones on the CPU (tests/test_device_defaults.py); unverified "
+        "on GPU. Off on the CPU although it made a ResNet flow step 1.3-1.6x faster "
+        "(benchmarks/flow_switches_cpu.py): its parameter backward crashes torch 2.14 on the 64- and 128-pixel "
+        "ResNets at widths 1/16 and 1/8 (opt in with flow.channels_last=true)"),
     "compile": DeviceDefault(
-        None, True, "CPU (None): the closed-form MLP steps only, where a C++ compiler runs (1.2-1.5x on the "
-        "swiss-roll iteration); ResNet steps were not measured to pay on the CPU. CUDA: every flow step; "
+        None, True, "CPU (None): the closed-form MLP steps only, where a C++ compiler runs (the swiss-roll "
+        "iteration 1.31x faster than the eager closed form, benchmarks/swissroll_iteration.py); ResNet steps "
+        "were not measured to pay on the CPU. CUDA: every flow step; "
         "unverified on GPU (a failed compile falls back to eager with a warning)"),
     "closed_form": DeviceDefault(
         True, False, "the hand-derived MLP input gradient (fp32, same values to rounding); CPU only because it "
@@ -187,9 +192,11 @@ DEVICE_DEFAULTS: dict[str, DeviceDefault] = {
         "per_step (the authors' train-mode flow) is the option"),
 }
 
-#: the estimators whose channels_last forward and backward (input and parameter gradients) were
-#: run on the CPU and equal the contiguous ones (tests/test_device_defaults.py); channels_last is
-#: a CUDA default only for these
+#: the estimators whose channels_last forward and backward (input and parameter gradients) ran on
+#: the CPU at every width tried (1/16, 1/8, 1/4) and equal the contiguous ones
+#: (tests/test_device_defaults.py); channels_last is a CUDA default only for these. The 64- and
+#: 128-pixel ResNets are left out: at widths 1/16 and 1/8 their channels_last parameter backward
+#: crashes torch 2.14's CPU kernel (a 1x1 stride-2 convolution with 8 or fewer channels on 64 x 64)
 CHANNELS_LAST_ESTIMATORS = ("resnet32",)
 
 
