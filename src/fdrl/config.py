@@ -86,8 +86,8 @@ class FlowConfig:
     #: estimators in fdrl.flow.CHANNELS_LAST_ESTIMATORS only
     channels_last: bool | None = None
     #: bf16 autocast of the estimator during the flow (particles, update and sampling stay fp32):
-    #: changes the maths, so opt-in on every device (true); null = off
-    autocast_bf16: bool | None = None
+    #: changes the maths, so opt-in on every device (true); null (runs before issue 14) = off
+    autocast_bf16: bool | None = False
     #: TF32 matmuls/convolutions allowed during the flow (CUDA, Ampere and later; no effect elsewhere)
     tf32: bool = True
     #: torch.compile of the flow steps; null = CUDA: all, CPU: closed-form MLP steps where a C++

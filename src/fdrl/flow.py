@@ -37,12 +37,14 @@ from fdrl.config import COMPILE_MODES, SPECTRAL_NORM_POWERS  # noqa: E402  (the 
 
 @dataclass(frozen=True)
 class FlowOptions:
-    """Switches of the flow's fast path; every one leaves the maths of Eq. 9 unchanged.
+    """Switches of the flow's fast path and numerics. All but two leave the maths of Eq. 9
+    unchanged (the same particles up to float rounding); ``autocast_bf16`` and
+    ``spectral_norm_power="per_step"`` change it, so both are opt-in (:data:`DEVICE_DEFAULTS`).
 
     * ``channels_last``: 4-D particles (and so the input gradient) in ``torch.channels_last``;
       pair it with a convolutional estimator converted by :func:`prepare_estimator`.
-    * ``autocast_bf16``: the estimator's forward and backward under bf16 autocast (CUDA);
-      the particles, the gradient and the update stay in fp32.
+    * ``autocast_bf16``: the estimator's forward and backward under bf16 autocast (any device);
+      the particles, the gradient and the update stay in fp32, the gradient's value does not.
     * ``tf32``: allow TF32 matmuls and convolutions during the flow (Ampere and later).
     * ``closed_form``: for f'(r_theta) of an :class:`~fdrl.nets.MLP` (:func:`ratio_potential`),
       the input gradient derived by hand (:func:`fdrl.nets.mlp.mlp_input_gradient`: no autograd
@@ -362,8 +364,9 @@ def flow(
 
     ``generator`` may be a sequence of generators, one per equal shard of the batch (what
     each distributed rank draws; see :mod:`fdrl.distributed`). ``options`` switches on the fast
-    path (:class:`FlowOptions`); ``None`` is the plain path. Every option gives the particles of
-    the plain path up to float rounding.
+    path (:class:`FlowOptions`); ``None`` is the plain path. Every option but bf16 autocast gives
+    the particles of the plain path up to float rounding; ``spectral_norm_power`` is applied by
+    :func:`frozen`, which must be given the same options.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
