@@ -237,3 +237,16 @@ def test_spectral_norm_power_is_checked():
     with pytest.raises(ConfigError, match="^flow.spectral_norm_power must be one of once, per_step, got 'always'$"):
         load_config("swissroll", ["flow.spectral_norm_power=always"])
     assert load_config("swissroll", ["flow.spectral_norm_power=per_step"]).flow.spectral_norm_power == "per_step"
+
+
+def test_a_run_from_before_spectral_norm_power_resumes_as_once():
+    """A stored config without the key (written before it existed, when the flow behaved as
+    "once") resumes with the default, and conflicts with per_step."""
+    from fdrl.config import load_config
+    from fdrl.rundir import config_conflict
+
+    old = load_config("swissroll").to_dict()
+    del old["flow"]["spectral_norm_power"]
+    assert config_conflict(old, load_config("swissroll").to_dict()) is None
+    per_step = load_config("swissroll", ["flow.spectral_norm_power=per_step"]).to_dict()
+    assert config_conflict(old, per_step) == "flow.spectral_norm_power='once', not 'per_step'"

@@ -59,8 +59,10 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_conflict(old: dict[str, Any], new: dict[str, Any]) -> str | None:
-    """The first setting, other than those a resume may change, that differs: 'key=old, not new'."""
-    old, new = _flatten(old), _flatten(new)
+    """The first setting, other than those a resume may change, that differs: 'key=old, not new'.
+    A key the old config lacks (a run from before the key existed) counts as its default."""
+    defaults = _flatten(Config().to_dict())
+    old, new = {**defaults, **_flatten(old)}, _flatten(new)
     for key in sorted(set(old) | set(new)):
         if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key):
             return f"{key}={old.get(key)!r}, not {new.get(key)!r}"
