@@ -24,6 +24,13 @@ TABLE3 = {
     "resnet128": (128, 64, [[(64, 2)], [(128, 2)], [(128, 2), (128, 1)], [(256, 2), (256, 1)],
                             [(256, 2), (256, 1)]]),
 }
+# the two configurations added for the digit sets (not in the paper): strided blocks down to 4
+# pixels, 8 -> 4 and 28 -> 14 -> 7 -> 4
+DIGIT_SIZES = {
+    "resnet8": (8, 128, [[(128, 1)], [(256, 2), (256, 1)]]),
+    "resnet28": (28, 64, [[(64, 2)], [(128, 2), (128, 1)], [(256, 2), (256, 1)]]),
+}
+ALL = TABLE3 | DIGIT_SIZES
 
 
 def table_parameter_count(in_channels: int, stem: int, stages) -> int:
@@ -37,9 +44,9 @@ def table_parameter_count(in_channels: int, stem: int, stages) -> int:
     return total + c + 1
 
 
-@pytest.mark.parametrize("name", list(TABLE3))
+@pytest.mark.parametrize("name", list(ALL))
 def test_blocks_channels_and_strides_follow_table3(name):
-    size, stem, stages = TABLE3[name]
+    size, stem, stages = ALL[name]
     net = build_estimator(name, (3, size, size))
     blocks = [m for m in net.modules() if isinstance(m, BasicBlock)]
     assert [(b.conv1.out_channels, b.conv1.stride[0]) for b in blocks] == [blk for st in stages for blk in st]
@@ -48,9 +55,9 @@ def test_blocks_channels_and_strides_follow_table3(name):
     assert all(b.act.negative_slope == 0.2 for b in blocks)
 
 
-@pytest.mark.parametrize("name", list(TABLE3))
+@pytest.mark.parametrize("name", list(ALL))
 def test_parameter_count_matches_table3(name):
-    size, stem, stages = TABLE3[name]
+    size, stem, stages = ALL[name]
     for channels in (3, 1):
         net = build_estimator(name, (channels, size, size))
         assert sum(p.numel() for p in net.parameters()) == table_parameter_count(channels, stem, stages)
@@ -65,9 +72,9 @@ def test_known_parameter_totals():
         assert sum(p.numel() for p in build_estimator(name, (3, size, size)).parameters()) == count
 
 
-@pytest.mark.parametrize("name", list(TABLE3))
+@pytest.mark.parametrize("name", list(ALL))
 def test_stage_resolutions_and_scalar_output(name):
-    size, _, stages = TABLE3[name]
+    size, _, stages = ALL[name]
     net = build_estimator(name, (3, size, size), width=0.125)
     shapes = []
     hooks = [s.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape[1:]))) for s in net.stages]
@@ -76,14 +83,24 @@ def test_stage_resolutions_and_scalar_output(name):
         h.remove()
     side = size
     for stage, shape in zip(stages, shapes):
-        side //= stage[0][1]
+        side = -(-side // stage[0][1])  # a 3x3 convolution of stride 2, padding 1: 7 -> 4
         assert shape == (round(stage[-1][0] * 0.125), side, side)
     assert shapes[-1][1] == 4  # every configuration ends at 4 x 4 before global mean pooling
     assert out.shape == (3,)
 
 
 def test_registry_names_and_mlp_still_there():
-    assert set(TABLE3) | {"mlp"} <= set(ESTIMATORS)
+    assert set(ALL) | {"mlp", "resnet"} <= set(ESTIMATORS)
+
+
+@pytest.mark.parametrize("side", [8, 28, 32, 64, 128])
+def test_resnet_picks_the_configuration_built_for_the_image_side(side):
+    net = build_estimator("resnet", (1, side, side), width=0.0625)
+    name = {8: "resnet8", 28: "resnet28", 32: "resnet32", 64: "resnet64", 128: "resnet128"}[side]
+    assert [m.conv1.stride[0] for m in net.modules() if isinstance(m, BasicBlock)] == \
+        [stride for stage in ALL[name][2] for _, stride in stage]
+    with pytest.raises(ValueError, match="8, 28, 32, 64 or 128"):
+        build_estimator("resnet", (1, side + 1, side + 1))
 
 
 def test_spectral_norm_on_every_conv_and_linear():
@@ -94,9 +111,9 @@ def test_spectral_norm_on_every_conv_and_linear():
     assert not any(parametrize.is_parametrized(m) for m in plain.modules())
 
 
-@pytest.mark.parametrize("name", list(TABLE3))
+@pytest.mark.parametrize("name", list(ALL))
 def test_one_self_attention_at_the_128_channel_level(name):
-    size, _, stages = TABLE3[name]
+    size, _, stages = ALL[name]
     net = build_estimator(name, (3, size, size), self_attention=True)
     found = [(i, m) for i, stage in enumerate(net.stages) for m in stage if isinstance(m, SelfAttention)]
     assert len(found) == 1

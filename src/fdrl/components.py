@@ -48,6 +48,8 @@ MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
     "resnet64": _RESNET,
     "resnet64_shallow": _RESNET,
     "resnet128": _RESNET,
+    "resnet8": _RESNET,
+    "resnet28": _RESNET,
 }
 
 SECTIONS = {"data": DATA_OPTIONS, "prior": PRIOR_OPTIONS, "model": MODEL_OPTIONS}

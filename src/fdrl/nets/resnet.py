@@ -22,6 +22,16 @@ the first stage with 128 channels. Writing "ResBlock Down c" for a strided block
   ResBlock Down 128, ResBlock 128; ResBlock Down 256, ResBlock 256; ResBlock Down 256,
   ResBlock 256 (128 -> 4 pixels).
 
+Two more, not in the paper, for the CPU-sized digit sets, built the same way (a stem, strided
+blocks down to 4 pixels, the stage widths of the paper's nets):
+
+* ``resnet8`` (scikit-learn digits, 8x8): Conv 128; ResBlock 128; ResBlock Down 256,
+  ResBlock 256 (8 -> 4 pixels; resnet32's last two stages, the resolution too small to halve
+  more than once).
+* ``resnet28`` (MNIST, 28x28): Conv 64; ResBlock Down 64; ResBlock Down 128, ResBlock 128;
+  ResBlock Down 256, ResBlock 256 (28 -> 14 -> 7 -> 4 pixels: resnet64 without its last stage,
+  as 28 is about 64 / 2).
+
 Inputs may be in ``torch.channels_last`` memory format; nothing here assumes a layout.
 """
 
@@ -71,6 +81,8 @@ ARCHITECTURES: dict[str, Architecture] = {
         (Stage(64, 1, 2), Stage(128, 1, 2), Stage(128, 2, 2), Stage(256, 2, 2), Stage(256, 2, 2)),
         attention_after=1,
     ),
+    "resnet8": Architecture(8, 128, (Stage(128, 1), Stage(256, 2, 2)), attention_after=0),
+    "resnet28": Architecture(28, 64, (Stage(64, 1, 2), Stage(128, 2, 2), Stage(256, 2, 2)), attention_after=1),
 }
 
 
