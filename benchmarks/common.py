@@ -99,6 +99,42 @@ def flow_step_flops(net: nn.Module, objective: Objective, x: Tensor) -> int:
     return counter.get_total_flops()
 
 
+def closed_form_op_floor(net: nn.Module, x: Tensor, reps: int = 200) -> dict[str, float]:
+    """Seconds per flow step of each operation the closed-form MLP step runs as its own kernel
+    (``fdrl.nets.mlp.mlp_input_gradient`` and the update of Eq. 9), each timed alone on ``net``'s
+    frozen weights at ``x``'s batch (best of 5 runs of ``reps`` calls), and their sum.
+
+    The sum is what a route that keeps these kernels separate cannot beat: only kernels that fuse
+    the LeakyReLU passes into the matrix products could. The output layer is left out (with a
+    constant f'', as for LSIF-chi2, the compiled step drops it), so the sum is a lower bound."""
+    import torch.nn.functional as F
+
+    def per_call(fn) -> float:
+        def run() -> None:
+            for _ in range(reps):
+                fn()
+        return timed(run, repeat=5) / reps
+
+    with frozen(net):
+        weights, biases = net.weights_and_biases()
+        slope = net.negative_slope
+        h = x.reshape(x.shape[0], -1)
+        parts = {"matmul_first": 0.0, "matmul_hidden": 0.0, "matmul_input_gradient": 0.0,
+                 "leaky_relu": 0.0, "leaky_relu_backward": 0.0}
+        for i, (w, b) in enumerate(zip(weights[:-1], biases[:-1])):
+            z = torch.addmm(b, h, w.t())
+            parts["matmul_first" if i == 0 else "matmul_hidden"] += per_call(lambda: torch.addmm(b, h, w.t()))
+            parts["leaky_relu"] += per_call(lambda: F.leaky_relu(z, slope))
+            g = torch.randn_like(z)
+            parts["leaky_relu_backward"] += per_call(lambda: torch.ops.aten.leaky_relu_backward(g, z, slope, False))
+            key = "matmul_input_gradient" if i == 0 else "matmul_hidden"
+            parts[key] += per_call(lambda: g @ w)
+            h = F.leaky_relu(z, slope)
+        x2, xi = x.reshape(x.shape[0], -1), torch.randn_like(x.reshape(x.shape[0], -1))
+        parts["update"] = per_call(lambda: x2 - 0.05 * xi + 0.01 * xi)
+    return {**parts, "total": sum(parts.values())}
+
+
 class FdrlIteration:
     """fdrl's iteration under ``options``: ``training_step`` and the Trainer's EMA update."""
 

@@ -19,7 +19,9 @@ Routes timed (each keeps its own copy of the same initial network, optimiser and
 The inductor cache starts empty (a fresh ``TORCHINDUCTOR_CACHE_DIR`` unless one is set), so
 ``first_iteration_s`` of the first compiled route is the cold compile cost. ``gemm_bound`` is
 the official-style time over K times one flow step's FLOPs at the measured matmul rate: no route
-whose GEMMs run at that rate can be faster than that.
+whose GEMMs run at that rate can be faster than that. ``op_floor`` times each kernel of the
+closed-form step alone (:func:`common.closed_form_op_floor`): the official-style time over K times
+their sum is the most a route that runs them as separate kernels can gain.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="fdrl-i
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import FdrlIteration, OfficialStyleIteration, flow_step_flops, matmul_gflops  # noqa: E402
+from common import (FdrlIteration, OfficialStyleIteration, closed_form_op_floor, flow_step_flops,  # noqa: E402
+                    matmul_gflops)
 
 from fdrl.config import FlowConfig  # noqa: E402
 from fdrl.flow import CPU_STEPS_PER_CALL, FlowOptions  # noqa: E402
@@ -115,6 +118,7 @@ def main(argv=None) -> dict:
     flops = flow_step_flops(initial, objective, x_prior)
     gflops = matmul_gflops("cpu")
     gemm_bound = median["official_style"] / (K * flops / (gflops * 1e9))
+    op_floor = closed_form_op_floor(initial, x_prior)
     result = {
         "benchmark": "swissroll_iteration", "batch": args.batch, "K": K, "mlp": [args.width] * args.depth,
         "objective": args.objective, "threads": args.threads, "rounds": args.rounds,
@@ -127,6 +131,8 @@ def main(argv=None) -> dict:
         "speedup_default_best": best["official_style"] / best["default"],
         "speedups": {name: median["official_style"] / m for name, m in median.items()},
         "flow_step_gflop": flops / 1e9, "matmul_gflops": gflops, "gemm_bound_speedup": gemm_bound,
+        "op_floor_step_us": {name: seconds * 1e6 for name, seconds in op_floor.items()},
+        "op_floor_speedup": median["official_style"] / (K * op_floor["total"]),
         "agreement_vs_official_style": agreement,
     }
     print(json.dumps(result))
