@@ -17,11 +17,12 @@ _RESNET_FOR_SIDE = {8: "resnet8", 28: "resnet28", 32: "resnet32", 64: "resnet64"
 
 def resnet_for_size(in_shape: Iterable[int], **kwargs: Any) -> ResNet:
     """The ResNet built for the images' side: 8 -> resnet8, 28 -> resnet28 (digits, MNIST),
-    32 -> resnet32, 64 -> resnet64, 128 -> resnet128 (what ``fdrl train DIR`` uses, so ``data.params.image_size`` alone picks it)."""
+    32 -> resnet32, 64 -> resnet64, 128 -> resnet128 (what ``fdrl train DIR`` uses, so
+    ``data.params.image_size`` alone picks it)."""
     shape = tuple(in_shape)
     if len(shape) != 3 or shape[1] != shape[2] or shape[1] not in _RESNET_FOR_SIDE:
-        raise ValueError(f"estimator 'resnet' picks a Table 3 ResNet by image side (8, 28, 32, 64 or 128), but samples "
-                         f"have shape {shape}; set data.params.image_size to 8, 28, 32, 64 or 128, or use model.name=mlp")
+        raise ValueError(f"estimator 'resnet' picks a ResNet by image side (8, 28, 32, 64 or 128), but samples have "
+                         f"shape {shape}; set data.params.image_size to 8, 28, 32, 64 or 128, or use model.name=mlp")
     return ResNet(shape, arch=_RESNET_FOR_SIDE[shape[1]], **kwargs)
 
 
