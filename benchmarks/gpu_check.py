@@ -67,6 +67,9 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     config = load_config(args.preset)
     if args.cpu_smoke:
+        # one thread: tiny tensors, and two OpenMP threads busy-wait on a shared 2-core machine (a test
+        # run of the smoke check once took over 120 s that way instead of 6 s)
+        torch.set_num_threads(1)
         device, batch, K, width = "cpu", 4, 2, 0.0625
         fast = FlowOptions.for_device("cpu", compile=False, estimator=config.model.name)
         args.iterations, args.agreement_iterations, args.curve_steps = 1, 2, 3
