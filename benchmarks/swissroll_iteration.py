@@ -9,9 +9,12 @@ Routes timed (each keeps its own copy of the same initial network, optimiser and
 
 * ``official_style``: the reference.
 * ``default``: ``training_step`` with ``FlowOptions.from_config("cpu", FlowConfig())``, the
-  options ``fdrl train`` builds with no flags (closed-form MLP gradient, compiled
-  ``CPU_STEPS_PER_CALL`` steps per call where a C++ compiler is found), plus fdrl's EMA.
-* ``eager``: the default with ``compile=False`` (the closed-form gradient alone).
+  options ``fdrl train`` builds with no flags (the fused C++ MLP flow of ``fdrl.native``
+  where it builds), plus fdrl's EMA.
+* ``torch_compiled``: the torch route it replaced (``flow.cpu_kernel=false``): the closed-form
+  MLP gradient compiled ``CPU_STEPS_PER_CALL`` steps per call by ``torch.compile``.
+* ``eager``: torch alone, no compiled code (``cpu_kernel=false, compile=false``: the closed-form
+  gradient in eager PyTorch).
 * ``autograd_eager``: the fast path without the closed form and without compile (the default
   before issue 12); ``autograd_compiled``: the same compiled one step per call (the previous
   ``flow.compile=true``); ``closed_form_compiled_1``: the closed form compiled one step per call.
@@ -45,7 +48,7 @@ from common import (FdrlIteration, OfficialStyleIteration, closed_form_op_floor,
                     matmul_gflops)
 
 from fdrl.config import FlowConfig  # noqa: E402
-from fdrl.flow import CPU_STEPS_PER_CALL, FlowOptions  # noqa: E402
+from fdrl.flow import CPU_STEPS_PER_CALL, FlowOptions, flow_route, frozen, ratio_potential  # noqa: E402
 from fdrl.nets import MLP  # noqa: E402
 from fdrl.objectives import get_objective  # noqa: E402
 
@@ -59,7 +62,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--objective", default="lsif-chi2")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (one iteration per route each)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--routes", default="all", help="'all' or 'main' (official_style, default, eager)")
+    ap.add_argument("--routes", default="all", help="'all' or 'main' (official_style, default, torch_compiled, eager)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     objective = get_objective(args.objective)
@@ -77,17 +80,20 @@ def main(argv=None) -> dict:
         "official_style": OfficialStyleIteration(official_net, objective, torch.optim.Adam(official_net.parameters(), lr=lr),
                                                  0.998),
         "default": FdrlIteration(fresh(), objective, lr, 0.998, default),
-        "eager": FdrlIteration(fresh(), objective, lr, 0.998, FlowOptions.for_device("cpu", compile=False)),
+        "torch_compiled": FdrlIteration(fresh(), objective, lr, 0.998, FlowOptions.for_device("cpu", cpu_kernel=False)),
+        "eager": FdrlIteration(fresh(), objective, lr, 0.998,
+                               FlowOptions.for_device("cpu", compile=False, cpu_kernel=False)),
     }
     if args.routes == "all":
         routes.update({
             "autograd_eager": FdrlIteration(fresh(), objective, lr, 0.998,
-                                            FlowOptions.for_device("cpu", compile=False, closed_form=False)),
+                                            FlowOptions.for_device("cpu", compile=False, closed_form=False,
+                                                                   cpu_kernel=False)),
             "autograd_compiled": FdrlIteration(fresh(), objective, lr, 0.998,
                                                FlowOptions.for_device("cpu", compile=True, closed_form=False,
-                                                                      steps_per_call=1)),
+                                                                      steps_per_call=1, cpu_kernel=False)),
             "closed_form_compiled_1": FdrlIteration(fresh(), objective, lr, 0.998,
-                                                    FlowOptions.for_device("cpu", steps_per_call=1)),
+                                                    FlowOptions.for_device("cpu", steps_per_call=1, cpu_kernel=False)),
         })
 
     def run(name: str) -> float:
@@ -115,6 +121,8 @@ def main(argv=None) -> dict:
         agreement[name] = {"max_abs_particle_diff": float((particles - ref_particles).abs().max()),
                            "loss_diff": float((loss - ref_loss).abs())}
 
+    with frozen(initial):
+        default_route = flow_route(ratio_potential(initial, objective), x_prior, default)
     flops = flow_step_flops(initial, objective, x_prior)
     gflops = matmul_gflops("cpu")
     gemm_bound = median["official_style"] / (K * flops / (gflops * 1e9))
@@ -124,10 +132,12 @@ def main(argv=None) -> dict:
         "objective": args.objective, "threads": args.threads, "rounds": args.rounds,
         "default_options": {**default.__dict__, "compile_resolved": "closed_form only" if default.compile is None
                             else default.compile},
+        "default_route": default_route,
         "cpu_steps_per_call": CPU_STEPS_PER_CALL,
         "median_s": median, "best_s": best, "first_iteration_s": first,
         "speedup_default": median["official_style"] / median["default"],
         "speedup_eager": median["official_style"] / median["eager"],
+        "speedup_torch_compiled": median["official_style"] / median["torch_compiled"],
         "speedup_default_best": best["official_style"] / best["default"],
         "speedups": {name: median["official_style"] / m for name, m in median.items()},
         "flow_step_gflop": flops / 1e9, "matmul_gflops": gflops, "gemm_bound_speedup": gemm_bound,

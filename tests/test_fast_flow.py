@@ -101,14 +101,16 @@ def test_spectral_norm_in_eval_mode_right_after_construction_is_finite():
 
 
 def test_flow_options_defaults_per_device(monkeypatch):
-    """CPU: closed-form MLP gradient, several steps per compiled call, compile of the closed-form
-    steps only (None) where a compiler runs and none where it does not; CUDA: compile everything,
+    """CPU: the fused MLP kernel where it suits (None), else the closed-form MLP gradient, several
+    steps per compiled call, compile of the closed-form steps only (None) where a compiler runs and
+    none where it does not; CUDA: no CPU kernel, compile everything,
     TF32, channels_last only for the estimators checked in it; bf16 autocast off everywhere
     unless asked for (then on any device)."""
     monkeypatch.setattr(flow_module, "cpu_compiler_found", lambda: True)
     cpu, cuda = FlowOptions.for_device("cpu", estimator="resnet32"), FlowOptions.for_device("cuda", estimator="resnet32")
-    assert cpu == FlowOptions(compile=None, closed_form=True, steps_per_call=flow_module.CPU_STEPS_PER_CALL)
-    assert cuda == FlowOptions(channels_last=True, tf32=True, compile=True)
+    assert cpu == FlowOptions(compile=None, closed_form=True, steps_per_call=flow_module.CPU_STEPS_PER_CALL,
+                              cpu_kernel=None)
+    assert cuda == FlowOptions(channels_last=True, tf32=True, compile=True, cpu_kernel=False)
     for estimator in ("mlp", "resnet64", "resnet64_shallow", "resnet128", None):
         assert not FlowOptions.for_device("cuda", estimator=estimator).channels_last
     assert FlowOptions.for_device("cpu", autocast_bf16=True).autocast_bf16

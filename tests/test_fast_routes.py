@@ -6,12 +6,14 @@ self-attention on) and the MLP,
 then one update of the Bregman loss, Eq. 11) from the same weights, batches and noise, with
 the plain options (``FlowOptions()``, everything off) and with each CPU-capable switch:
 ``torch.compile`` of the flow steps, channels_last, bf16 autocast of the estimator in the flow,
-and all of them together. The MLP's routes are the CPU default (closed-form gradient, compiled,
-several steps per call), compile of the autograd step, bf16, and compile with bf16.
+and all of them together. The MLP's routes are the fused C++ kernel (``fdrl.native``, the CPU
+default for MLPs no wider in input than in width), the CPU default for this wider-input one
+(closed-form gradient, compiled, several steps per call), compile of the autograd step, bf16,
+and compile with bf16.
 
 Tolerances (README "Speed and scale" lists the measured differences):
 
-* fp32 routes (compile, channels_last, the closed form): the same maths in another order of
+* fp32 routes (compile, channels_last, the closed form, the C++ kernel): the same maths in another order of
   float operations, so the particles (values of order 1) agree to 1e-5, the losses to 1e-6
   and the parameters to 1e-6 (measured: at most 1.2e-7, 4.5e-8 and 1.5e-8; compile alone: 0).
 * bf16 routes: the estimator's forward and input gradient keep 8 significant bits, so the flow's
@@ -63,6 +65,7 @@ RESNET_ROUTES = {
     "all": FlowOptions(compile=True, channels_last=True, autocast_bf16=True),
 }
 MLP_ROUTES = {
+    "cpu_kernel": FlowOptions(cpu_kernel=True),
     "cpu_default": FlowOptions(compile=None, closed_form=True, steps_per_call=K),
     "compile": FlowOptions(compile=True),
     "bf16": FlowOptions(autocast_bf16=True),

@@ -99,6 +99,9 @@ class FlowConfig:
     #: in it (one per training step, in the update's forward); "per_step" = one power iteration
     #: at every flow step, as the authors' train-mode flow (K + 1 per training step)
     spectral_norm_power: str = "once"
+    #: the fused C++ MLP flow on the CPU (fdrl.native); null = where measured to gain (MLPs with
+    #: input features <= width <= 256, x86-64, a C++ compiler builds it), true = any MLP, false = never
+    cpu_kernel: bool | None = None
 
     def switches(self) -> dict[str, Any]:
         """The numerics and fast-path switches (:data:`FLOW_SWITCHES`), which a trained model

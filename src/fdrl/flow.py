@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _SpectralNorm
 
+from fdrl import native
 from fdrl.nets.mlp import MLP, mlp_input_gradient
 from fdrl.objectives import Objective
 
@@ -57,6 +58,12 @@ class FlowOptions:
       only the closed-form MLP steps, the case measured to pay on the CPU (a new batch shape
       recompiles, and CPU ResNets were not measured); ``False``: never.
 
+    * ``cpu_kernel``: for f'(r_theta) of an :class:`~fdrl.nets.MLP` with fp32 CPU particles, the
+      fused C++ flow of :mod:`fdrl.native` (every step of a call in one pass over each tile of
+      rows, weights fixed); ``None`` (the CPU default): where the shape was measured to gain
+      (:func:`fdrl.native.suits_by_default`) on an x86-64 CPU whose compiler builds it; ``True``:
+      any such MLP; ``False``: never. Takes precedence over ``closed_form`` and ``compile``.
+
     * ``spectral_norm_power``: how spectrally normalised weights are computed during a flow
       (:func:`frozen`). ``"once"``: from the power-iteration vectors as they stand on entering
       the flow, without a power iteration (the training forward does one per training step).
@@ -81,6 +88,7 @@ class FlowOptions:
     closed_form: bool = False
     steps_per_call: int = 1
     spectral_norm_power: str = "once"
+    cpu_kernel: bool | None = False
 
     def __post_init__(self) -> None:
         if self.spectral_norm_power not in SPECTRAL_NORM_POWERS:
@@ -104,6 +112,7 @@ class FlowOptions:
         steps_per_call: int | None = None,
         spectral_norm_power: str | None = None,
         estimator: str | None = None,
+        cpu_kernel: bool | None = None,
     ) -> "FlowOptions":
         """The options for ``device``: each argument left at ``None`` takes its default from
         :data:`DEVICE_DEFAULTS` (the CPU's column for every device but CUDA). channels_last
@@ -127,6 +136,7 @@ class FlowOptions:
             closed_form=default["closed_form"] if closed_form is None else closed_form,
             steps_per_call=default["steps_per_call"] if steps_per_call is None else steps_per_call,
             spectral_norm_power=default["spectral_norm_power"] if spectral_norm_power is None else spectral_norm_power,
+            cpu_kernel=default["cpu_kernel"] if cpu_kernel is None else cpu_kernel,
         )
 
     @classmethod
@@ -141,7 +151,8 @@ class FlowOptions:
         f = flow_config
         compile = (f.compile is True) if sampling else f.compile
         return cls.for_device(device, f.channels_last, f.autocast_bf16, f.tf32, compile, f.compile_mode,
-                              spectral_norm_power=f.spectral_norm_power, estimator=estimator)
+                              spectral_norm_power=f.spectral_norm_power, estimator=estimator,
+                              cpu_kernel=f.cpu_kernel)
 
 
 #: flow steps per compiled call on the CPU (benchmarks/swissroll_iteration.py measures the choice)
@@ -189,6 +200,11 @@ DEVICE_DEFAULTS: dict[str, DeviceDefault] = {
     "steps_per_call": DeviceDefault(
         CPU_STEPS_PER_CALL, 1, "several compiled closed-form steps per call on the CPU "
         "(benchmarks/swissroll_iteration.py); never run on a GPU"),
+    "cpu_kernel": DeviceDefault(
+        None, False, "CPU (None): the fused C++ MLP flow (fdrl.native) for MLPs with input features <= width "
+        "<= 256 on x86-64, where a C++ compiler builds it; the swiss-roll iteration MEASURED_IN_README "
+        "(benchmarks/swissroll_iteration.py); off for wider inputs (MNIST's 784 at width 256: 0.8x the "
+        "compiled torch route). CUDA: not applicable (CPU code)"),
     "spectral_norm_power": DeviceDefault(
         "once", "once", "spectral-norm weights computed once per flow from the current power-iteration vectors; "
         "per_step (the authors' train-mode flow) is the option"),
@@ -333,15 +349,41 @@ def potential_gradient(potential: Potential, x: Tensor, autocast_bf16: bool = Fa
     return grad
 
 
-def _stepper(potential: Potential, options: FlowOptions) -> tuple[str, Callable]:
-    """(kind, steps function (x, xis, count, eta, noise) -> x) for ``potential`` under ``options``."""
+def _kernel_wanted(options: FlowOptions, objective: Objective, weights: Sequence[Tensor], x: Tensor) -> bool:
+    """Whether the flow runs on :mod:`fdrl.native`'s fused kernel (``FlowOptions.cpu_kernel``)."""
+    if options.cpu_kernel is False or not native.supports(objective.name, weights, x):
+        return False
+    if options.cpu_kernel is None and not (native.suits_by_default(weights) and native.runs_by_default()):
+        return False
+    return native.library() is not None
+
+
+def _stepper(potential: Potential, options: FlowOptions, x: Tensor) -> tuple[str, Callable]:
+    """(kind, steps function (fn, x, xis, count, eta, noise) -> x) for ``potential`` under
+    ``options`` and particles like ``x``; ``fn`` is the (eager or compiled) torch steps function,
+    which the ``"cpu_kernel"`` kind does not use."""
     bf16 = options.autocast_bf16
-    if (options.closed_form and not bf16 and options.spectral_norm_power == "once"
+    if (not bf16 and options.spectral_norm_power == "once"
             and isinstance(potential, RatioPotential) and isinstance(potential.net, MLP)):
         weights, biases = potential.net.weights_and_biases()
-        slope, f_prime = potential.net.negative_slope, potential.objective.f_prime
-        return "closed_form", lambda fn, *a: fn(weights, biases, slope, f_prime, *a)
+        slope, objective = potential.net.negative_slope, potential.objective
+        if _kernel_wanted(options, objective, weights, x):
+            packed = native.PackedMLP(weights, biases, slope)
+            return "cpu_kernel", lambda fn, y, *a: packed.flow(y, objective.name, *a)
+        if options.closed_form:
+            return "closed_form", lambda fn, *a: fn(weights, biases, slope, objective.f_prime, *a)
     return "autograd", lambda fn, *a: fn(potential, *a, bf16)
+
+
+def flow_route(potential: Potential, x: Tensor, options: FlowOptions | None = None) -> str:
+    """Which route :func:`flow` takes for ``potential``, particles like ``x`` and ``options``:
+    ``"cpu_kernel"`` (:mod:`fdrl.native`), ``"closed_form"`` (the hand-derived MLP gradient in
+    torch, compiled where ``options.compile`` says) or ``"autograd"``."""
+    return _stepper(potential, options or FlowOptions(), x)[0]
+
+
+#: the kernel's noise for one call is drawn beforehand: at most this many floats of it at a time
+CPU_KERNEL_NOISE_FLOATS = 1 << 22
 
 
 def flow(
@@ -376,12 +418,15 @@ def flow(
     x = _layout(x.detach().clone(), options)
     if trajectory is not None:
         trajectory.append(x.cpu())
-    kind, call = _stepper(potential, options)
+    kind, call = _stepper(potential, options, x)
     eager = _closed_form_steps if kind == "closed_form" else _autograd_steps
-    wanted = options.spectral_norm_power == "once" and (options.compile or (options.compile is None
-                                                                           and kind == "closed_form"))
+    wanted = kind != "cpu_kernel" and options.spectral_norm_power == "once" and (
+        options.compile or (options.compile is None and kind == "closed_form"))
     compiled = _compiled(kind, eager, options.compile_mode) if wanted else None
-    per_call = options.steps_per_call if compiled is not None and trajectory is None else 1
+    if kind == "cpu_kernel":
+        per_call = record_every if trajectory is not None else max(1, CPU_KERNEL_NOISE_FLOATS // max(1, x.numel()))
+    else:
+        per_call = options.steps_per_call if compiled is not None and trajectory is None else 1
     done = 0
     with _tf32(options.tf32), torch.no_grad():
         while done < steps:

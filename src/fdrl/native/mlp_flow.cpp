@@ -1,0 +1,190 @@
+// The flow of Eq. 9 for an MLP estimator on the CPU, fused: K steps of
+//     x <- x - eta * grad_x phi(NN(x)) + nu * xi,    phi'(out) = pa + pb * sigmoid(ps * out),
+// with NN a LeakyReLU MLP (fdrl.nets.MLP) and grad_x taken by hand as in
+// fdrl.nets.mlp.mlp_input_gradient. Particles do not interact and the weights are fixed during a
+// flow, so each tile of TILE rows runs all K steps while its activations stay in L1 and the
+// weights in L2; each layer is one register-blocked product with the bias + LeakyReLU (forward)
+// or the LeakyReLU derivative (backward) applied to the accumulators before they are stored.
+// Written by hand because no library fuses a whole MLP forward + input-gradient pass: MKL and
+// oneDNN run one product per call, and between calls every activation goes through memory
+// (benchmarks/swissroll_iteration.py measures the difference). Loaded by fdrl.native (ctypes).
+#include <cmath>
+#include <cstddef>
+#include <new>
+#include <thread>
+#include <vector>
+
+#if defined(__AVX512F__)
+#define VB 64      // bytes per vector register
+#define NVMAX 4    // vectors per row in one block: 6 x 4 accumulators of 32 registers
+#define TILE 6
+#elif defined(__AVX__)
+#define VB 32
+#define NVMAX 4    // 3 x 4 accumulators of 16 registers
+#define TILE 3
+#else
+#define VB 16
+#define NVMAX 2
+#define TILE 4
+#endif
+#define VW (VB / 4)  // floats per vector
+
+typedef float vf __attribute__((vector_size(VB)));
+typedef float vfu __attribute__((vector_size(VB), aligned(4), may_alias));
+
+static inline vf vload(const float* p) { return *(const vfu*)p; }
+static inline void vstore(float* p, vf v) { *(vfu*)p = v; }
+static inline vf vset(float a) { return (vf){} + a; }
+static inline float hsum(vf v) {
+  float s = 0.f;
+  for (int i = 0; i < VW; ++i) s += v[i];
+  return s;
+}
+
+// One block: out[R x NV*VW] = A[R x kdim] @ B[kdim x NV*VW] (row strides lda, ldb, ld), then
+// forward (bias != null): Z = acc + bias, out = LeakyReLU(Z); backward: out = acc * LeakyReLU'(Z).
+template <int R, int NV>
+static inline void block(int kdim, const float* __restrict A, int lda, const float* __restrict B, int ldb,
+                         const float* __restrict bias, float* __restrict Z, float* __restrict out, int ld,
+                         float slope) {
+  vf acc[R][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[r][v] = vset(0.f);
+  for (int k = 0; k < kdim; ++k) {
+    vf b[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) b[v] = vload(B + (size_t)k * ldb + v * VW);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      vf a = vset(A[(size_t)r * lda + k]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[r][v] += a * b[v];
+    }
+  }
+  const vf zero = vset(0.f), sl = vset(slope);
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      const size_t o = (size_t)r * ld + v * VW;
+      if (bias) {
+        vf z = acc[r][v] + vload(bias + v * VW);
+        vstore(Z + o, z);
+        vstore(out + o, z > zero ? z : z * sl);
+      } else {
+        vstore(out + o, vload(Z + o) > zero ? acc[r][v] : acc[r][v] * sl);
+      }
+    }
+}
+
+// One layer for R rows: every block of `width` output columns (a multiple of VW).
+template <int R>
+static void layer(int width, int kdim, const float* A, int lda, const float* B, const float* bias, float* Z,
+                  float* out, float slope) {
+  int c = 0;
+  for (; c + NVMAX * VW <= width; c += NVMAX * VW)
+    block<R, NVMAX>(kdim, A, lda, B + c, width, bias ? bias + c : nullptr, Z + c, out + c, width, slope);
+  for (; c < width; c += VW)
+    block<R, 1>(kdim, A, lda, B + c, width, bias ? bias + c : nullptr, Z + c, out + c, width, slope);
+}
+
+typedef void (*layer_fn)(int, int, const float*, int, const float*, const float*, float*, float*, float);
+
+template <int R>
+static layer_fn layer_for(int rows) {
+  if constexpr (R == 1) {
+    return layer<1>;
+  } else {
+    return rows == R ? layer<R> : layer_for<R - 1>(rows);
+  }
+}
+
+struct Net {
+  int layers, width;                   // hidden layers, padded width
+  const float* const* wt;              // [layers]: transposed weights, [in_l x width]
+  const float* const* w;               // [layers]: weights [width x in_l] (w[0] unused)
+  const float* const* bias;            // [layers]: [width]
+  const float* wout;                   // [width]
+  float bout, slope, pa, pb, ps;
+};
+
+static void flow_rows(float* x, int n, int first, int last, int d, int steps, const float* noise, float eta,
+                      float nu, const Net& net) {
+  const int H = net.width, L = net.layers;
+  std::vector<float> buffers((size_t)(L + 2) * TILE * H);
+  float* Z = buffers.data();                         // pre-activations, one [TILE x H] per layer
+  float* ping = Z + (size_t)L * TILE * H;
+  float* pong = ping + (size_t)TILE * H;
+  for (int row0 = first; row0 < last; row0 += TILE) {
+    const int R = last - row0 < TILE ? last - row0 : TILE;
+    const layer_fn run = layer_for<TILE>(R);
+    float* xr = x + (size_t)row0 * d;
+    for (int k = 0; k < steps; ++k) {
+      float *h = ping, *other = pong;
+      run(H, d, xr, d, net.wt[0], net.bias[0], Z, h, net.slope);
+      for (int l = 1; l < L; ++l) {
+        run(H, H, h, H, net.wt[l], net.bias[l], Z + (size_t)l * TILE * H, other, net.slope);
+        std::swap(h, other);
+      }
+      // g_L = phi'(NN) w * LeakyReLU'(z_L)
+      float* g = other;
+      const float* zl = Z + (size_t)(L - 1) * TILE * H;
+      for (int r = 0; r < R; ++r) {
+        vf s = vset(0.f);
+        for (int c = 0; c < H; c += VW) s += vload(h + r * H + c) * vload(net.wout + c);
+        const float out = net.bout + hsum(s);
+        const float dphi = net.pa + (net.pb != 0.f ? net.pb / (1.f + std::exp(-net.ps * out)) : 0.f);
+        for (int c = 0; c < H; c += VW) {
+          const vf gg = vset(dphi) * vload(net.wout + c);
+          vstore(g + r * H + c, vload(zl + r * H + c) > vset(0.f) ? gg : gg * vset(net.slope));
+        }
+      }
+      // g_{l-1} = (g_l W_l) * LeakyReLU'(z_{l-1})
+      other = h;
+      for (int l = L - 1; l >= 1; --l) {
+        run(H, H, g, H, net.w[l], nullptr, Z + (size_t)(l - 1) * TILE * H, other, net.slope);
+        std::swap(g, other);
+      }
+      // grad_x = g_1 W_1, then Eq. 9's update (in the plain path's order: - eta grad, then + nu xi)
+      for (int r = 0; r < R; ++r)
+        for (int j = 0; j < d; ++j) {
+          vf s = vset(0.f);
+          const float* col = net.wt[0] + (size_t)j * H;
+          for (int c = 0; c < H; c += VW) s += vload(g + r * H + c) * vload(col + c);
+          float v = xr[r * d + j] - eta * hsum(s);
+          if (noise) v = v + nu * noise[((size_t)k * n + row0 + r) * d + j];
+          xr[r * d + j] = v;
+        }
+    }
+  }
+}
+
+extern "C" {
+
+// bytes per vector register this build uses (64: AVX-512, 32: AVX/AVX2, 16: generic)
+int fdrl_vector_bytes() { return VB; }
+
+// x [n x d] (row-major) is moved `steps` steps in place; noise is [steps x n x d] or null;
+// rows are split over `threads` threads (each row's arithmetic does not depend on the split).
+void fdrl_mlp_flow(float* x, int n, int d, int steps, const float* noise, float eta, float nu, int layers,
+                   int width, const float* const* wt, const float* const* w, const float* const* bias,
+                   const float* wout, float bout, float slope, float pa, float pb, float ps, int threads) {
+  const Net net{layers, width, wt, w, bias, wout, bout, slope, pa, pb, ps};
+  const int tiles = (n + TILE - 1) / TILE;
+  if (threads > tiles) threads = tiles;
+  if (threads <= 1) {
+    flow_rows(x, n, 0, n, d, steps, noise, eta, nu, net);
+    return;
+  }
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    const int first = (int)((long)tiles * t / threads) * TILE;
+    int last = (int)((long)tiles * (t + 1) / threads) * TILE;
+    if (last > n) last = n;
+    pool.emplace_back(flow_rows, x, n, first, last, d, steps, noise, eta, nu, std::cref(net));
+  }
+  for (auto& t : pool) t.join();
+}
+}
