@@ -60,8 +60,8 @@ class FlowOptions:
 
     * ``cpu_kernel``: for f'(r_theta) of an :class:`~fdrl.nets.MLP` with fp32 CPU particles, the
       fused C++ flow of :mod:`fdrl.native` (every step of a call in one pass over each tile of
-      rows, weights fixed); ``None`` (the CPU default): where the shape was measured to gain
-      (:func:`fdrl.native.suits_by_default`) on an x86-64 CPU whose compiler builds it; ``True``:
+      rows, weights fixed); ``None`` (the CPU default): on an x86-64 CPU whose compiler builds it,
+      for the shapes measured to gain there (:func:`fdrl.native.suits_by_default`); ``True``:
       any such MLP; ``False``: never. Takes precedence over ``closed_form`` and ``compile``.
 
     * ``spectral_norm_power``: how spectrally normalised weights are computed during a flow
@@ -353,7 +353,7 @@ def _kernel_wanted(options: FlowOptions, objective: Objective, weights: Sequence
     """Whether the flow runs on :mod:`fdrl.native`'s fused kernel (``FlowOptions.cpu_kernel``)."""
     if options.cpu_kernel is False or not native.supports(objective.name, weights, x):
         return False
-    if options.cpu_kernel is None and not (native.suits_by_default(weights) and native.runs_by_default()):
+    if options.cpu_kernel is None and not (native.runs_by_default() and native.suits_by_default(weights)):
         return False
     return native.library() is not None
 

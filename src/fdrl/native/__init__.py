@@ -42,11 +42,14 @@ OUTPUT_DERIVATIVE: dict[str, tuple[float, float, float]] = {
     "lr-logd": (0.0, 1.0, 1.0),
 }
 
-#: the MLP shapes the kernel runs by default (``flow.cpu_kernel: null``): input features <= width
-#: <= this. Measured (one thread, benchmarks/swissroll_iteration.py and README "Speed and
-#: scale"): 2-D toy nets 1.0-1.4x the compiled torch route per flow step, 8x8 digits at width 256
-#: 1.16x; 784-D MNIST at width 256 0.8x (its first layer's weights do not stay in cache).
-DEFAULT_MAX_WIDTH = 256
+#: the widest MLP the kernel runs by default (``flow.cpu_kernel: null``), by the vector registers
+#: it was built for (bytes); inputs must be no wider than the width. Measured per flow step against
+#: the compiled torch route, one thread, on an AVX-512 CPU with both builds
+#: (``benchmarks/cpu_kernel_shapes.py --march native x86-64-v3``, README "Speed and scale"):
+#: AVX-512 1.10-1.45x at widths 32-256, 0.73x for 784-D inputs; AVX2 1.15-1.30x at widths <= 64,
+#: 1.06x at 128, 0.73-0.77x at 256, 0.58x for 784-D inputs. Not measured on a CPU with AVX2 alone
+#: or elsewhere than x86-64.
+DEFAULT_MAX_WIDTH = {64: 256, 32: 64}
 
 
 def cache_dir() -> Path:
@@ -142,9 +145,11 @@ def supports(objective_name: str, weights: Sequence[Tensor], x: Tensor) -> bool:
 
 
 def suits_by_default(weights: Sequence[Tensor]) -> bool:
-    """The shapes measured to gain (:data:`DEFAULT_MAX_WIDTH`): input features <= width <= 256."""
+    """The shapes measured to gain here (:data:`DEFAULT_MAX_WIDTH`): input features <= width <=
+    256 with AVX-512, <= 64 with AVX2."""
+    lib = library()
     width, features = weights[0].shape
-    return features <= width <= DEFAULT_MAX_WIDTH
+    return lib is not None and features <= width <= DEFAULT_MAX_WIDTH.get(lib.fdrl_vector_bytes(), 0)
 
 
 class PackedMLP:

@@ -1,0 +1,89 @@
+"""(g) The fused C++ MLP flow (``fdrl.native``) against the torch route it replaces (the
+closed-form gradient compiled 10 steps per call, ``flow.cpu_kernel=false``) per flow step, for a
+range of MLP shapes, one thread, interleaved rounds, medians. Prints JSON. This is what chose the
+shapes the kernel runs by default (``fdrl.native.DEFAULT_MAX_WIDTH``).
+
+    python benchmarks/cpu_kernel_shapes.py [--march native x86-64-v3] [--rounds 5]
+
+``--march`` builds the kernel once per value with ``-march=VALUE`` (``x86-64-v3``: AVX2 + FMA,
+to see on an AVX-512 machine what a CPU without AVX-512 would get from its build).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="fdrl-inductor-"))
+
+import torch  # noqa: E402
+
+from fdrl import native  # noqa: E402
+from fdrl.flow import FlowOptions, flow, frozen, ratio_potential  # noqa: E402
+from fdrl.nets import MLP  # noqa: E402
+from fdrl.objectives import get_objective  # noqa: E402
+
+#: (input features, width, depth, batch, K): the swiss-roll benchmark's net and the preset's,
+#: wider toy nets, the digits preset's shape (8x8 inputs, width 256), 784-D MNIST's
+SHAPES = [(2, 64, 4, 1024, 200), (2, 64, 3, 256, 100), (8, 32, 3, 512, 100), (2, 128, 3, 512, 50),
+          (16, 128, 3, 256, 50), (2, 256, 3, 256, 30), (64, 256, 3, 128, 50), (784, 256, 3, 128, 20)]
+
+
+def _built(march: str) -> ctypes.CDLL:
+    """The kernel built with ``-march=march`` (the library's own flags otherwise)."""
+    flags = [f"-march={march}" if f.startswith("-march=") else f for f in native.FLAGS]
+    target = os.path.join(tempfile.mkdtemp(prefix="fdrl-kernel-"), "mlp_flow.so")
+    subprocess.run([native._compiler(), *flags, str(native.SOURCE), "-o", target], check=True)
+    lib = ctypes.CDLL(target)
+    reference = native.library()
+    lib.fdrl_mlp_flow.argtypes, lib.fdrl_mlp_flow.restype = reference.fdrl_mlp_flow.argtypes, None
+    lib.fdrl_vector_bytes.restype = ctypes.c_int
+    return lib
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--march", nargs="+", default=["native"])
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    if native.library() is None:
+        sys.exit("the kernel does not build here")
+    routes = {"kernel": FlowOptions(cpu_kernel=True), "torch_compiled": FlowOptions.for_device("cpu", cpu_kernel=False)}
+    rows = []
+    for march in args.march:
+        lib = _built(march)
+        native.library = lambda lib=lib: lib  # every flow below uses this build
+        for features, width, depth, batch, steps in SHAPES:
+            torch.manual_seed(0)
+            net = MLP((features,), width=width, depth=depth)
+            x0 = torch.randn(batch, features)
+            potential = ratio_potential(net, get_objective("lsif-chi2"))
+            times: dict[str, list[float]] = {name: [] for name in routes}
+            with frozen(net):
+                for options in routes.values():  # warm-up: compile, first touch
+                    flow(x0, potential, steps, 0.05, 0.01, torch.Generator().manual_seed(0), options=options)
+                for _ in range(args.rounds):
+                    for name, options in routes.items():
+                        start = time.perf_counter()
+                        flow(x0, potential, steps, 0.05, 0.01, torch.Generator().manual_seed(0), options=options)
+                        times[name].append((time.perf_counter() - start) / steps * 1e6)
+            us = {name: statistics.median(t) for name, t in times.items()}
+            rows.append({"march": march, "vector_bytes": lib.fdrl_vector_bytes(), "features": features,
+                         "width": width, "depth": depth, "batch": batch, "K": steps,
+                         "us_per_step": us, "speedup": us["torch_compiled"] / us["kernel"]})
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    result = {"benchmark": "cpu_kernel_shapes", "rounds": args.rounds, "rows": rows}
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
