@@ -3,7 +3,7 @@ closed-form gradient compiled 10 steps per call, ``flow.cpu_kernel=false``) per 
 range of MLP shapes, one thread, interleaved rounds, medians. Prints JSON. This is what chose the
 shapes the kernel runs by default (``fdrl.native.DEFAULT_MAX_WIDTH``).
 
-    python benchmarks/cpu_kernel_shapes.py [--march native x86-64-v3] [--rounds 5]
+    python benchmarks/cpu_kernel_shapes.py [--march native x86-64-v3] [--rounds 5] [--shapes F,W,D,B,K ...]
 
 ``--march`` builds the kernel once per value with ``-march=VALUE`` (``x86-64-v3``: AVX2 + FMA,
 to see on an AVX-512 machine what a CPU without AVX-512 would get from its build).
@@ -52,7 +52,10 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--march", nargs="+", default=["native"])
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--shapes", nargs="+", default=[",".join(map(str, shape)) for shape in SHAPES],
+                    help="input features,width,depth,batch,K of each MLP (default: SHAPES)")
     args = ap.parse_args(argv)
+    shapes = [tuple(int(v) for v in shape.split(",")) for shape in args.shapes]
     torch.set_num_threads(1)
     if native.library() is None:
         sys.exit("the kernel does not build here")
@@ -61,7 +64,7 @@ def main(argv=None) -> dict:
     for march in args.march:
         lib = _built(march)
         native.library = lambda lib=lib: lib  # every flow below uses this build
-        for features, width, depth, batch, steps in SHAPES:
+        for features, width, depth, batch, steps in shapes:
             torch.manual_seed(0)
             net = MLP((features,), width=width, depth=depth)
             x0 = torch.randn(batch, features)

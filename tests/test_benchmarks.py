@@ -20,6 +20,7 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
     ("gpu_check.py", ["--cpu-smoke"], "agreement"),
     ("flow_switches_cpu.py", ["--width", "0.0625", "--batch", "2", "--steps", "1", "--repeat", "1"],
      "speedup_vs_plain"),
+    ("cpu_kernel_shapes.py", ["--shapes", "2,16,2,8,2", "--rounds", "1"], "rows"),
     ("lowrank_prior_memory.py", ["--n", "12", "--rank", "4", "--sample", "2", "--threads", "1"], "variance_kept"),
 ])
 def test_benchmark_prints_json(script, args, key):
