@@ -190,8 +190,9 @@ DEVICE_DEFAULTS: dict[str, DeviceDefault] = {
         "(benchmarks/flow_switches_cpu.py): its parameter backward crashes torch 2.14 on the 64- and 128-pixel "
         "ResNets at widths 1/16 and 1/8 (opt in with flow.channels_last=true)"),
     "compile": DeviceDefault(
-        None, True, "CPU (None): the closed-form MLP steps only, where a C++ compiler runs (the swiss-roll "
-        "iteration 1.31x faster than the eager closed form, benchmarks/swissroll_iteration.py); ResNet steps "
+        None, True, "CPU (None): the closed-form MLP steps only (those the CPU kernel does not run), where a C++ "
+        "compiler runs (the swiss-roll iteration 1.3x faster than the eager closed form, "
+        "benchmarks/swissroll_iteration.py); ResNet steps "
         "were not measured to pay on the CPU. CUDA: every flow step; "
         "unverified on GPU (a failed compile falls back to eager with a warning)"),
     "closed_form": DeviceDefault(
@@ -201,10 +202,11 @@ DEVICE_DEFAULTS: dict[str, DeviceDefault] = {
         CPU_STEPS_PER_CALL, 1, "several compiled closed-form steps per call on the CPU "
         "(benchmarks/swissroll_iteration.py); never run on a GPU"),
     "cpu_kernel": DeviceDefault(
-        None, False, "CPU (None): the fused C++ MLP flow (fdrl.native) for MLPs with input features <= width "
-        "<= 256 on x86-64, where a C++ compiler builds it; the swiss-roll iteration MEASURED_IN_README "
-        "(benchmarks/swissroll_iteration.py); off for wider inputs (MNIST's 784 at width 256: 0.8x the "
-        "compiled torch route). CUDA: not applicable (CPU code)"),
+        None, False, "CPU (None): the fused C++ MLP flow (fdrl.native) on x86-64 where a C++ compiler builds "
+        "it, for MLPs with input features <= width <= 256 (AVX-512) or <= 64 (AVX2): the swiss-roll iteration "
+        "2.1x official_style, 1.4x the compiled torch route (benchmarks/swissroll_iteration.py); the torch "
+        "route elsewhere (784-D MNIST inputs: the kernel 0.6-0.7x, benchmarks/cpu_kernel_shapes.py). "
+        "CUDA: not applicable (CPU code)"),
     "spectral_norm_power": DeviceDefault(
         "once", "once", "spectral-norm weights computed once per flow from the current power-iteration vectors; "
         "per_step (the authors' train-mode flow) is the option"),
