@@ -21,8 +21,11 @@ flow_module = importlib.import_module("fdrl.flow")
 pytestmark = pytest.mark.skipif(native.library() is None, reason="no C++ compiler builds the kernel here")
 
 #: (sample shape, width, depth, batch): 2-D toy, padded width (50 is no multiple of a vector),
-#: one hidden layer, 2-D samples flattened, a batch that is no multiple of a tile
-SHAPES = [((2,), 64, 4, 300), ((5,), 50, 1, 37), ((2, 3), 20, 2, 11), ((1,), 7, 3, 5)]
+#: one hidden layer, 2-D samples flattened, a batch that is no multiple of a tile, inputs wide
+#: enough for the input-gradient product (20 features: padded), weights too large for one tile at
+#: a time (panels of tiles, a last panel cut short)
+SHAPES = [((2,), 64, 4, 300), ((5,), 50, 1, 37), ((2, 3), 20, 2, 11), ((1,), 7, 3, 5), ((20,), 24, 2, 50),
+          ((64,), 256, 3, 130)]
 KERNEL = FlowOptions(cpu_kernel=True)
 
 
@@ -70,10 +73,11 @@ def test_one_kernel_step_is_minus_eta_times_the_autograd_gradient(objective, spe
     torch.testing.assert_close(gradient, reference, rtol=0, atol=1e-5 * max(scale, 1.0))
 
 
-def test_threads_split_rows_without_changing_a_bit():
+@pytest.mark.parametrize("features,width", [(2, 64), (64, 256)])  # one tile at a time; panels
+def test_threads_split_rows_without_changing_a_bit(features, width):
     torch.manual_seed(0)
-    net = MLP((2,), width=64, depth=3)
-    x0 = torch.randn(1001, 2)
+    net = MLP((features,), width=width, depth=3)
+    x0 = torch.randn(1001, features)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -103,13 +107,18 @@ def test_trajectory_and_sharded_generators_match_the_plain_path():
 
 
 def test_default_route_takes_the_kernel_only_where_it_was_measured_to_gain():
-    toy, wide_input = MLP((2,), width=64, depth=3), MLP((784,), width=256, depth=3)
+    """Measured (README "Speed and scale"): AVX-512 builds gain at widths up to 256 whatever the
+    inputs, AVX2 builds only up to width 64 with inputs no wider; wider nets keep the torch route."""
+    toy, mnist, wide = MLP((2,), width=64, depth=3), MLP((784,), width=256, depth=3), MLP((2,), width=512, depth=2)
     default = FlowOptions.for_device("cpu")
     objective = get_objective("lsif-chi2")
-    expected = "cpu_kernel" if native.runs_by_default() else "closed_form"
-    with frozen(toy), frozen(wide_input):
-        assert flow_route(ratio_potential(toy, objective), torch.randn(4, 2), default) == expected
-        assert flow_route(ratio_potential(wide_input, objective), torch.randn(4, 784), default) == "closed_form"
+    avx512 = native.runs_by_default() and native.library().fdrl_vector_bytes() == 64
+    with frozen(toy), frozen(mnist), frozen(wide):
+        assert flow_route(ratio_potential(toy, objective), torch.randn(4, 2), default) == (
+            "cpu_kernel" if native.runs_by_default() else "closed_form")
+        assert flow_route(ratio_potential(mnist, objective), torch.randn(4, 784), default) == (
+            "cpu_kernel" if avx512 else "closed_form")
+        assert flow_route(ratio_potential(wide, objective), torch.randn(4, 2), default) == "closed_form"
         # float64 particles, the switch off, or a potential that is not f'(MLP): the torch routes
         assert flow_route(ratio_potential(toy, objective), torch.randn(4, 2, dtype=torch.float64),
                           FlowOptions.for_device("cpu", cpu_kernel=True)) == "closed_form"

@@ -203,9 +203,9 @@ DEVICE_DEFAULTS: dict[str, DeviceDefault] = {
         "(benchmarks/swissroll_iteration.py); never run on a GPU"),
     "cpu_kernel": DeviceDefault(
         None, False, "CPU (None): the fused C++ MLP flow (fdrl.native) on x86-64 where a C++ compiler builds "
-        "it, for MLPs with input features <= width <= 256 (AVX-512) or <= 64 (AVX2): the swiss-roll iteration "
-        "2.1x official_style, 1.4x the compiled torch route (benchmarks/swissroll_iteration.py); the torch "
-        "route elsewhere (784-D MNIST inputs: the kernel 0.6-0.7x, benchmarks/cpu_kernel_shapes.py). "
+        "it, for MLPs up to width 256 (AVX-512) or with input features <= width <= 64 (AVX2): the swiss-roll "
+        "iteration 2.1x official_style, 1.4x the compiled torch route (benchmarks/swissroll_iteration.py); the "
+        "torch route elsewhere (AVX2 at width 256: the kernel 0.8-0.95x, benchmarks/cpu_kernel_shapes.py). "
         "CUDA: not applicable (CPU code)"),
     "spectral_norm_power": DeviceDefault(
         "once", "once", "spectral-norm weights computed once per flow from the current power-iteration vectors; "

@@ -43,12 +43,12 @@ OUTPUT_DERIVATIVE: dict[str, tuple[float, float, float]] = {
 }
 
 #: the widest MLP the kernel runs by default (``flow.cpu_kernel: null``), by the vector registers
-#: it was built for (bytes); inputs must be no wider than the width. Measured per flow step against
-#: the compiled torch route, one thread, on an AVX-512 CPU with both builds
+#: it was built for (bytes); AVX2 builds also need inputs no wider than the width. Measured per
+#: flow step against the compiled torch route, one thread, on an AVX-512 CPU with both builds
 #: (``benchmarks/cpu_kernel_shapes.py --march native x86-64-v3``, README "Speed and scale"):
-#: AVX-512 1.10-1.45x at widths 32-256, 0.73x for 784-D inputs; AVX2 1.15-1.30x at widths <= 64,
-#: 1.06x at 128, 0.73-0.77x at 256, 0.58x for 784-D inputs. Not measured on a CPU with AVX2 alone
-#: or elsewhere than x86-64.
+#: AVX-512 faster at every shape tried (widths 32-256, inputs 2-784); AVX2 faster at widths <= 64,
+#: within +-10% of torch at 128 and slower at 256. Not measured on a CPU with AVX2 alone or
+#: elsewhere than x86-64.
 DEFAULT_MAX_WIDTH = {64: 256, 32: 64}
 
 
@@ -145,11 +145,14 @@ def supports(objective_name: str, weights: Sequence[Tensor], x: Tensor) -> bool:
 
 
 def suits_by_default(weights: Sequence[Tensor]) -> bool:
-    """The shapes measured to gain here (:data:`DEFAULT_MAX_WIDTH`): input features <= width <=
-    256 with AVX-512, <= 64 with AVX2."""
+    """The shapes measured to gain here (:data:`DEFAULT_MAX_WIDTH`): width <= 256 with AVX-512,
+    input features <= width <= 64 with AVX2."""
     lib = library()
+    if lib is None:
+        return False
     width, features = weights[0].shape
-    return lib is not None and features <= width <= DEFAULT_MAX_WIDTH.get(lib.fdrl_vector_bytes(), 0)
+    vector_bytes = lib.fdrl_vector_bytes()
+    return width <= DEFAULT_MAX_WIDTH.get(vector_bytes, 0) and (vector_bytes >= 64 or features <= width)
 
 
 class PackedMLP:
@@ -167,8 +170,12 @@ class PackedMLP:
             out[: t.shape[0], : t.shape[1]] = t.detach()
             return out
 
-        w = [pad(weights[0], padded, features)] + [pad(m, padded, padded) for m in weights[1:-1]]
-        self._tensors = ([m.t().contiguous() for m in w] + w
+        first = pad(weights[0], padded, features)
+        hidden = [pad(m, padded, padded) for m in weights[1:-1]]
+        # the first layer's weight also row-major with whole vectors of inputs (the kernel's
+        # input-gradient product, for inputs at least one vector wide)
+        wide_first = pad(weights[0], padded, -(-features // lanes) * lanes)
+        self._tensors = ([m.t().contiguous() for m in [first, *hidden]] + [wide_first, *hidden]
                          + [pad(b[:, None], padded, 1).squeeze(1) for b in biases[:-1]]
                          + [pad(weights[-1].t(), padded, 1).squeeze(1)])
         layers = len(weights) - 1

@@ -28,6 +28,12 @@
 #define TILE 4
 #endif
 #define VW (VB / 4)  // floats per vector
+#ifndef L2_WEIGHT_BYTES
+#define L2_WEIGHT_BYTES (256 * 1024)  // weights up to this size stay in L2: one tile at a time
+#endif
+#ifndef PANEL_TILES
+#define PANEL_TILES 16  // tiles per panel for larger weights
+#endif
 
 typedef float vf __attribute__((vector_size(VB)));
 typedef float vfu __attribute__((vector_size(VB), aligned(4), may_alias));
@@ -42,7 +48,8 @@ static inline float hsum(vf v) {
 }
 
 // One block: out[R x NV*VW] = A[R x kdim] @ B[kdim x NV*VW] (row strides lda, ldb, ld), then
-// forward (bias != null): Z = acc + bias, out = LeakyReLU(Z); backward: out = acc * LeakyReLU'(Z).
+// forward (bias != null): Z = acc + bias, out = LeakyReLU(Z); backward (Z != null):
+// out = acc * LeakyReLU'(Z); neither: out = acc.
 template <int R, int NV>
 static inline void block(int kdim, const float* __restrict A, int lda, const float* __restrict B, int ldb,
                          const float* __restrict bias, float* __restrict Z, float* __restrict out, int ld,
@@ -73,89 +80,120 @@ static inline void block(int kdim, const float* __restrict A, int lda, const flo
         vf z = acc[r][v] + vload(bias + v * VW);
         vstore(Z + o, z);
         vstore(out + o, z > zero ? z : z * sl);
-      } else {
+      } else if (Z) {
         vstore(out + o, vload(Z + o) > zero ? acc[r][v] : acc[r][v] * sl);
+      } else {
+        vstore(out + o, acc[r][v]);
       }
     }
 }
 
-// One layer for R rows: every block of `width` output columns (a multiple of VW).
-template <int R>
-static void layer(int width, int kdim, const float* A, int lda, const float* B, const float* bias, float* Z,
-                  float* out, float slope) {
-  int c = 0;
-  for (; c + NVMAX * VW <= width; c += NVMAX * VW)
-    block<R, NVMAX>(kdim, A, lda, B + c, width, bias ? bias + c : nullptr, Z + c, out + c, width, slope);
-  for (; c < width; c += VW)
-    block<R, 1>(kdim, A, lda, B + c, width, bias ? bias + c : nullptr, Z + c, out + c, width, slope);
+template <int NV>
+static void block_rows(int rows, int kdim, const float* A, int lda, const float* B, int ldb, const float* bias,
+                       float* Z, float* out, int ld, float slope) {
+  switch (rows) {
+    case 1: return block<1, NV>(kdim, A, lda, B, ldb, bias, Z, out, ld, slope);
+    case 2: return block<2, NV>(kdim, A, lda, B, ldb, bias, Z, out, ld, slope);
+#if TILE > 2
+    case 3: return block<3, NV>(kdim, A, lda, B, ldb, bias, Z, out, ld, slope);
+#endif
+#if TILE > 3
+    case 4: return block<4, NV>(kdim, A, lda, B, ldb, bias, Z, out, ld, slope);
+#endif
+#if TILE > 4
+    case 5: return block<5, NV>(kdim, A, lda, B, ldb, bias, Z, out, ld, slope);
+    case 6: return block<6, NV>(kdim, A, lda, B, ldb, bias, Z, out, ld, slope);
+#endif
+  }
 }
 
-typedef void (*layer_fn)(int, int, const float*, int, const float*, const float*, float*, float*, float);
-
-template <int R>
-static layer_fn layer_for(int rows) {
-  if constexpr (R == 1) {
-    return layer<1>;
-  } else {
-    return rows == R ? layer<R> : layer_for<R - 1>(rows);
+// One layer for a panel of `rows` rows: out[rows x width] from A[rows x kdim] and B[kdim x width]
+// (width a multiple of VW; out, Z with row stride width). Column blocks outermost, so each block
+// of B is read from cache by every tile of the panel before the next one is loaded.
+static void layer(int rows, int width, int kdim, const float* A, int lda, const float* B, const float* bias,
+                  float* Z, float* out, float slope) {
+  for (int c = 0; c < width;) {
+    const bool wide = c + NVMAX * VW <= width;
+    for (int r = 0; r < rows; r += TILE) {
+      const int R = rows - r < TILE ? rows - r : TILE;
+      const size_t o = (size_t)r * width + c;
+      (wide ? block_rows<NVMAX> : block_rows<1>)(R, kdim, A + (size_t)r * lda, lda, B + c, width,
+                                                 bias ? bias + c : nullptr, Z ? Z + o : nullptr, out + o, width,
+                                                 slope);
+    }
+    c += wide ? NVMAX * VW : VW;
   }
 }
 
 struct Net {
   int layers, width;                   // hidden layers, padded width
   const float* const* wt;              // [layers]: transposed weights, [in_l x width]
-  const float* const* w;               // [layers]: weights [width x in_l] (w[0] unused)
+  const float* const* w;               // [layers]: weights [width x in_l], w[0] with in_0 = d padded
+                                       // to whole vectors (used when d >= VW)
   const float* const* bias;            // [layers]: [width]
   const float* wout;                   // [width]
   float bout, slope, pa, pb, ps;
 };
 
+// Rows [first, last) of x through `steps` steps, a panel of rows at a time: TILE rows when the
+// weights fit in L2 (each tile runs every step with its activations in L1), PANEL_TILES tiles when
+// they do not, so that each block of weights loaded into cache serves the whole panel.
 static void flow_rows(float* x, int n, int first, int last, int d, int steps, const float* noise, float eta,
                       float nu, const Net& net) {
-  const int H = net.width, L = net.layers;
-  std::vector<float> buffers((size_t)(L + 2) * TILE * H);
-  float* Z = buffers.data();                         // pre-activations, one [TILE x H] per layer
-  float* ping = Z + (size_t)L * TILE * H;
-  float* pong = ping + (size_t)TILE * H;
-  for (int row0 = first; row0 < last; row0 += TILE) {
-    const int R = last - row0 < TILE ? last - row0 : TILE;
-    const layer_fn run = layer_for<TILE>(R);
+  const int H = net.width, L = net.layers, dp = (d + VW - 1) / VW * VW;
+  const bool gemm_input = d >= VW;  // the input gradient as a product (else one dot product per input)
+  const size_t weight_bytes = sizeof(float) * ((size_t)d * H + (size_t)(L - 1) * H * H);
+  const int panel = weight_bytes <= L2_WEIGHT_BYTES ? TILE : TILE * PANEL_TILES;
+  std::vector<float> buffers((size_t)(L + 2) * panel * H + (gemm_input ? (size_t)panel * dp : 0));
+  float* Z = buffers.data();                         // pre-activations, one [panel x H] per layer
+  float* ping = Z + (size_t)L * panel * H;
+  float* pong = ping + (size_t)panel * H;
+  float* gx = pong + (size_t)panel * H;              // [panel x dp] input gradient (gemm_input)
+  for (int row0 = first; row0 < last; row0 += panel) {
+    const int P = last - row0 < panel ? last - row0 : panel;
     float* xr = x + (size_t)row0 * d;
     for (int k = 0; k < steps; ++k) {
       float *h = ping, *other = pong;
-      run(H, d, xr, d, net.wt[0], net.bias[0], Z, h, net.slope);
+      layer(P, H, d, xr, d, net.wt[0], net.bias[0], Z, h, net.slope);
       for (int l = 1; l < L; ++l) {
-        run(H, H, h, H, net.wt[l], net.bias[l], Z + (size_t)l * TILE * H, other, net.slope);
+        layer(P, H, H, h, H, net.wt[l], net.bias[l], Z + (size_t)l * panel * H, other, net.slope);
         std::swap(h, other);
       }
       // g_L = phi'(NN) w * LeakyReLU'(z_L)
       float* g = other;
-      const float* zl = Z + (size_t)(L - 1) * TILE * H;
-      for (int r = 0; r < R; ++r) {
+      const float* zl = Z + (size_t)(L - 1) * panel * H;
+      for (int r = 0; r < P; ++r) {
         vf s = vset(0.f);
-        for (int c = 0; c < H; c += VW) s += vload(h + r * H + c) * vload(net.wout + c);
+        for (int c = 0; c < H; c += VW) s += vload(h + (size_t)r * H + c) * vload(net.wout + c);
         const float out = net.bout + hsum(s);
         const float dphi = net.pa + (net.pb != 0.f ? net.pb / (1.f + std::exp(-net.ps * out)) : 0.f);
         for (int c = 0; c < H; c += VW) {
           const vf gg = vset(dphi) * vload(net.wout + c);
-          vstore(g + r * H + c, vload(zl + r * H + c) > vset(0.f) ? gg : gg * vset(net.slope));
+          vstore(g + (size_t)r * H + c, vload(zl + (size_t)r * H + c) > vset(0.f) ? gg : gg * vset(net.slope));
         }
       }
       // g_{l-1} = (g_l W_l) * LeakyReLU'(z_{l-1})
       other = h;
       for (int l = L - 1; l >= 1; --l) {
-        run(H, H, g, H, net.w[l], nullptr, Z + (size_t)(l - 1) * TILE * H, other, net.slope);
+        layer(P, H, H, g, H, net.w[l], nullptr, Z + (size_t)(l - 1) * panel * H, other, net.slope);
         std::swap(g, other);
       }
       // grad_x = g_1 W_1, then Eq. 9's update (in the plain path's order: - eta grad, then + nu xi)
-      for (int r = 0; r < R; ++r)
+      if (gemm_input) layer(P, dp, H, g, H, net.w[0], nullptr, nullptr, gx, net.slope);
+      for (int r = 0; r < P; ++r)
         for (int j = 0; j < d; ++j) {
-          vf s = vset(0.f);
-          const float* col = net.wt[0] + (size_t)j * H;
-          for (int c = 0; c < H; c += VW) s += vload(g + r * H + c) * vload(col + c);
-          float v = xr[r * d + j] - eta * hsum(s);
+          float grad;
+          if (gemm_input) {
+            grad = gx[(size_t)r * dp + j];
+          } else {
+            vf s = vset(0.f);
+            const float* col = net.wt[0] + (size_t)j * H;
+            for (int c = 0; c < H; c += VW) s += vload(g + (size_t)r * H + c) * vload(col + c);
+            grad = hsum(s);
+          }
+          float v = xr[(size_t)r * d + j] - eta * grad;
           if (noise) v = v + nu * noise[((size_t)k * n + row0 + r) * d + j];
-          xr[r * d + j] = v;
+          xr[(size_t)r * d + j] = v;
         }
     }
   }
