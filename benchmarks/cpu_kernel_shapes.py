@@ -48,14 +48,24 @@ def _built(march: str) -> ctypes.CDLL:
     return lib
 
 
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 5 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not five positive integers F,W,D,B,K")
+    return shape
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--march", nargs="+", default=["native"])
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--shapes", nargs="+", default=[",".join(map(str, shape)) for shape in SHAPES],
+    ap.add_argument("--shapes", nargs="+", type=_shape, default=SHAPES,
                     help="input features,width,depth,batch,K of each MLP (default: SHAPES)")
     args = ap.parse_args(argv)
-    shapes = [tuple(int(v) for v in shape.split(",")) for shape in args.shapes]
+    shapes = args.shapes
     torch.set_num_threads(1)
     if native.library() is None:
         sys.exit("the kernel does not build here")
