@@ -48,17 +48,17 @@ def _snapshot(net: torch.nn.Module) -> list[torch.Tensor]:
 def test_sampling_runs_the_training_flow_numerics(tmp_path):
     """One function (FlowOptions.from_config) gives the Trainer's flow options and the model's, for
     the model in memory, loaded from the run and loaded after save: the same bf16, TF32,
-    layout, closed form and spectral-norm handling (sampling only leaves compile off). Sampling
+    layout, closed form, CPU kernel and spectral-norm handling (sampling only leaves compile off). Sampling
     does run them: bf16 samples differ from the same weights' fp32 samples, and a per_step
     sample leaves the model's power-iteration vectors as they were, so it repeats exactly."""
     overrides = ["train.steps=1", "flow.steps=2", "flow.refine_steps=1", "train.batch_size=8", "train.sample_n=8",
                  "train.eval_n=8", "device=cpu", "model.params.spectral_norm=true", "flow.autocast_bf16=true",
-                 "flow.spectral_norm_power=per_step"]
+                 "flow.spectral_norm_power=per_step", "flow.cpu_kernel=false"]
     trainer = Trainer(load_config("swissroll", overrides), tmp_path / "run", progress=False)
     model = trainer.fit()
     loaded, saved = FDRL.load(tmp_path / "run"), FDRL.load(model.save(tmp_path / "saved"))
     expected = trainer.flow_options
-    assert expected.autocast_bf16 and expected.spectral_norm_power == "per_step"
+    assert expected.autocast_bf16 and expected.spectral_norm_power == "per_step" and expected.cpu_kernel is False
     for m in (model, loaded, saved):
         assert m.flow_options() == FlowOptions(**{**expected.__dict__, "compile": False})
     before = _snapshot(loaded.estimator)

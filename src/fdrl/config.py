@@ -110,7 +110,8 @@ class FlowConfig:
 
 
 #: the keys of FlowConfig that are switches of fdrl.flow.FlowOptions (not eta, noise, step counts)
-FLOW_SWITCHES = ("channels_last", "autocast_bf16", "tf32", "compile", "compile_mode", "spectral_norm_power")
+FLOW_SWITCHES = ("channels_last", "autocast_bf16", "tf32", "compile", "compile_mode", "spectral_norm_power",
+                 "cpu_kernel")
 
 
 @dataclass
