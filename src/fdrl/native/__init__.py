@@ -61,8 +61,9 @@ def cache_dir() -> Path:
 
 def _compiler() -> str | None:
     for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
+        path = shutil.which(name) if name else None
+        if path:
+            return path
     return None
 
 
@@ -82,7 +83,7 @@ def _build(compiler: str, target: Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         built = Path(scratch) / target.name
         subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], check=True, capture_output=True,
-                       timeout=300)
+                       text=True, timeout=300)
         os.replace(built, target)  # atomic: concurrent processes (torchrun ranks) never see half a file
 
 
@@ -116,8 +117,8 @@ def library() -> ctypes.CDLL | None:
                              .encode()).hexdigest()[:16]
         lib = _load(compiler, cache_dir() / f"mlp_flow-{key}.so")
     except Exception as err:  # compiler fails, -march=native unsupported, damaged cache file, ...
-        detail = err.stderr.strip().splitlines()[0] if isinstance(err, subprocess.CalledProcessError) and \
-            err.stderr else str(err).splitlines()[0] if str(err) else ""
+        failed = err.stderr if isinstance(err, subprocess.CalledProcessError) and err.stderr else str(err)
+        detail = failed.strip().splitlines()[0] if failed.strip() else ""
         warnings.warn(f"the CPU MLP flow kernel did not build ({type(err).__name__}: {detail}); "
                       "the flow runs on torch")
         return None
