@@ -3,15 +3,15 @@
 // with NN a LeakyReLU MLP (fdrl.nets.MLP) and grad_x taken by hand as in
 // fdrl.nets.mlp.mlp_input_gradient. Particles do not interact and the weights are fixed during a
 // flow, so each tile of TILE rows runs all K steps while its activations stay in L1 and the
-// weights in L2; each layer is one register-blocked product with the bias + LeakyReLU (forward)
+// weights in L2 (larger weights: panels of tiles, see flow_rows); each layer is one register-blocked product with the bias + LeakyReLU (forward)
 // or the LeakyReLU derivative (backward) applied to the accumulators before they are stored.
 // Written by hand because no library fuses a whole MLP forward + input-gradient pass: MKL and
 // oneDNN run one product per call, and between calls every activation goes through memory
 // (benchmarks/swissroll_iteration.py measures the difference). Loaded by fdrl.native (ctypes).
 #include <cmath>
 #include <cstddef>
-#include <new>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #if defined(__AVX512F__)
