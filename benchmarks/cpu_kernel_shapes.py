@@ -41,11 +41,7 @@ def _built(march: str) -> ctypes.CDLL:
     flags = [f"-march={march}" if f.startswith("-march=") else f for f in native.FLAGS]
     target = os.path.join(tempfile.mkdtemp(prefix="fdrl-kernel-"), "mlp_flow.so")
     subprocess.run([native._compiler(), *flags, str(native.SOURCE), "-o", target], check=True)
-    lib = ctypes.CDLL(target)
-    reference = native.library()
-    lib.fdrl_mlp_flow.argtypes, lib.fdrl_mlp_flow.restype = reference.fdrl_mlp_flow.argtypes, None
-    lib.fdrl_vector_bytes.restype = ctypes.c_int
-    return lib
+    return native.bind(ctypes.CDLL(target))
 
 
 def _shape(text: str) -> tuple[int, ...]:

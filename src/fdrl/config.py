@@ -99,8 +99,9 @@ class FlowConfig:
     #: in it (one per training step, in the update's forward); "per_step" = one power iteration
     #: at every flow step, as the authors' train-mode flow (K + 1 per training step)
     spectral_norm_power: str = "once"
-    #: the fused C++ MLP flow on the CPU (fdrl.native); null = where measured to gain (MLPs with
-    #: input features <= width <= 256, x86-64, a C++ compiler builds it), true = any MLP, false = never
+    #: the fused C++ MLP flow on the CPU (fdrl.native); null = where measured to gain (x86-64 where a
+    #: C++ compiler builds it; MLPs up to width 256 with AVX-512, input features <= width <= 64 with
+    #: AVX2: fdrl.native.suits_by_default), true = any MLP, false = never
     cpu_kernel: bool | None = None
 
     def switches(self) -> dict[str, Any]:

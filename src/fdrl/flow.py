@@ -360,28 +360,37 @@ def _kernel_wanted(options: FlowOptions, objective: Objective, weights: Sequence
     return native.library() is not None
 
 
+def _route(potential: Potential, options: FlowOptions, x: Tensor) -> str:
+    """The route of :func:`flow_route`, decided without building anything for it."""
+    if (not options.autocast_bf16 and options.spectral_norm_power == "once"
+            and isinstance(potential, RatioPotential) and isinstance(potential.net, MLP)):
+        if _kernel_wanted(options, potential.objective, potential.net.weights_and_biases()[0], x):
+            return "cpu_kernel"
+        if options.closed_form:
+            return "closed_form"
+    return "autograd"
+
+
 def _stepper(potential: Potential, options: FlowOptions, x: Tensor) -> tuple[str, Callable]:
     """(kind, steps function (fn, x, xis, count, eta, noise) -> x) for ``potential`` under
     ``options`` and particles like ``x``; ``fn`` is the (eager or compiled) torch steps function,
     which the ``"cpu_kernel"`` kind does not use."""
-    bf16 = options.autocast_bf16
-    if (not bf16 and options.spectral_norm_power == "once"
-            and isinstance(potential, RatioPotential) and isinstance(potential.net, MLP)):
-        weights, biases = potential.net.weights_and_biases()
-        slope, objective = potential.net.negative_slope, potential.objective
-        if _kernel_wanted(options, objective, weights, x):
-            packed = native.PackedMLP(weights, biases, slope)
-            return "cpu_kernel", lambda fn, y, *a: packed.flow(y, objective.name, *a)
-        if options.closed_form:
-            return "closed_form", lambda fn, *a: fn(weights, biases, slope, objective.f_prime, *a)
-    return "autograd", lambda fn, *a: fn(potential, *a, bf16)
+    kind = _route(potential, options, x)
+    if kind == "autograd":
+        return kind, lambda fn, *a: fn(potential, *a, options.autocast_bf16)
+    weights, biases = potential.net.weights_and_biases()
+    slope, objective = potential.net.negative_slope, potential.objective
+    if kind == "cpu_kernel":
+        packed = native.PackedMLP(weights, biases, slope)
+        return kind, lambda fn, y, *a: packed.flow(y, objective.name, *a)
+    return kind, lambda fn, *a: fn(weights, biases, slope, objective.f_prime, *a)
 
 
 def flow_route(potential: Potential, x: Tensor, options: FlowOptions | None = None) -> str:
     """Which route :func:`flow` takes for ``potential``, particles like ``x`` and ``options``:
     ``"cpu_kernel"`` (:mod:`fdrl.native`), ``"closed_form"`` (the hand-derived MLP gradient in
     torch, compiled where ``options.compile`` says) or ``"autograd"``."""
-    return _stepper(potential, options or FlowOptions(), x)[0]
+    return _route(potential, options or FlowOptions(), x)
 
 
 #: the kernel's noise for one call is drawn beforehand: at most this many floats of it at a time

@@ -122,6 +122,11 @@ def library() -> ctypes.CDLL | None:
         warnings.warn(f"the CPU MLP flow kernel did not build ({type(err).__name__}: {detail}); "
                       "the flow runs on torch")
         return None
+    return bind(lib)
+
+
+def bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """Declare the C signatures of a loaded build of ``mlp_flow.cpp`` (any ``-march``)."""
     pointer, integer, real = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
     lib.fdrl_mlp_flow.restype = None
     lib.fdrl_mlp_flow.argtypes = [pointer, integer, integer, integer, pointer, real, real, integer, integer,
