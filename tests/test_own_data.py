@@ -135,7 +135,7 @@ def test_fit_an_array_returns_a_model_in_the_users_units(tmp_path):
     assert np.allclose(samples.mean(0), x.mean(0), atol=0.5 * x.std(0))
     assert model.metrics["reference"].startswith("held-out part (80 samples")
     assert (tmp_path / "run" / "data.npy").is_file() and (tmp_path / "run" / "metrics.json").is_file()
-    assert np.allclose(fdrl.FDRL.load(tmp_path / "run").sample(300).numpy(), samples)  # reopens from disk
+    assert np.allclose(fdrl.FDRL.load(tmp_path / "run").sample(300), samples)  # reopens from disk, NumPy again
     # log_ratio takes the user's units: the data's own rows look more data-like than far-away points
     far = torch.tensor(x.mean(0) + 8 * x.std(0), dtype=torch.float32)[None].repeat(50, 1)
     assert model.log_ratio(torch.tensor(x[:50], dtype=torch.float32)).mean() < model.log_ratio(far).mean()

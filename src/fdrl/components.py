@@ -17,7 +17,7 @@ DATA_OPTIONS: dict[str, tuple[str, ...]] = {
     "8gaussians": ("radius", "std"),
     "25gaussians": ("spacing", "std"),
     "gaussian": ("mean", "variance"),
-    "array": ("path", "test_fraction", "test_path", "standardize", "split_seed"),
+    "array": ("path", "test_fraction", "test_path", "standardize", "split_seed", "columns", "missing", "returns"),
     "cifar10": ("root", "split", "flip", "dequantize"),
     "celeba": ("root", "image_size", "pre_crop", *_FILE_OPTIONS),
     "lsun_church": ("root", "split", "image_size", "keep_aspect", *_FILE_OPTIONS),

@@ -2,17 +2,18 @@
 
     import numpy as np, fdrl
     model = fdrl.fit(np.random.randn(2000, 3))        # a normal run directory, scored on held-out rows
-    x = model.sample(500)                             # in the units of the data
-    score = -model.log_ratio(x)                       # higher: more like the data than the particles
+    x = model.sample(500)                             # in the units (and form) of the data
 
-The same path as ``fdrl train FILE``: in-memory data is written into the run directory as
-``data.npy`` and the run's config points at it, so the run can be resumed, sampled and
-evaluated from the command line like any other.
+The same path as ``fdrl train FILE``: in-memory data is written into the run directory
+(``data.npy``, or ``data.parquet`` for a DataFrame) and the run's config points at it, so the
+run can be resumed, sampled and evaluated from the command line like any other.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,20 +22,28 @@ import numpy as np
 
 from fdrl.config import Config, load_config, load_raw
 
-DATA_FILE = "data.npy"
+#: in-memory data is written into the run as one of these (a DataFrame keeps its dtypes in parquet)
+ARRAY_FILE, TABLE_FILE = "data.npy", "data.parquet"
 
 
-def _as_array(data: Any) -> np.ndarray:
-    """A NumPy array, tensor, or ``torch.utils.data.Dataset`` of tensors or ``(x, y)`` pairs ->
-    float32 array (n, ...)."""
+def _as_data(data: Any) -> tuple[Any, str]:
+    """What :func:`fit` writes into the run, and what sampling gives back: a DataFrame (as it
+    is: ``dataframe``), a NumPy array (its dtype: ``numpy``), a tensor or a
+    ``torch.utils.data.Dataset`` of tensors or ``(x, y)`` pairs (as a NumPy array: ``tensor``)."""
+    import pandas as pd
     import torch
 
+    if isinstance(data, pd.DataFrame):
+        if data.empty:
+            raise ValueError("fdrl.fit got an empty DataFrame")
+        return data, "dataframe"
     if isinstance(data, torch.Tensor):
-        return data.detach().cpu().float().numpy()
+        return data.detach().cpu().numpy(), "tensor"
     if isinstance(data, np.ndarray):
         if not (np.issubdtype(data.dtype, np.number) or data.dtype == bool):
-            raise ValueError(f"fdrl.fit needs numbers; the array holds {data.dtype}")
-        return data.astype(np.float32)
+            raise ValueError(f"fdrl.fit needs numbers in an array; it holds {data.dtype} (pass a DataFrame for a "
+                             "table with text columns)")
+        return data, "numpy"
     if isinstance(data, torch.utils.data.Dataset):
         try:
             count = len(data)  # type: ignore[arg-type]
@@ -47,8 +56,9 @@ def _as_array(data: Any) -> np.ndarray:
             item = data[i]
             x = item[0] if isinstance(item, (tuple, list)) else item
             rows.append(torch.as_tensor(x, dtype=torch.float32))
-        return torch.stack(rows).numpy()
-    raise TypeError(f"fdrl.fit takes a NumPy array, a tensor, a torch Dataset or a path; got {type(data).__name__}")
+        return torch.stack(rows).numpy(), "tensor"
+    raise TypeError(f"fdrl.fit takes a pandas DataFrame, a NumPy array, a tensor, a torch Dataset or a path; got "
+                    f"{type(data).__name__}")
 
 
 def _override_texts(overrides: dict[str, Any]) -> list[str]:
@@ -69,51 +79,88 @@ def fit(data: Any, *, preset: str | None = None, out: str | Path | None = None, 
         **overrides: Any) -> Any:
     """Train FDRL (Algorithm 1) on ``data`` and return the trained :class:`fdrl.FDRL`.
 
-    ``data``: a NumPy array or tensor (n, features) or (n, ...); a ``torch.utils.data.Dataset``
-    of tensors or ``(x, y)`` pairs (labels are ignored); or a path: a ``.npy`` / ``.csv`` /
-    ``.txt`` file of vectors, or a folder of images. Vectors are standardised per feature for
-    training and ``model.sample(n)`` returns your units, as a NumPy array if ``data`` was one
-    (``model.numpy_output``), else as a tensor.
-    ``preset``: start from another preset's settings (default: ``vectors`` for arrays and
-    files, ``images`` for folders). ``out``: the run directory (default: a new temporary
-    folder; ``model.run_dir`` says where). ``overrides``: any config key, with ``__`` for the
-    dots (``train__steps=500``, ``objective="lr-kl"``), or dotted through a dict
-    (``**{"flow.eta": 0.1}``).
+    ``data``: a pandas DataFrame (any mix of number, integer, boolean, text and categorical
+    columns); a NumPy array or tensor (n, features) or (n, ...); a ``torch.utils.data.Dataset``
+    of tensors or ``(x, y)`` pairs (labels are ignored); or a path: a table file (``.csv``,
+    ``.tsv``, ``.parquet``, compressed text) or ``.npy``, or a folder of images. Columns are
+    typed and encoded (:mod:`fdrl.data.columns`) and standardised for training;
+    ``model.sample(n)`` gives back the same columns and dtypes in the form that went in: a
+    DataFrame for a DataFrame, NumPy for NumPy, a tensor for a tensor (also after
+    :meth:`fdrl.FDRL.load`).
+    ``preset``: start from another preset's settings (default: ``vectors`` for tables and
+    arrays, ``images`` for folders). ``out``: the run directory (default: a new temporary
+    folder, named in a message and in ``model.run_dir``; removed again if training fails before
+    its first checkpoint). ``overrides``: any config key, with ``__`` for the dots
+    (``train__steps=500``, ``objective="lr-kl"``), or dotted through a dict
+    (``**{"flow.eta": 0.1, "data.params.columns": {"zip": "categorical"}}``).
 
     The run is scored on held-out data beside a Gaussian, a Gaussian mixture and the floor:
     ``model.metrics`` (also in ``RUN/metrics.json``).
     """
     from fdrl.model import FDRL
 
+    table = None if isinstance(data, (str, Path)) else _as_data(data)  # checked before any folder is made
+    fresh = out is None or not Path(out).exists()
     run_dir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="fdrl-"))
-    if isinstance(data, (str, Path)):
-        source = str(data)
-    else:
-        array = _as_array(data)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        source = str(run_dir / DATA_FILE)
-        _keep_or_write(array, run_dir / DATA_FILE)
-    config = build_fit_config(source, preset, overrides)
-    _, metrics = train_and_score(config, run_dir, progress)
+    if out is None and progress:
+        print(f"fdrl.fit: run directory {run_dir}", file=sys.stderr)
+    try:
+        if table is None:
+            source = str(data)
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            values, returns = table
+            path = run_dir / (TABLE_FILE if returns == "dataframe" else ARRAY_FILE)
+            _keep_or_write(values, path)
+            source = str(path)
+            if returns == "tensor":
+                overrides = {**overrides, "data.params.returns": "tensor"}
+        config = build_fit_config(source, preset, overrides)
+        _, metrics = train_and_score(config, run_dir, progress)
+    except BaseException:
+        if fresh and not any((run_dir / "checkpoints").glob("ckpt_*.pt")):
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing trained: leave no folder behind
+        raise
     model = FDRL.load(run_dir)
     model.run_dir, model.metrics = run_dir, metrics
-    model.numpy_output = isinstance(data, np.ndarray)  # scikit-learn style: NumPy in, NumPy out
     return model
 
 
-def _keep_or_write(array: np.ndarray, path: Path) -> None:
-    """Write ``array`` as the run's data, unless the run already holds the same data (fit again
+def _keep_or_write(values: Any, path: Path) -> None:
+    """Write ``values`` as the run's data, unless the run already holds the same data (fit again
     on the same ``out`` resumes it); other data in an existing run is refused, never replaced."""
     if path.exists():
         try:
-            same = np.array_equal(np.load(path, allow_pickle=False), array)
+            same = _same(_read_back(path), values)
         except (ValueError, OSError, EOFError):
             same = False
         if not same:
             raise ValueError(f"'{path.parent}' already holds a run trained on other data ({path.name}); "
                              "pass another out=")
         return
-    np.save(path, array)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    if path.suffix == ".npy":
+        np.save(tmp, values)
+    else:
+        values.to_parquet(tmp)
+    tmp.replace(path)
+
+
+def _read_back(path: Path) -> Any:
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    import pandas as pd
+
+    return pd.read_parquet(path)
+
+
+def _same(stored: Any, values: Any) -> bool:
+    if isinstance(values, np.ndarray):
+        return isinstance(stored, np.ndarray) and stored.dtype == values.dtype and np.array_equal(stored, values)
+    try:
+        return stored.equals(values) or stored.equals(values.rename(columns=str))
+    except (TypeError, ValueError):
+        return False
 
 
 def train_and_score(config: Config, run_dir: str | Path, progress: bool = True) -> tuple[Any, dict[str, Any] | None]:

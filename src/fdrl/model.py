@@ -5,7 +5,9 @@
 (alias ``from_pretrained``) reads a saved model or a training run directory (its newest
 checkpoint's EMA weights). A model trained on a user's standardised vectors carries the
 :class:`~fdrl.data.scaling.Standardizer`: ``sample`` returns the user's units and
-``log_ratio`` takes them.
+``log_ratio`` takes them. A model trained on a table also carries its
+:class:`~fdrl.data.columns.TableCodec`: ``sample`` gives back rows of the same columns, labels
+and dtypes, in the form the data came in (a DataFrame, a NumPy array or a tensor).
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from fdrl import __version__, seeding
+from fdrl.data.columns import TableCodec, project
 from fdrl.data.scaling import Standardizer
 from fdrl.checkpoint import load_checkpoint, load_latest
 from fdrl.config import DEVICE_PATTERN, FLOW_SWITCHES, RUN_CONFIG, FlowConfig
@@ -64,7 +68,9 @@ class FDRL:
     flow length) and ``refine_steps`` (kappa, the extra refinement steps of Sec. 4.1).
     ``flow_switches``: the training config's flow switches (:data:`fdrl.config.FLOW_SWITCHES`;
     absent ones take :class:`fdrl.config.FlowConfig`'s defaults), so that sampling runs the
-    training flow's numerics (:meth:`flow_options`).
+    training flow's numerics (:meth:`flow_options`). ``scaler`` and ``codec``: the
+    standardisation and the table columns of the data (:mod:`fdrl.data`), None for data taken
+    as it is.
     """
 
     def __init__(
@@ -79,6 +85,7 @@ class FDRL:
         estimator_spec: dict[str, Any] | None = None,
         scaler: Standardizer | None = None,
         flow_switches: dict[str, Any] | None = None,
+        codec: TableCodec | None = None,
     ):
         self.estimator = estimator.eval()
         self.objective = get_objective(objective) if isinstance(objective, str) else objective
@@ -86,17 +93,47 @@ class FDRL:
         self.eta, self.noise = float(eta), float(noise)
         self.steps, self.refine_steps = int(steps), int(refine_steps)
         self.estimator_spec = estimator_spec or {}
-        self.scaler = scaler
+        self.scaler, self.codec = scaler, codec
         self.flow_switches = {k: v for k, v in (flow_switches or {}).items() if k in FLOW_SWITCHES}
-        #: return NumPy arrays from sample() and log_ratio() (set by fdrl.fit for NumPy input)
-        self.numpy_output = False
         #: the run checkpoint :meth:`load` read the weights from (None otherwise)
         self.checkpoint: Path | None = None
+        #: the run directory :meth:`load` read (None for a saved model or one built in memory)
+        self.run_dir: Path | None = None
+        self._metrics: dict[str, Any] | None = None
 
     @property
-    def columns(self) -> list[str] | None:
-        """The column names of the CSV the model was trained on (None if it had no header)."""
+    def metrics(self) -> dict[str, Any] | None:
+        """The held-out report of the run (``RUN/metrics.json``), or None if it has none."""
+        if self._metrics is None and self.run_dir is not None and (self.run_dir / "metrics.json").is_file():
+            try:
+                self._metrics = json.loads((self.run_dir / "metrics.json").read_text())
+            except ValueError:
+                raise ValueError(f"'{self.run_dir / 'metrics.json'}' is damaged; re-score with: fdrl evaluate "
+                                 f"{self.run_dir}") from None
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, value: dict[str, Any] | None) -> None:
+        self._metrics = value
+
+    @property
+    def columns(self) -> list[Any] | None:
+        """The column names of the table the model was trained on (None for arrays of more than
+        two dimensions); :attr:`codec` says their kinds."""
+        if self.codec is not None:
+            return list(self.codec.kinds)
         return None if self.scaler is None else self.scaler.columns
+
+    def features(self, x: Any) -> Tensor:
+        """Rows in the data's form (a DataFrame of the training columns, or an array / tensor of
+        them) -> the model's standardised features."""
+        if self.codec is not None and not (isinstance(x, (Tensor, np.ndarray)) and self.codec.is_plain):
+            import pandas as pd
+
+            frame = x if isinstance(x, pd.DataFrame) else pd.DataFrame(np.asarray(x), columns=self.columns)
+            x = torch.from_numpy(self.codec.encode(frame))
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x, dtype=torch.float32)
+        return x if self.scaler is None else self.scaler.forward(x)
 
     @property
     def device(self) -> torch.device:
@@ -111,18 +148,16 @@ class FDRL:
         return ratio_potential(self.estimator, self.objective)
 
     @torch.no_grad()
-    def log_ratio(self, x: Tensor, standardized: bool = False) -> Tensor:
+    def log_ratio(self, x: Any, standardized: bool = False) -> Any:
         """log r_theta(x) = log q~(x) / p(x) for a batch ``x`` in the data's units: what FDRL
         learns. r is the ratio of the particles' density q~ to the data's p (App. C), so *lower*
         values mean "looks more like the data than like the flowed particles": near the data
         log r is about 0 (q~ = p after training) and far from it large and positive. Use it to
         rank points by how data-like they are, not as a normalised log-likelihood.
         ``standardized``: ``x`` is already in the model's standardised units."""
-        x = torch.as_tensor(x, dtype=torch.float32)
-        if self.scaler is not None and not standardized:
-            x = self.scaler.forward(x)
+        x = torch.as_tensor(x, dtype=torch.float32) if standardized else self.features(x)
         log_r = self.objective.log_ratio(self.estimator(x.to(self.device)))
-        return log_r.cpu().numpy() if self.numpy_output else log_r
+        return log_r.cpu() if self.codec is None or self.codec.returns == "tensor" else log_r.cpu().numpy()
 
     def flow(
         self,
@@ -173,7 +208,7 @@ class FDRL:
         guidance: Any = None,
         shard: tuple[int, int] = (0, 1),
         standardized: bool = False,
-    ) -> Tensor:
+    ) -> Any:
         """Algorithm 2: ``n`` samples after ``steps`` (default K + kappa) flow steps, on the CPU.
 
         Batches of ``batch_size`` are drawn with generators seeded by (seed, batch index), so
@@ -184,8 +219,11 @@ class FDRL:
         ``shard=(rank, world)``: flow only the batches i with i % world == rank and return their
         samples, in order (:func:`fdrl.distributed.sample_sharded` deals the batches over ranks
         and gathers them; together they are exactly the one-process samples).
-        Samples are in the data's units; ``standardized=True`` keeps the model's standardised
-        units (for scoring against standardised data).
+        Samples are in the data's units and form: rows of the training table (a DataFrame, a
+        NumPy array or a tensor, as the data came in: :class:`~fdrl.data.columns.TableCodec`)
+        or a tensor for images; ``standardized=True`` gives the model's standardised features
+        of those rows as a tensor (:func:`fdrl.data.columns.project`; for scoring against
+        standardised data).
         """
         if n < 1:
             raise ValueError(f"number of samples must be >= 1, got {n}")
@@ -205,8 +243,10 @@ class FDRL:
                 potential = None if guidance is None else guidance.potential(self, labels[start:start + len(x0)])
                 out.append(self.flow(x0, steps, generator, potential=potential).cpu())
         samples = torch.cat(out) if out else torch.empty(0, *self.prior.shape)
-        samples = samples if self.scaler is None or standardized else self.scaler.inverse(samples)
-        return samples.numpy() if self.numpy_output else samples
+        if standardized:
+            return samples if self.codec is None else project(samples, self.codec, self.scaler)
+        samples = samples if self.scaler is None else self.scaler.inverse(samples)
+        return samples if self.codec is None else self.codec.output(self.codec.decode(samples.double().numpy()))
 
     def meta(self) -> dict[str, Any]:
         return {
@@ -230,6 +270,8 @@ class FDRL:
         self.prior.save(directory)
         if self.scaler is not None:
             self.scaler.save(directory)
+        if self.codec is not None:
+            self.codec.save(directory)
         return directory
 
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -253,7 +295,7 @@ class FDRL:
                 f"'{path}' is neither a saved model (no {META_FILE}) nor a run directory (no {RUN_CONFIG})"
             )
         try:
-            prior, scaler = load_prior(path), Standardizer.load(path)
+            prior, scaler, codec = load_prior(path), Standardizer.load(path), TableCodec.load(path)
         except (ValueError, FileNotFoundError) as err:
             raise ValueError(f"{err}; {fix}") from None
         spec = meta["estimator"]
@@ -261,8 +303,9 @@ class FDRL:
             raise ValueError(f"the prior in '{path}' draws shape {tuple(prior.shape)} but the estimator takes "
                              f"{tuple(spec['in_shape'])}; {fix}")
         model = cls(estimator, meta["objective"], prior, meta["eta"], meta["noise"], meta["steps"],
-                    meta["refine_steps"], estimator_spec=spec, scaler=scaler, flow_switches=meta.get("flow"))
+                    meta["refine_steps"], estimator_spec=spec, scaler=scaler, flow_switches=meta.get("flow"), codec=codec)
         model.checkpoint = None if checkpoint is None else Path(checkpoint)
+        model.run_dir = path if (path / RUN_CONFIG).exists() and not (path / META_FILE).exists() else None
         return model.to(resolve_device(str(device)) if isinstance(device, str) else device)
 
     @classmethod

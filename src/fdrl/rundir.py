@@ -1,7 +1,8 @@
 """A training run's directory: the files the Trainer writes, and keeping them consistent.
 
-``RUN/config.yaml`` (the resolved config), ``.lock`` (the one writer), ``prior.json`` /
-``prior.safetensors``, ``scaler.json``, ``checkpoints/`` (:mod:`fdrl.checkpoint`),
+``RUN/config.yaml`` (the resolved config), ``.lock`` (the one writer), ``data.json`` (the data
+files' fingerprints, :mod:`fdrl.data.fingerprint`), ``prior.json`` / ``prior.safetensors``,
+``scaler.json``, ``table.json`` (a table's columns), ``checkpoints/`` (:mod:`fdrl.checkpoint`),
 ``metrics.jsonl`` (one JSON record a line), ``tb/`` (TensorBoard), ``samples/step_*.png`` and
 ``metrics.json`` (the held-out report).
 
@@ -29,6 +30,7 @@ import yaml
 
 from fdrl.checkpoint import atomic_save, checkpoint_path, link_best, list_checkpoints, load_latest, prune
 from fdrl.config import RUN_CONFIG, Config, ConfigError, DamagedRunConfig, read_run_config
+from fdrl.data.fingerprint import check_and_record
 from fdrl.priors import Prior, load_prior
 
 T = TypeVar("T")
@@ -183,7 +185,7 @@ class RunDirectory:
 
     def prepare(self, config: Config) -> None:
         """Check the directory is writable, take its lock, refuse a config that conflicts with
-        the stored run's, and write ``config.yaml``."""
+        the stored run's or data files that changed since it trained, and write ``config.yaml``."""
         if not self.writer:
             return
         try:
@@ -204,6 +206,10 @@ class RunDirectory:
             if conflict:
                 raise ConfigError(f"run directory '{self.path}' holds a run with {conflict}; resume it "
                                   "unchanged (fdrl train --resume) or pass another --out")
+        try:  # before anything is written: a run never mixes two data sets
+            check_and_record(self.path, config.data.params, trained=bool(self.checkpoints()))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         tmp = stored.with_name(f".{RUN_CONFIG}.tmp")  # written whole or not at all
         tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         os.replace(tmp, stored)

@@ -4,7 +4,9 @@ Formats, chosen by the output path:
 
 * ``.pt``: the samples tensor saved with ``torch.save`` (``torch.load(path, weights_only=True)``
   reads it); ``.safetensors``: ``{"samples": tensor}``; ``.npy``: a NumPy array;
-* ``.csv``: vector samples, one row each, under the training file's header when it had one;
+* ``.csv``: rows of a table, under the training file's header when it had one, each column
+  in its type (labels, integers, booleans) and continuous values with the decimals the data
+  had;
 * ``.png``: a figure (a grid of at most :data:`GRID_MAX` images, or a scatter of vectors);
 * a folder (a path ending in ``/``, or an existing directory): one PNG per image.
 
@@ -18,6 +20,7 @@ import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,9 +38,10 @@ def is_folder_target(out: Path, text: str | None = None) -> bool:
     return out.is_dir() or (text is not None and text.endswith(("/", os.sep)))
 
 
-def check_output(out: Path, images: bool, folder: bool = False) -> None:
+def check_output(out: Path, images: bool, folder: bool = False, codec: Any = None) -> None:
     """Raise ValueError (one line, naming the fix) if ``out`` cannot take samples: an unknown
-    suffix, CSV for images, a folder for vectors, a parent that is a file or not writable."""
+    suffix, CSV for images, a folder for vectors, an array format for a table with label
+    columns (``codec``), a parent that is a file or not writable."""
     if folder and not images:
         raise ValueError(f"--out {out}/ writes one PNG per image, but this run samples vectors; "
                          "use .csv, .npy, .pt, .safetensors or .png")
@@ -47,12 +51,49 @@ def check_output(out: Path, images: bool, folder: bool = False) -> None:
         if out.suffix == ".csv" and images:
             raise ValueError("--out .csv is for vector runs; for images use a folder (DIR/), .png, .npy, .pt "
                              "or .safetensors")
+        labels = [] if codec is None else [name for name, kind in codec.kinds.items()
+                                           if kind == "categorical" and not _numeric_labels(codec, name)]
+        if labels and out.suffix in (".npy", ".pt", ".safetensors"):
+            raise ValueError(f"this run's table has label columns ({', '.join(map(str, labels[:3]))}), which "
+                             f"{out.suffix} cannot hold; write .csv")
     check_writable(out, folder)
 
 
-def write_samples(samples: Tensor, out: Path, folder: bool = False, columns: Sequence[str] | None = None) -> str:
+def _numeric_labels(codec: Any, name: Any) -> bool:
+    column = next(c for c in codec.columns if c.name == name)
+    return all(isinstance(v, (bool, int, float)) for v in column.categories)
+
+
+def _table(samples: Any, codec: Any) -> Any:
+    """Samples of a table run (a DataFrame, an array or a tensor of its columns) as a DataFrame."""
+    import pandas as pd
+
+    if isinstance(samples, pd.DataFrame):
+        return samples
+    return pd.DataFrame(np.asarray(samples), columns=list(codec.kinds))
+
+
+def _write_table_csv(frame: Any, out: Path, codec: Any) -> None:
+    """One row per sample, continuous columns with the decimals the data had."""
+    frame = frame.copy()
+    for column in codec.columns:
+        if column.kind == "continuous" and column.decimals is not None and column.name in frame:
+            frame[column.name] = frame[column.name].round(column.decimals)
+    frame.to_csv(out, index=False, header=codec.header)
+
+
+def write_samples(samples: Any, out: Path, folder: bool = False, columns: Sequence[str] | None = None,
+                  codec: Any = None) -> str:
     """Write ``samples`` to ``out`` (format by suffix, or one PNG per image for a folder); returns
-    a phrase saying what was written, for the user."""
+    a phrase saying what was written, for the user. ``codec``: the run's table columns
+    (:class:`fdrl.data.columns.TableCodec`), when ``samples`` are rows of a table."""
+    if codec is not None:
+        frame = _table(samples, codec)
+        if out.suffix == ".csv":
+            out.parent.mkdir(parents=True, exist_ok=True)
+            _write_table_csv(frame, out, codec)
+            return f"{len(frame)} samples to {out}"
+        samples = torch.tensor(frame.to_numpy(dtype=np.float32))
     images = samples.ndim >= 3
     if images:
         samples = samples.clamp(-1.0, 1.0)

@@ -180,12 +180,13 @@ class Trainer:
                               f"divisible by the number of ranks, {self.dist.world}")
         self.run = RunDirectory(self.run_dir, writer=self.dist.is_main)
         weakref.finalize(self, self.run.release)  # the lock goes with the trainer at the latest
-        self._on_main(lambda: self.run.prepare(config))  # writable, not in use, same run: before any work
+        # the data first: a file that cannot be read leaves no run directory behind
+        self.data = data if data is not None else build_data(config.data.name, **config.data.params)
+        self._on_main(lambda: self.run.prepare(config))  # writable, not in use, same run, same data
         self.flow_options = FlowOptions.from_config(self.device, config.flow, config.model.name)
         if config.train.threads > 0:
             torch.set_num_threads(config.train.threads)
         self.objective = get_objective(config.objective)
-        self.data = data if data is not None else build_data(config.data.name, **config.data.params)
         self.estimator_spec = {"name": config.model.name, "in_shape": list(self.data.shape),
                                "params": dict(config.model.params)}
         torch.manual_seed(seeding.derived_seed(config.train.seed, "init"))
@@ -206,8 +207,11 @@ class Trainer:
         # bound before training (rank 0 evaluates), so a wrong classifier or weights path fails now
         self.eval_metric: BoundMetric | None = self._on_main(self._bind_eval_metric) if t.eval_every else None
         self.scaler: Standardizer | None = getattr(self.data, "scaler", None)
-        if self.scaler is not None and self.dist.is_main:
-            self.scaler.save(self.run_dir)
+        self.codec = getattr(self.data, "codec", None)
+        if self.dist.is_main:
+            for part in (self.scaler, self.codec):
+                if part is not None:
+                    part.save(self.run_dir)
         prior = self._on_main(lambda: self.run.prior(self._build_prior))
         if self.dist.active:  # every rank flows from the same prior (pickled, no shared disk needed)
             box = [prior]
@@ -332,7 +336,7 @@ class Trainer:
         """The trained model with the EMA weights (what sampling and evaluation use)."""
         f = self.config.flow
         return FDRL(self.ema, self.objective, self.prior, self.config.step_size(), f.noise, f.steps, f.refine_steps,
-                    self.estimator_spec, scaler=self.scaler, flow_switches=f.switches())
+                    self.estimator_spec, scaler=self.scaler, flow_switches=f.switches(), codec=self.codec)
 
     def _save_samples_figure(self) -> None:
         samples = self.model().sample(self.config.train.sample_n, seed=self.config.train.seed, standardized=True)

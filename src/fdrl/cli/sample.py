@@ -20,7 +20,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--checkpoint", type=Path, help="a specific checkpoint file (default: newest)")
     p.add_argument("--out", help="FILE.pt (a tensor: torch.load(FILE, weights_only=True)), .safetensors, .npy, "
-                   ".csv (vectors, with the training file's header), .png (a grid of 64 images or a scatter), "
+                   ".csv (rows of the training table: its header, column types and decimals), .png (a grid of 64 images or a scatter), "
                    "or DIR/ (one PNG per image); default RUN/samples.pt. Samples are in the data's units.")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--quiet", action="store_true")
@@ -36,10 +36,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model = FDRL.load(args.run, device=args.device or "auto", checkpoint=args.checkpoint)
     out = Path(args.out) if args.out else args.run / "samples.pt"
     folder = is_folder_target(out, args.out)
-    check_output(out, images=len(model.prior.shape) >= 2, folder=folder)  # before any sampling work
+    check_output(out, images=len(model.prior.shape) >= 2, folder=folder, codec=model.codec)  # before sampling
     samples = model.sample(args.n, steps=args.steps, seed=args.seed, batch_size=args.batch,
                            progress=not args.quiet, guidance=guidance_from_args(args, model, args.n))
-    what = write_samples(samples, out, folder=folder, columns=model.columns)
+    what = write_samples(samples, out, folder=folder, columns=model.columns, codec=model.codec)
     steps = model.steps + model.refine_steps if args.steps is None else args.steps
     print(f"wrote {what} ({steps} flow steps)")
     return 0

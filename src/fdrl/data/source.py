@@ -7,6 +7,8 @@ or a distributed run sees exactly the data an uninterrupted single-process run w
 
 from __future__ import annotations
 
+import math
+import warnings
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -14,7 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fdrl.data.files import read_array
+from fdrl.data.columns import TableCodec, project
+from fdrl.data.files import line_of_row, read_data
 from fdrl.data.images import IMAGE_DATASETS, build_held_out_images, build_image_data
 from fdrl.data.order import SampleOrder
 from fdrl.data.scaling import Standardizer
@@ -38,17 +41,18 @@ class ArrayData:
 
     ``heldout``: rows kept out of training, for scoring (:meth:`held_out`); ``scaler``: the
     :class:`~fdrl.data.scaling.Standardizer` the samples were standardised with (None: as
-    given); ``columns``: the CSV header of the file they came from.
+    given); ``codec``: the :class:`~fdrl.data.columns.TableCodec` of a table (None: arrays taken
+    as they are).
     """
 
     def __init__(self, samples: Tensor, name: str = "array", heldout: Tensor | None = None,
-                 scaler: Standardizer | None = None, columns: list[str] | None = None):
+                 scaler: Standardizer | None = None, codec: TableCodec | None = None):
         self.samples, self.name = _checked(samples, name, "sample(s)"), name
         self.heldout = None if heldout is None else _checked(heldout, name, "held-out row(s)")
         if self.heldout is not None and self.heldout.shape[1:] != self.samples.shape[1:]:
             raise ValueError(f"data '{name}': held-out rows have shape {tuple(self.heldout.shape[1:])} but training "
                              f"rows {tuple(self.samples.shape[1:])}")
-        self.scaler, self.columns = scaler, columns
+        self.scaler, self.codec = scaler, codec
         self.shape = tuple(self.samples.shape[1:])
         self.order = SampleOrder(self.samples.shape[0])
 
@@ -76,37 +80,132 @@ class ArrayData:
         """The held-out rows as a dataset of their own (in the same units), or None."""
         return None if self.heldout is None else ArrayData(self.heldout, f"{self.name} (held out)")
 
+    def decode(self, features: Tensor) -> Any:
+        """Model-unit rows -> the user's table (a DataFrame of the file's columns and types);
+        only for data read from a table or a 2-D array (:attr:`codec` set)."""
+        if self.codec is None:
+            raise ValueError(f"data '{self.name}' is not a table")
+        units = features if self.scaler is None else self.scaler.inverse(features)
+        return self.codec.decode(units.detach().cpu().double().numpy())
+
+    def project(self, features: Tensor) -> Tensor:
+        """Model-unit rows -> the model units of the table rows they decode to
+        (:func:`fdrl.data.columns.project`); as they are for data that is not a table."""
+        return features if self.codec is None else project(features, self.codec, self.scaler)
+
+    @property
+    def column_kinds(self) -> dict[str, str]:
+        """Column name -> kind (continuous, integer, categorical, constant) of a table."""
+        if self.codec is None:
+            raise ValueError(f"data '{self.name}' is not a table")
+        return self.codec.kinds
+
     @classmethod
     def from_file(cls, path: str | Path, test_fraction: float = DEFAULT_TEST_FRACTION, test_path: str | None = None,
-                  standardize: bool = False, split_seed: int = 0) -> "ArrayData":
-        """Vectors from ``.npy``, ``.csv`` or ``.txt`` (one sample per row; a CSV header is kept).
+                  standardize: bool = False, split_seed: int = 0, columns: dict[str, str] | None = None,
+                  missing: str = "model", returns: str | None = None) -> "ArrayData":
+        """Rows of a table (``.csv``, ``.tsv``, ``.parquet``, compressed text: see
+        :func:`fdrl.data.files.read_data`) or of a ``.npy`` array.
 
+        A table, or a 2-D array, is typed column by column (:class:`~fdrl.data.columns.TableCodec`;
+        ``columns`` overrides a column's kind by name, ``missing`` is the policy for missing
+        cells) and encoded into model features; ``returns`` says what sampling gives back
+        (default: a DataFrame for a table, a NumPy array for ``.npy``). Arrays of more than two
+        dimensions (images) are taken as they are.
         Held out for scoring: the rows of ``test_path`` if given, else a ``test_fraction`` of
         the rows drawn with ``split_seed``. With ``standardize`` every feature is scaled to
         mean 0 and standard deviation 1 on the training rows (:class:`Standardizer`)."""
-        found = read_array(path)
         name = Path(path).name
-        rows = _checked(torch.from_numpy(found.values), name, "sample(s)")  # NaN / inf: rows as in the file
+        found = _read_rows(path)
         if test_path is not None:
-            other = read_array(test_path)
-            if other.values.shape[1:] != found.values.shape[1:]:
-                raise ValueError(f"test file '{test_path}' has rows of shape {other.values.shape[1:]}, but '{name}' "
-                                 f"has {found.values.shape[1:]}")
-            train, heldout = rows, torch.from_numpy(other.values)
+            other = _read_rows(test_path)
         else:
             if not 0.0 <= test_fraction < 1.0:
                 raise ValueError(f"data.test_fraction must be in [0, 1), got {test_fraction}")
-            n_test = int(round(test_fraction * len(rows)))
-            if test_fraction > 0 and (n_test < 2 or len(rows) - n_test < 2):
-                raise ValueError(f"data '{name}' has {len(rows)} rows: too few to hold out a fraction of "
+            n_test = int(round(test_fraction * len(found)))
+            if test_fraction > 0 and (n_test < 2 or len(found) - n_test < 2):
+                raise ValueError(f"data '{name}' has {len(found)} rows: too few to hold out a fraction of "
                                  f"{test_fraction} and train on the rest; add rows, or pass data.test_fraction=0")
+        rows, codec = _encode(found, path, columns, missing, returns)
+        if test_path is not None:
+            heldout, _ = _encode(other, test_path, columns, missing, returns, codec)
+            if heldout.shape[1:] != rows.shape[1:]:
+                raise ValueError(f"test file '{test_path}' has rows of shape {tuple(heldout.shape[1:])}, but '{name}' "
+                                 f"has {tuple(rows.shape[1:])}")
+            train = rows
+        else:
             order = torch.from_numpy(np.random.default_rng(split_seed).permutation(len(rows)))
             train, heldout = rows[order[n_test:]], (rows[order[:n_test]] if n_test else None)
-        scaler = Standardizer.fit(train, found.columns) if standardize else None
+        scaler = Standardizer.fit(train) if standardize else None
         if scaler is not None:
             train = scaler.forward(train)
-            heldout = None if heldout is None else scaler.forward(_checked(heldout, name, "held-out row(s)"))
-        return cls(train, name=name, heldout=heldout, scaler=scaler, columns=found.columns)
+            heldout = None if heldout is None else scaler.forward(heldout)
+        return cls(train, name=name, heldout=heldout, scaler=scaler, codec=codec)
+
+
+def _read_rows(path: str | Path) -> Any:
+    """A data file's rows: a DataFrame for a table or a 2-D array, an array of more dimensions
+    as it is; at least one row and one column."""
+    found = read_data(path)
+    if isinstance(found, np.ndarray):
+        if found.ndim == 0:
+            raise ValueError(f"data file '{path}' holds a single number, not rows of samples")
+        if found.ndim <= 2:
+            found = _array_frame(found)
+    shape = found.shape
+    if shape[0] == 0 or (len(shape) > 1 and math.prod(shape[1:]) == 0):
+        raise ValueError(f"data file '{path}' has shape {tuple(shape)}: it needs at least one row and one column")
+    return found
+
+
+def _encode(found: Any, path: str | Path, columns: dict[str, str] | None, missing: str, returns: str | None,
+            codec: TableCodec | None = None) -> tuple[Tensor, TableCodec | None]:
+    """Rows of :func:`_read_rows` as model features (float32), and the codec that typed them
+    (``codec``: encode them as this one does, for a test file)."""
+    where = f"data file '{path}'"
+    if isinstance(found, np.ndarray):  # images and other arrays of more than two dimensions
+        if columns:
+            raise ValueError(f"data.params.columns is for tables; '{path}' holds arrays of shape {found.shape[1:]}")
+        with np.errstate(over="ignore"):
+            return _checked(torch.from_numpy(found.astype(np.float32)), Path(path).name, "sample(s)"), None
+    frame = found
+    if codec is None:
+        array_dtype = frame.attrs.get("array_dtype")
+        codec = TableCodec.fit(frame, columns, missing, returns or ("numpy" if array_dtype else "dataframe"),
+                               array_dtype, where, line_of_row=lambda row: line_of_row(path, row))
+    elif [str(c) for c in frame.columns] != [str(c.name) for c in codec.columns]:
+        raise ValueError(f"{where} has columns {', '.join(map(str, frame.columns))}; the training data has "
+                         f"{', '.join(str(c.name) for c in codec.columns)}")
+    frame = _missing_cells(frame, codec, where)
+    if len(frame) == 0:
+        raise ValueError(f"{where} has no rows without a missing cell; use data.params.missing=model or impute")
+    return torch.from_numpy(codec.encode(frame)), codec
+
+
+def _array_frame(array: np.ndarray) -> Any:
+    """A 1-D or 2-D array as a table of columns 0..d-1 (no header), remembering its dtype."""
+    import pandas as pd
+
+    frame = pd.DataFrame(array.reshape(array.shape[0], -1))
+    frame.attrs.update(header=False, array_dtype=str(array.dtype))
+    return frame
+
+
+def _missing_cells(frame: Any, codec: TableCodec, where: str) -> Any:
+    """Apply the missing-cell policy (:mod:`fdrl.data.columns`), saying what it did."""
+    cells = int(frame.isna().to_numpy().sum())
+    if not cells:
+        return frame
+    drop = codec.rows_to_drop(frame)
+    if drop.any():
+        warnings.warn(f"{where}: left out {int(drop.sum())} of {len(frame)} rows that have a missing cell "
+                      "(data.params.missing=drop)", stacklevel=3)
+        return frame[~drop]
+    how = ("filled with the column's median or most frequent label (data.params.missing=impute)"
+           if codec.missing_policy == "impute" else "modelled: samples have missing cells at the data's rate "
+           "(data.params.missing=impute fills them, =drop leaves their rows out)")
+    warnings.warn(f"{where}: {cells} missing cell(s) {how}", stacklevel=3)
+    return frame
 
 
 def _checked(samples: Tensor, name: str, what: str) -> Tensor:
@@ -152,7 +251,7 @@ def build_data(name: str, **params: Any) -> DataSource:
             return ArrayData.from_file(params.pop("path"), **params)
         except TypeError:
             raise ValueError(f"unknown option(s) {', '.join(sorted(params))} for data 'array'; valid: path, "
-                             "test_fraction, test_path, standardize, split_seed") from None
+                             "test_fraction, test_path, standardize, split_seed, columns, missing, returns") from None
     if name in IMAGE_DATASETS:
         return build_image_data(name, **params)
     raise ValueError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")

@@ -23,6 +23,7 @@ that no feature dominates a distance by its units), pixels in [-1, 1] for images
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -89,28 +90,32 @@ def gaussian_mixture_draws(train: Tensor, n: int, seed: int, components: int = G
 
 
 def heldout_report(samples: Tensor, train: Tensor, heldout: Tensor, prior_draws: Tensor, seed: int = 0,
-                   value_range: tuple[float, float] | None = None) -> dict[str, Any]:
+                   value_range: tuple[float, float] | None = None,
+                   project: Callable[[Tensor], Tensor] | None = None) -> dict[str, Any]:
     """Samples, baselines and the floor scored against ``heldout`` (module docstring). All
     sets are cut to the same size m = min(len(samples), len(heldout)); ``train`` is the
     training part (the floor uses m of its rows, the Gaussian and the mixture are fitted to
-    all of it). ``value_range`` clamps baseline draws as the data's samples are clamped."""
+    all of it). ``value_range`` clamps baseline draws as the data's samples are clamped;
+    ``project`` maps baseline and prior draws to the rows they stand for, as the samples were
+    (:meth:`fdrl.data.ArrayData.project`: a table's labels and integers)."""
     from fdrl.priors import GaussianPrior
 
     m = min(samples.shape[0], heldout.shape[0])
     samples, heldout = samples[:m], heldout[:m]
     g = torch.Generator().manual_seed(seed)
     train_m = train[torch.randperm(train.shape[0], generator=g)[:m]]
-    gaussian = GaussianPrior.fit([_flat(train)], shape=tuple(train.shape[1:]), clamp=value_range).sample(m, g)
+    project = project or (lambda x: x)
+    gaussian = project(GaussianPrior.fit([_flat(train)], shape=tuple(train.shape[1:]), clamp=value_range).sample(m, g))
     report: dict[str, Any] = {"n": m, **scores(samples, heldout, seed)}
     baselines: dict[str, dict[str, float]] = {"gaussian": scores(gaussian, heldout, seed)}
     if math.prod(train.shape[1:]) <= GMM_MAX_DIM:
         try:
-            mixture = gaussian_mixture_draws(train, m, seed)
+            mixture = project(gaussian_mixture_draws(train, m, seed))
         except ValueError:
             mixture = None  # reported as absent rather than failing the whole report
         if mixture is not None:
             baselines["gmm"] = scores(mixture if value_range is None else mixture.clamp(*value_range), heldout, seed)
-    baselines["prior"] = scores(prior_draws[:m], heldout, seed)
+    baselines["prior"] = scores(project(prior_draws[:m]), heldout, seed)
     floor = scores(train_m, heldout, seed)
     train_nn = train if train.shape[0] <= NN_MAX_TRAIN else train[torch.randperm(train.shape[0], generator=g)[:NN_MAX_TRAIN]]
     report.update({
@@ -151,6 +156,7 @@ def evaluate_heldout(model: Any, config: Any, data: Any, n: int) -> dict[str, An
     m = heldout.shape[0]
     samples = model.sample(m, seed=seed + 1, batch_size=min(m, 500), standardized=True)
     prior_draws = model.prior.sample(m, seeding.generator(seed + 3, "eval"))
-    report = heldout_report(samples, train, heldout, prior_draws, seed, getattr(data, "value_range", None))
+    report = heldout_report(samples, train, heldout, prior_draws, seed, getattr(data, "value_range", None),
+                            getattr(data, "project", None))
     units = "standardised features" if getattr(data, "scaler", None) is not None else "the data's own"
     return {"reference": reference, "units": units, **report}

@@ -1,0 +1,387 @@
+"""Column types of a user's table and the codec between its rows and the model's features.
+
+FDRL flows continuous particles (Eq. 9), so every table is turned into real-valued features
+for training and turned back into the user's columns after sampling. Each column is typed
+once, when the data is read, and the types are stored in the run (``table.json``) so that a
+loaded model gives back exactly the columns, labels and dtypes it was trained on:
+
+* ``continuous``: the value itself (standardised later, with every other feature);
+* ``integer``: the value, rounded back to an integer inside the observed range;
+* ``categorical`` (strings, booleans, pandas categories, and integer-valued columns with at
+  most :data:`MAX_INTEGER_LEVELS` distinct values): one one-hot feature per label, decoded by
+  the largest feature. One-hot rather than one numeric code per column because codes put an
+  order and distances between labels that the data does not have (a flow between "red" and
+  "blue" would pass through "green"), and an argmax cannot return a label that is not one;
+* ``constant``: no feature at all; its value is put back exactly;
+* ``drop``: only on request (``data.params.columns.NAME=drop``): left out, not returned.
+
+Missing cells (``data.params.missing``): ``model`` (default) keeps their rate: a numeric column
+with missing cells gets one more feature, 1 where the cell was missing (the value itself is
+filled with the column's median for training), and a categorical column a label of its own;
+sampled rows then have missing cells at the data's rate. ``impute`` fills them (median, or the
+most frequent label) and returns complete rows; ``drop`` leaves out the rows that have one.
+Either way the count is said in a warning, so that no row is lost silently.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TABLE_FILE = "table.json"
+COLUMN_KINDS = ("continuous", "integer", "categorical", "constant", "drop")
+#: integer-valued columns with at most this many distinct values are categorical (class labels,
+#: counts of a few levels, 0/1 flags): their shares then come back as in the data
+MAX_INTEGER_LEVELS = 10
+#: a string column with more distinct labels than this (and than half its rows) is an identifier
+MAX_LABELS = 500
+#: how the model's samples are handed back
+RETURN_TYPES = ("dataframe", "numpy", "tensor")
+MISSING_POLICIES = ("model", "impute", "drop")
+
+
+def _native(value: Any) -> Any:
+    """A JSON-able Python scalar for a label (NumPy scalars, booleans, strings)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _is_missing(values: Any) -> np.ndarray:
+    import pandas as pd
+
+    return np.asarray(pd.isna(values), dtype=bool)
+
+
+def _decimals(values: np.ndarray, sample: int = 10000) -> int | None:
+    """The fewest decimals (0-8) that write every value back exactly, or None for more."""
+    values = values[:sample].astype(np.float64)
+    for d in range(9):
+        if np.allclose(np.round(values, d), values, rtol=0, atol=1e-9 * max(1.0, float(np.abs(values).max(initial=0)))):
+            return d
+    return None
+
+
+@dataclass
+class Column:
+    """One column: its label in the table, kind, pandas dtype to give back, and what decoding
+    needs (labels of a categorical column, the range of an integer one, a constant's value)."""
+
+    name: Any
+    kind: str
+    dtype: str
+    categories: list[Any] | None = None
+    value: Any = None
+    low: float | None = None
+    high: float | None = None
+    fill: Any = None
+    missing: bool = False
+    decimals: int | None = None
+
+    @property
+    def width(self) -> int:
+        """How many model features this column takes."""
+        if self.kind in ("constant", "drop"):
+            return 0
+        if self.kind == "categorical":
+            return len(self.categories) + self.missing
+        return 1 + self.missing
+
+
+@dataclass
+class TableCodec:
+    """A table's columns and how its rows map to model features (module docstring).
+
+    ``header``: the file had a header row (otherwise the labels are 0..d-1 and sampled CSV has
+    no header); ``returns``: what :meth:`fdrl.FDRL.sample` gives back; ``dtype``: the array
+    dtype for ``numpy`` / ``tensor`` returns.
+    """
+
+    columns: list[Column]
+    header: bool = True
+    returns: str = "dataframe"
+    dtype: str | None = None
+    missing_policy: str = "model"
+    feature_names: list[str] = field(default_factory=list)
+
+    # -- typing ---------------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, frame: Any, kinds: dict[str, str] | None = None, missing: str = "model",
+            returns: str = "dataframe", dtype: str | None = None, where: str = "data",
+            line_of_row: Any = None) -> "TableCodec":
+        """Type every column of the DataFrame ``frame`` (``kinds``: overrides by column name,
+        as written in the header, or its 0-based position as text for a file without one).
+        ``where`` names the data in errors; ``line_of_row(i)``: the file line of row i, for
+        errors about a cell."""
+        if missing not in MISSING_POLICIES:
+            raise ValueError(f"data.params.missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
+        if returns not in RETURN_TYPES:
+            raise ValueError(f"data.params.returns must be one of {', '.join(RETURN_TYPES)}, got {returns!r}")
+        kinds = {str(k): v for k, v in (kinds or {}).items()}
+        unknown = sorted(set(kinds) - {str(c) for c in frame.columns})
+        if unknown:
+            raise ValueError(f"data.params.columns names {', '.join(repr(u) for u in unknown)}, which {where} does not "
+                             f"have; its columns: {', '.join(str(c) for c in frame.columns)}")
+        for name, kind in kinds.items():
+            if kind not in COLUMN_KINDS:
+                raise ValueError(f"data.params.columns.{name}={kind!r}: a column kind is one of {', '.join(COLUMN_KINDS)}")
+        columns = [_type_column(frame[name], name, kinds.get(str(name)), missing, where, line_of_row)
+                   for name in frame.columns]
+        if not any(c.width for c in columns):
+            raise ValueError(f"{where} has no column that varies (all are constant or dropped); there is nothing to learn")
+        codec = cls(columns, header=bool(frame.attrs.get("header", True)), returns=returns, dtype=dtype,
+                    missing_policy=missing)
+        codec.feature_names = codec._feature_names()
+        return codec
+
+    def _feature_names(self) -> list[str]:
+        names = []
+        for c in self.columns:
+            if c.kind == "categorical":
+                names += [f"{c.name}={label}" for label in c.categories] + ([f"{c.name}=<missing>"] if c.missing else [])
+            elif c.width:
+                names += [str(c.name)] + ([f"{c.name} is missing"] if c.missing else [])
+        return names
+
+    @property
+    def width(self) -> int:
+        """The number of model features."""
+        return sum(c.width for c in self.columns)
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        """Column name -> kind, for the columns a sample has (dropped ones left out)."""
+        return {c.name: c.kind for c in self.columns if c.kind != "drop"}
+
+    @property
+    def is_plain(self) -> bool:
+        """Every column continuous with no missing cells: features are the columns themselves."""
+        return all(c.kind == "continuous" and not c.missing for c in self.columns)
+
+    # -- rows <-> features ----------------------------------------------------------------------
+    def rows_to_drop(self, frame: Any) -> np.ndarray:
+        """Under the ``drop`` policy, the rows with a missing cell in a kept column."""
+        if self.missing_policy != "drop":
+            return np.zeros(len(frame), dtype=bool)
+        kept = [c.name for c in self.columns if c.kind != "drop"]
+        return _is_missing(frame[kept]).any(axis=1)
+
+    def encode(self, frame: Any) -> np.ndarray:
+        """Rows of the table -> float32 features (n, :attr:`width`)."""
+        import pandas as pd
+
+        n = len(frame)
+        out = np.zeros((n, self.width), dtype=np.float32)
+        at = 0
+        for c in self.columns:
+            if not c.width:
+                continue
+            raw = frame[c.name]
+            absent = _is_missing(raw)
+            if c.kind == "categorical":
+                index = {label: i for i, label in enumerate(c.categories)}
+                labels = raw.tolist()
+                gone = len(c.categories) if c.missing else -1 if c.fill is None else index[c.fill]
+                codes = np.array([gone if a else index.get(_native(v), -1) for v, a in zip(labels, absent)],
+                                 dtype=np.int64)
+                unseen = codes < 0
+                if unseen.any():
+                    label = labels[int(np.flatnonzero(unseen)[0])]
+                    raise ValueError(f"column '{c.name}' holds {label!r}, a label the training data does not have")
+                out[np.arange(n), at + codes] = 1.0
+            else:
+                values = np.asarray(pd.to_numeric(raw, errors="coerce"), dtype=np.float64)
+                values = np.where(absent, c.fill, values)
+                out[:, at] = values
+                if c.missing:
+                    out[:, at + 1] = absent
+            at += c.width
+        return out
+
+    def decode(self, features: np.ndarray) -> Any:
+        """Model features (n, :attr:`width`) in the data's units -> a DataFrame of the user's
+        columns and dtypes (integers rounded into range, labels by the largest one-hot feature,
+        constants exact, missing cells where the missing feature says so)."""
+        import pandas as pd
+
+        features = np.asarray(features, dtype=np.float64)
+        n, at, data = features.shape[0], 0, {}
+        for c in self.columns:
+            if c.kind == "drop":
+                continue
+            if c.kind == "constant":
+                data[c.name] = _restore(pd.Series([c.value] * n), c)
+                continue
+            block = features[:, at:at + c.width]
+            at += c.width
+            if c.kind == "categorical":
+                codes = block.argmax(1)
+                labels = [None if k == len(c.categories) else c.categories[k] for k in codes]
+                data[c.name] = _restore(pd.Series(labels, dtype=object), c)
+                continue
+            values = block[:, 0]
+            if c.kind == "integer":
+                values = np.clip(np.round(values), c.low, c.high)
+            if c.missing:
+                values = np.where(block[:, 1] > 0.5, np.nan, values)
+            data[c.name] = _restore(pd.Series(values), c)
+        return pd.DataFrame(data)
+
+    def output(self, frame: Any) -> Any:
+        """A decoded table in the form the data came in: the DataFrame, a NumPy array or a tensor
+        of :attr:`dtype`."""
+        if self.returns == "dataframe":
+            return frame
+        array = frame.to_numpy(dtype=np.dtype(self.dtype or "float32"))
+        if self.returns == "numpy":
+            return array
+        import torch
+
+        return torch.tensor(array)
+
+    # -- storage --------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"header": self.header, "returns": self.returns, "dtype": self.dtype, "missing": self.missing_policy,
+                "columns": [asdict(c) for c in self.columns]}
+
+    def save(self, directory: str | Path) -> None:
+        path = Path(directory) / TABLE_FILE
+        tmp = path.with_name(f".{TABLE_FILE}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "TableCodec | None":
+        """The codec saved in ``directory``, or None (a run without one: plain vectors or images)."""
+        path = Path(directory) / TABLE_FILE
+        if not path.exists():
+            return None
+        try:
+            record = json.loads(path.read_text())
+            columns = [Column(**c) for c in record["columns"]]
+            for c in columns:
+                if c.kind not in COLUMN_KINDS or (c.kind == "categorical" and not c.categories):
+                    raise ValueError(f"column {c.name!r} has kind {c.kind!r}")
+            codec = cls(columns, header=bool(record["header"]), returns=record["returns"], dtype=record["dtype"],
+                        missing_policy=record["missing"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"'{path}' is damaged ({type(err).__name__}: {err})") from None
+        codec.feature_names = codec._feature_names()
+        return codec
+
+
+def _restore(series: Any, c: Column) -> Any:
+    """``series`` in the column's stored pandas dtype (a category keeps its labels)."""
+    import pandas as pd
+
+    if c.dtype == "category":
+        return pd.Series(pd.Categorical(series, categories=[x for x in c.categories if x is not None]))
+    if c.dtype == "bool" and series.isna().any():
+        return series.astype("boolean")
+    try:
+        return series.astype(c.dtype)
+    except (TypeError, ValueError):
+        return series.astype(object)
+
+
+def _numeric_view(series: Any, name: Any, where: str, line_of_row: Any) -> np.ndarray | None:
+    """A text column's values as numbers when nearly all of them are (a stray typo is an error
+    naming its cell); None for a column of labels."""
+    import pandas as pd
+
+    present = series[~_is_missing(series)]
+    if present.empty:
+        return None
+    numbers = pd.to_numeric(present, errors="coerce")
+    bad = numbers.isna().to_numpy()
+    if not bad.any():
+        return np.asarray(pd.to_numeric(series, errors="coerce"), dtype=np.float64)
+    if bad.mean() <= 0.05 and len(present) >= 20:
+        row = int(np.flatnonzero(~_is_missing(series))[np.flatnonzero(bad)[0]])
+        line = f", line {line_of_row(row)}" if line_of_row is not None else f", row {row}"
+        raise ValueError(f"{where}{line}: column '{name}' holds '{present.iloc[int(np.flatnonzero(bad)[0])]}' where "
+                         f"{1 - bad.mean():.0%} of its cells are numbers; fix the cell, or treat the column as labels "
+                         f"with data.params.columns.{name}=categorical")
+    return None
+
+
+def _type_column(series: Any, name: Any, kind: str | None, missing: str, where: str, line_of_row: Any) -> Column:
+    """Infer (or apply ``kind`` to) one column; see the module docstring for the rules."""
+    import pandas as pd
+
+    dtype = str(series.dtype)
+    absent = _is_missing(series)
+    if absent.all():
+        if kind == "drop":
+            return Column(name, "drop", dtype)
+        raise ValueError(f"{where}: column '{name}' has no values (every cell is missing); drop it, or pass "
+                         f"data.params.columns.{name}=drop")
+    has_missing = bool(absent.any()) and missing == "model"
+    if kind == "drop":
+        return Column(name, "drop", dtype)
+    categorical_dtype = isinstance(series.dtype, pd.CategoricalDtype)
+    numbers = None
+    if not categorical_dtype and series.dtype != bool and str(series.dtype) != "boolean":
+        if pd.api.types.is_numeric_dtype(series.dtype):
+            numbers = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        elif kind not in ("categorical",):
+            numbers = _numeric_view(series, name, where, line_of_row)
+            if numbers is None and kind in ("continuous", "integer"):
+                raise ValueError(f"{where}: column '{name}' holds labels, not numbers; it cannot be {kind}")
+            if numbers is not None:
+                dtype = "float64"
+    present = series[~absent]
+    levels = present.nunique()
+    if kind is None:
+        if levels == 1 and not absent.any():
+            kind = "constant"
+        elif numbers is None:
+            kind = "categorical"
+        else:
+            finite = numbers[~absent]
+            if not np.isfinite(finite).all():
+                raise ValueError(f"{where}: column '{name}' holds inf; replace it by a number or leave the cell empty")
+            integral = bool(np.all(finite == np.round(finite)))
+            kind = "categorical" if integral and levels <= MAX_INTEGER_LEVELS else "integer" if integral else "continuous"
+    if kind == "constant":
+        if levels != 1:
+            raise ValueError(f"data.params.columns.{name}=constant, but the column has {levels} distinct values")
+        return Column(name, "constant", dtype, value=_native(present.iloc[0]), missing=False)
+    if kind == "categorical":
+        labels = sorted({_native(v) for v in present.tolist()}, key=lambda v: (str(type(v)), v))
+        if categorical_dtype:
+            labels = [_native(v) for v in series.cat.categories if (present == v).any()]
+        if len(labels) > MAX_LABELS and len(labels) > len(present) // 2:
+            raise ValueError(f"{where}: column '{name}' has {len(labels)} distinct labels in {len(present)} rows, like an "
+                             f"identifier; leave it out with data.params.columns.{name}=drop")
+        fill = _native(present.mode().iloc[0]) if absent.any() and missing == "impute" else None
+        return Column(name, "categorical", dtype, categories=labels, fill=fill, missing=has_missing)
+    if numbers is None:
+        raise ValueError(f"{where}: column '{name}' holds labels, not numbers; it cannot be {kind}")
+    finite = numbers[~absent]
+    if not np.isfinite(finite).all():
+        raise ValueError(f"{where}: column '{name}' holds inf; replace it by a number or leave the cell empty")
+    column = Column(name, kind, dtype, low=float(finite.min()), high=float(finite.max()), fill=float(np.median(finite)),
+                    missing=has_missing, decimals=_decimals(finite) if kind == "continuous" else 0)
+    if kind == "integer" and not np.all(finite == np.round(finite)):
+        raise ValueError(f"data.params.columns.{name}=integer, but the column has fractional values")
+    return column
+
+
+def project(features: Any, codec: TableCodec, scaler: Any = None) -> Any:
+    """Model features (a tensor, standardised by ``scaler`` if given) -> the features of the rows
+    they decode to: one-hot blocks exactly 0/1, integers rounded into range, constants and
+    missing cells as decoded. Samples and baselines are scored this way, as the rows a user
+    gets, not as the continuous particles (a classifier would tell 0.97 from 1 at once)."""
+    import torch
+
+    units = features if scaler is None else scaler.inverse(features)
+    rows = codec.decode(units.detach().cpu().double().numpy())
+    back = torch.from_numpy(codec.encode(rows)).to(features.device)
+    return back if scaler is None else scaler.forward(back)

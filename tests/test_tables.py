@@ -1,0 +1,207 @@
+"""Tables as users have them: column types, pandas in and out, missing cells, runs that know
+their data (fdrl.data.columns, fdrl.data.fingerprint, fdrl.fit with DataFrames)."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import fdrl
+from fdrl.cli import main
+from fdrl.data.columns import TableCodec, project
+
+#: enough to run every part end to end, not to train well
+QUICK = {"train.steps": 6, "flow.steps": 3, "flow.refine_steps": 1, "train.batch_size": 32,
+         "train.checkpoint_every": 3, "train.sample_every": 6, "train.sample_n": 50, "train.eval_n": 200,
+         "model.params.width": 16}
+QUICK_ARGS = [f"{k}={v}" for k, v in QUICK.items()]
+
+
+def _mixed(n=400, seed=0):
+    """A table with every kind of column: continuous, integer, labels, booleans, a 3-level
+    integer code, a constant and a pandas category."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    return pd.DataFrame({
+        "x": x.round(3),
+        "age": rng.integers(18, 90, n),
+        "species": rng.choice(["setosa", "versicolor", "virginica"], n, p=[0.5, 0.3, 0.2]),
+        "smoker": rng.random(n) < 0.3,
+        "target": rng.integers(0, 3, n),
+        "one": np.ones(n),
+        "size": pd.Categorical(rng.choice(["S", "M", "L"], n), categories=["S", "M", "L"]),
+        "y": (2 * x + rng.normal(size=n) * 0.1).round(4),
+    })
+
+
+def test_columns_are_typed_and_rows_round_trip_exactly():
+    frame = _mixed()
+    codec = TableCodec.fit(frame)
+    assert codec.kinds == {"x": "continuous", "age": "integer", "species": "categorical", "smoker": "categorical",
+                           "target": "categorical", "one": "constant", "size": "categorical", "y": "continuous"}
+    # one-hot per label, nothing for the constant: 1 + 1 + 3 + 2 + 3 + 0 + 3 + 1 features
+    assert codec.width == 14
+    back = codec.decode(codec.encode(frame))
+    pd.testing.assert_frame_equal(back, frame, check_dtype=True)
+    assert codec.columns[0].decimals == 3 and codec.columns[-1].decimals == 4
+
+
+def test_decoding_puts_values_back_in_their_type_and_range():
+    frame = _mixed()
+    codec = TableCodec.fit(frame)
+    noisy = codec.encode(frame) + np.random.default_rng(1).normal(scale=0.3, size=(len(frame), codec.width))
+    noisy[:, 1] = 1000.0  # ages far above the data's
+    back = codec.decode(noisy)
+    assert list(back.columns) == list(frame.columns) and (back.dtypes == frame.dtypes).all()
+    assert (back["age"] == 89).all()  # rounded into the observed range
+    assert set(back["species"]) <= set(frame["species"]) and set(back["target"]) <= {0, 1, 2}
+    assert (back["one"] == 1.0).all()  # the constant exactly
+    assert list(back["size"].cat.categories) == ["S", "M", "L"]
+
+
+def test_features_of_decoded_rows_are_exact_one_hot():
+    frame = _mixed()
+    codec = TableCodec.fit(frame)
+    particles = torch.tensor(codec.encode(frame)) + 0.2 * torch.randn(len(frame), codec.width)
+    rows = project(particles, codec)
+    block = rows[:, 2:5]  # species
+    assert set(block.unique().tolist()) == {0.0, 1.0} and torch.equal(block.sum(1), torch.ones(len(frame)))
+    assert torch.equal(rows[:, 1], rows[:, 1].round())
+
+
+def test_kinds_can_be_overridden_and_bad_overrides_are_one_line():
+    frame = _mixed()
+    codec = TableCodec.fit(frame, {"age": "categorical", "x": "drop"})
+    assert codec.kinds["age"] == "categorical" and "x" not in codec.kinds
+    assert "x" not in codec.decode(codec.encode(frame)).columns
+    with pytest.raises(ValueError, match="names 'agee', which data does not have"):
+        TableCodec.fit(frame, {"agee": "categorical"})
+    with pytest.raises(ValueError, match="a column kind is one of"):
+        TableCodec.fit(frame, {"age": "ordinal"})
+    with pytest.raises(ValueError, match="holds labels, not numbers; it cannot be continuous"):
+        TableCodec.fit(frame, {"species": "continuous"})
+
+
+def test_an_identifier_column_and_a_typo_in_a_numeric_column_are_named():
+    ids = pd.DataFrame({"id": [f"row{i}" for i in range(1000)], "v": np.arange(1000.0)})
+    with pytest.raises(ValueError, match="column 'id' has 1000 distinct labels .* data.params.columns.id=drop"):
+        TableCodec.fit(ids)
+    typo = pd.DataFrame({"v": [str(float(i)) for i in range(100)]})
+    typo.loc[57, "v"] = "1.2.3"
+    with pytest.raises(ValueError, match=r"line 59: column 'v' holds '1.2.3' where 99% of its cells are numbers"):
+        TableCodec.fit(typo, line_of_row=lambda row: row + 2)
+
+
+def test_missing_cells_are_modelled_imputed_or_dropped_never_lost_silently():
+    frame = _mixed(200)
+    frame.loc[::10, "x"] = np.nan
+    frame.loc[::20, "species"] = None
+    modelled = TableCodec.fit(frame)
+    assert modelled.columns[0].missing and "x is missing" in modelled.feature_names
+    back = modelled.decode(modelled.encode(frame))
+    assert back["x"].isna().sum() == 20 and back["species"].isna().sum() == 10
+    imputed = TableCodec.fit(frame, missing="impute")
+    assert not imputed.decode(imputed.encode(frame)).isna().any().any()
+    dropped = TableCodec.fit(frame, missing="drop")
+    assert dropped.rows_to_drop(frame).sum() == 20
+
+
+def test_a_codec_survives_its_file_and_a_damaged_one_is_named(tmp_path):
+    frame = _mixed()
+    codec = TableCodec.fit(frame)
+    codec.save(tmp_path)
+    again = TableCodec.load(tmp_path)
+    pd.testing.assert_frame_equal(again.decode(codec.encode(frame)), frame)
+    (tmp_path / "table.json").write_text('{"columns": [{"name": "x"}]}')
+    with pytest.raises(ValueError, match="table.json' is damaged"):
+        TableCodec.load(tmp_path)
+
+
+def test_fit_a_dataframe_gives_back_a_dataframe_also_after_loading(tmp_path):
+    frame = _mixed()
+    model = fdrl.fit(frame, out=tmp_path / "run", progress=False, **QUICK)
+    samples = model.sample(100)
+    assert isinstance(samples, pd.DataFrame) and list(samples.columns) == list(frame.columns)
+    assert (samples.dtypes == frame.dtypes).all()
+    assert set(samples["species"]) <= set(frame["species"]) and (samples["one"] == 1.0).all()
+    assert samples["age"].between(18, 89).all()
+    again = fdrl.FDRL.from_pretrained(tmp_path / "run")
+    pd.testing.assert_frame_equal(again.sample(100), samples)
+    assert again.metrics["n"] == model.metrics["n"] == 80  # the report of a loaded run
+    saved = fdrl.FDRL.load(model.save_pretrained(tmp_path / "saved"))
+    pd.testing.assert_frame_equal(saved.sample(100), samples)
+    assert np.isfinite(model.log_ratio(frame.head(5))).all()  # takes rows in the table's form
+
+
+@pytest.mark.parametrize("make, kind", [
+    (lambda: np.random.default_rng(0).normal(size=(200, 3)), np.ndarray),
+    (lambda: np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32), np.ndarray),
+    (lambda: torch.randn(200, 3, dtype=torch.float64), torch.Tensor),
+])
+def test_arrays_and_tensors_come_back_as_they_went_in(tmp_path, make, kind):
+    data = make()
+    model = fdrl.fit(data, out=tmp_path / "run", progress=False, **QUICK)
+    for m in (model, fdrl.FDRL.load(tmp_path / "run")):
+        samples = m.sample(10)
+        assert isinstance(samples, kind) and samples.dtype == data.dtype and samples.shape == (10, 3)
+
+
+def test_fit_without_out_removes_its_folder_when_nothing_was_trained(tmp_path, monkeypatch):
+    made = tmp_path / "fdrl-tmp"
+    monkeypatch.setattr("tempfile.mkdtemp", lambda prefix="": (made.mkdir(), str(made))[1])
+    with pytest.raises(ValueError):
+        fdrl.fit(np.random.randn(50, 2), progress=False, **{**QUICK, "objective": "no-such"})
+    assert not made.exists()
+    with pytest.raises(TypeError, match="takes a pandas DataFrame"):
+        fdrl.fit({"a": [1, 2]})
+
+
+def _table_file(path, n=300, seed=0):
+    frame = _mixed(n, seed)
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def test_train_a_csv_with_every_column_type_and_sample_it_back(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    frame = _table_file(tmp_path / "table.csv")
+    assert main(["train", "table.csv", *QUICK_ARGS, "--quiet"]) == 0
+    assert main(["sample", "runs/table", "--n", "200", "--out", "s.csv", "--quiet"]) == 0
+    text = (tmp_path / "s.csv").read_text().splitlines()
+    assert text[0] == ",".join(frame.columns)
+    samples = pd.read_csv(tmp_path / "s.csv")
+    assert samples["age"].dtype == np.int64 and samples["age"].between(18, 89).all()
+    assert set(samples["species"]) <= set(frame["species"]) and set(samples["smoker"]) <= {True, False}
+    assert (samples["one"] == 1.0).all() and samples["target"].isin([0, 1, 2]).all()
+    assert all(len(v.split(".")[-1]) <= 3 for v in pd.read_csv(tmp_path / "s.csv", dtype=str)["x"])  # 3 decimals
+    assert main(["sample", "runs/table", "--n", "5", "--out", "s.npy", "--quiet"]) == 2
+    assert "label columns (species" in capsys.readouterr().err
+
+
+def test_a_changed_data_file_is_refused_and_nothing_in_the_run_is_rewritten(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _table_file(tmp_path / "table.csv")
+    assert main(["train", "table.csv", *QUICK_ARGS, "--quiet"]) == 0
+    run = tmp_path / "runs" / "table"
+    trained_size = (tmp_path / "table.csv").stat().st_size
+    os.utime(tmp_path / "table.csv")  # touched, same content: accepted
+    assert main(["train", "table.csv", *QUICK_ARGS, "--quiet"]) == 0
+    _table_file(tmp_path / "table.csv", seed=1)  # edited in place
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    capsys.readouterr()
+    assert main(["train", "table.csv", *QUICK_ARGS, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "table.csv' changed since run" in err and "--out NEW_DIR" in err and err.count("\n") == 1
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == before
+    assert main(["train", "--resume", str(run), "--quiet"]) == 2  # a resume is refused the same way
+    assert json.loads((run / "data.json").read_text())["path"]["size"] == trained_size
+
+
+def test_a_file_that_cannot_be_read_leaves_no_run_directory(tmp_path, capsys):
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    assert main(["train", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert not (tmp_path / "run").exists()
