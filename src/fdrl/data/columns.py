@@ -44,6 +44,8 @@ MAX_LABELS = 500
 #: how the model's samples are handed back
 RETURN_TYPES = ("dataframe", "numpy", "tensor")
 MISSING_POLICIES = ("model", "impute", "drop")
+#: the standard deviation of the Gaussian noise on one-hot features in training batches
+ONE_HOT_NOISE = 0.15
 
 
 def _native(value: Any) -> Any:
@@ -158,6 +160,26 @@ class TableCodec:
     def kinds(self) -> dict[str, str]:
         """Column name -> kind, for the columns a sample has (dropped ones left out)."""
         return {c.name: c.kind for c in self.columns if c.kind != "drop"}
+
+    def dequantization(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per feature, the Gaussian standard deviation and the uniform width of the noise that
+        training batches get (:meth:`fdrl.data.ArrayData.batch`): one-hot and missing-cell
+        features :data:`ONE_HOT_NOISE`, integers uniform over one unit, continuous features none.
+        A density ratio between continuous particles and data with point masses has no finite
+        value (on the one-hot vertices the data's density is infinite), and the flow diverged on
+        such tables; with the noise the data has a density, and decoding (largest one-hot
+        feature, rounding) removes it again."""
+        gauss, uniform = np.zeros(self.width, np.float32), np.zeros(self.width, np.float32)
+        at = 0
+        for c in self.columns:
+            if c.kind == "categorical":
+                gauss[at:at + c.width] = ONE_HOT_NOISE
+            elif c.width:
+                uniform[at] = 1.0 if c.kind == "integer" else 0.0
+                if c.missing:
+                    gauss[at + 1] = ONE_HOT_NOISE
+            at += c.width
+        return gauss, uniform
 
     @property
     def is_plain(self) -> bool:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fdrl import seeding
 from fdrl.data.columns import TableCodec, project
 from fdrl.data.files import line_of_row, read_data
 from fdrl.data.images import IMAGE_DATASETS, build_held_out_images, build_image_data
@@ -55,6 +56,7 @@ class ArrayData:
         self.scaler, self.codec = scaler, codec
         self.shape = tuple(self.samples.shape[1:])
         self.order = SampleOrder(self.samples.shape[0])
+        self.noise = None if codec is None else _noise_scales(codec, scaler)
 
     def __len__(self) -> int:
         return self.samples.shape[0]
@@ -63,7 +65,15 @@ class ArrayData:
         return self.order.indices(step, n, seed, rank, world)
 
     def batch(self, step, n, seed, rank=0, world=1):
-        return self.samples[self.indices(step, n, seed, rank, world)]
+        """The training rows of ``rank`` at ``step``; a table's discrete features get their
+        dequantisation noise (:meth:`fdrl.data.columns.TableCodec.dequantization`), drawn from
+        a generator of (seed, step, rank) so that a resumed run replays it."""
+        rows = self.samples[self.indices(step, n, seed, rank, world)]
+        if self.noise is None:
+            return rows
+        gauss, uniform = self.noise
+        g = seeding.generator(seed, "augment", step, rank)
+        return rows + torch.randn(rows.shape, generator=g) * gauss + (torch.rand(rows.shape, generator=g) - 0.5) * uniform
 
     def iter_batches(self, batch_size: int):
         """Every sample once, in order, in batches (for fitting a data-dependent prior)."""
@@ -141,6 +151,16 @@ class ArrayData:
             train = scaler.forward(train)
             heldout = None if heldout is None else scaler.forward(heldout)
         return cls(train, name=name, heldout=heldout, scaler=scaler, codec=codec)
+
+
+def _noise_scales(codec: TableCodec, scaler: Standardizer | None) -> tuple[Tensor, Tensor] | None:
+    """The codec's dequantisation noise in model units (None if the table has no discrete feature)."""
+    gauss, uniform = (torch.from_numpy(a) for a in codec.dequantization())
+    if not (gauss.any() or uniform.any()):
+        return None
+    if scaler is not None:
+        gauss, uniform = gauss / scaler.scale, uniform / scaler.scale
+    return gauss, uniform
 
 
 def _read_rows(path: str | Path) -> Any:
