@@ -236,3 +236,15 @@ def test_read_array_names_the_cell_that_is_not_a_number(tmp_path, text, expected
 def test_string_columns_are_data_for_read_table(tmp_path):
     frame = read_table(_write(tmp_path / "t.csv", "city,n\nNew York,1\nParis,2\n"))
     assert frame["city"].tolist() == ["New York", "Paris"]
+
+
+def test_training_data_from_a_compressed_semicolon_table(tmp_path):
+    from fdrl.data.source import ArrayData
+
+    rows = "".join(f"{i},5;{-i};{i % 2 == 0}\n" for i in range(10))
+    path = _write(tmp_path / "shop.csv.gz", "price;stock;sale\n" + rows, gzip.open)
+    data = ArrayData.from_file(path, test_fraction=0.2)
+    assert data.columns == ["price", "stock", "sale"] and data.name == "shop.csv.gz"
+    every = np.concatenate([data.samples.numpy(), data.held_out().samples.numpy()])
+    assert sorted(every[:, 0].tolist()) == [i + 0.5 for i in range(10)]
+    assert sorted(every[:, 2].tolist()) == [0.0] * 5 + [1.0] * 5

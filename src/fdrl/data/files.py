@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fdrl.data.table_format import TableFormat, WHITESPACE, damage_error, data_rows, detect_format, is_missing
+from fdrl.data.table_format import (TableFormat, WHITESPACE, damage_error, data_rows, detect_format,
+                                    is_decimal_comma, is_missing)
 from fdrl.table_paths import PARQUET_SUFFIX, is_table_path, split_name, supported_suffixes
 
 if TYPE_CHECKING:
@@ -30,7 +31,6 @@ __all__ = ["ArrayFile", "is_table_path", "line_of_row", "read_array", "read_data
 _NPY_MAGIC = b"\x93NUMPY"
 #: pandas' C parser on a row longer than the first: "Expected 3 fields in line 5, saw 4"
 _EXTRA_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
-_DECIMAL_COMMA_CELL = re.compile(r"\s*[+-]?\d*,\d+\s*")
 
 
 @dataclass
@@ -103,7 +103,8 @@ def _parse(path: Path, fmt: TableFormat) -> "pandas.DataFrame":
     except pd.errors.ParserError as err:
         found = _EXTRA_FIELDS.search(str(err))
         if found is None:
-            raise ValueError(f"data file '{path}' is not a table pandas can read ({str(err).strip()})") from None
+            raise ValueError(f"data file '{path}' is not a table pandas can read "
+                             f"({str(err).strip().splitlines()[0]})") from None
         width, line, cells = (int(g) for g in found.groups())
         raise _ragged(path, fmt, line, cells, width) from None
     except UnicodeDecodeError:
@@ -184,11 +185,11 @@ def read_data(path: str | Path) -> "pandas.DataFrame | np.ndarray":
 
 
 def _numeric(frame: "pandas.DataFrame", path: Path) -> np.ndarray:
-    """The frame's cells as float64 (booleans as 0 / 1); the first cell that is not a number,
+    """The frame's cells as float32 (booleans as 0 / 1); the first cell that is not a number,
     or is missing, is an error naming its column and line."""
     import pandas as pd
 
-    columns = []
+    values = np.empty(frame.shape, dtype=np.float32)
     for c, name in enumerate(frame.columns):
         column = frame[name]
         if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
@@ -200,8 +201,9 @@ def _numeric(frame: "pandas.DataFrame", path: Path) -> np.ndarray:
         missing = column.isna().to_numpy()
         if missing.any():
             _raise_cell(frame, path, int(np.argmax(missing)), c)
-        columns.append(column.to_numpy(dtype=np.float64))
-    return np.stack(columns, axis=1)
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, refused later with the row
+            values[:, c] = column.to_numpy(dtype=np.float64)
+    return values
 
 
 def _raise_cell(frame: "pandas.DataFrame", path: Path, row: int, c: int) -> None:
@@ -217,7 +219,7 @@ def _raise_cell(frame: "pandas.DataFrame", path: Path, row: int, c: int) -> None
         where, cell = f"line {line}", cells[c].strip() if c < len(cells) else ""
         what = ("is empty" if not cell else f"holds '{cell}', a missing value" if is_missing(cell)
                 else f"holds '{cell}', not a number")
-        if _DECIMAL_COMMA_CELL.fullmatch(cell):
+        if is_decimal_comma(cell):
             what += " (a decimal comma: write decimals with a point, or separate the columns with ';')"
     raise ValueError(f"data file '{path}', {where}: {label} {what}; make every column numeric (encode categories "
                      "as numbers) and fill or drop missing cells")
@@ -241,4 +243,4 @@ def read_array(path: str | Path) -> ArrayFile:
     if values.shape[0] == 0 or values[0].size == 0:
         raise ValueError(f"data file '{path}' has shape {values.shape}: it needs at least one row and one column")
     with np.errstate(over="ignore"):
-        return ArrayFile(values.astype(np.float32), columns)
+        return ArrayFile(values.astype(np.float32, copy=False), columns)

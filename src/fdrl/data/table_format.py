@@ -67,6 +67,11 @@ def is_number(cell: str, decimal: str = ".") -> bool:
     return True
 
 
+def is_decimal_comma(cell: str) -> bool:
+    """Whether a cell is a number written with a decimal comma (``1,5``, ``-2,5e3``)."""
+    return _DECIMAL_COMMA.fullmatch(cell.strip()) is not None
+
+
 def is_missing(cell: str) -> bool:
     """Whether a cell is read as missing (empty or one of pandas' NA tokens)."""
     return cell.strip() in NA_TOKENS
@@ -179,7 +184,7 @@ def _decimal(rows: list[list[str]], sep: str) -> str:
     if sep != ";":
         return "."
     cells = [cell.strip() for row in rows for cell in row]
-    if any(_DECIMAL_COMMA.fullmatch(c) for c in cells) and not any(_DECIMAL_POINT.fullmatch(c) for c in cells):
+    if any(is_decimal_comma(c) for c in cells) and not any(_DECIMAL_POINT.fullmatch(c) for c in cells):
         return ","
     return "."
 
