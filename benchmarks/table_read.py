@@ -14,7 +14,8 @@ resident memory after the imports (``import fdrl.data`` brings PyTorch, some 700
 would hide any difference); both numbers are reported too. The target is a ratio to pandas
 under 2 in both.
 
-    python benchmarks/table_read.py [--rows 1000000] [--cols 16] [--repeat 1] [--out result.json]
+    python benchmarks/table_read.py [--rows 1000000] [--cols 16] [--repeat 1] [--readers pandas,read_array]
+                                    [--out result.json]
 """
 
 from __future__ import annotations
@@ -75,15 +76,20 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--cols", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=1, help="fresh processes per reader; the fastest is kept")
+    ap.add_argument("--readers", default=",".join(READERS),
+                    help=f"comma-separated, pandas among them (the reference): {', '.join(READERS)}")
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     args = ap.parse_args(argv)
+    readers = args.readers.split(",")
+    if "pandas" not in readers or not set(readers) <= set(READERS):
+        ap.error(f"--readers must name pandas and any of {', '.join(READERS)}; got {args.readers}")
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "table.csv"
         start = time.perf_counter()
         write_csv(path, args.rows, args.cols)
         result = {"rows": args.rows, "cols": args.cols, "file_mib": round(path.stat().st_size / 2**20, 1),
                   "write_seconds": round(time.perf_counter() - start, 2), "readers": {}}
-        for reader in READERS:
+        for reader in readers:
             runs = [measure(reader, path) for _ in range(args.repeat)]
             result["readers"][reader] = min(runs, key=lambda run: run["seconds"])
     base = result["readers"]["pandas"]
