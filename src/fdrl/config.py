@@ -20,6 +20,7 @@ import yaml
 
 from fdrl.components import check_component
 from fdrl.pairings import ETA_SCALINGS, check_pairing, scaled_step_size
+from fdrl.table_paths import PARQUET_SUFFIX, TEXT_SUFFIXES, is_table_path, table_stem
 
 #: torch.compile modes of the flow step (fdrl.flow.FlowOptions)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -361,19 +362,21 @@ def _read_yaml(path_or_text: Any, label: str) -> dict[str, Any]:
     return data
 
 
-#: suffixes of vector data files that ``fdrl train PATH`` trains on (fdrl.data.files reads them)
-VECTOR_SUFFIXES = (".npy", ".csv", ".txt")
+#: suffixes of vector data files that ``fdrl train PATH`` trains on (fdrl.data.files reads them);
+#: text tables may also be compressed (fdrl.table_paths.is_table_path)
+VECTOR_SUFFIXES = (".npy", *TEXT_SUFFIXES, PARQUET_SUFFIX)
 #: the presets that a data file or an image folder given as PATH starts from
 VECTORS_PRESET, IMAGES_PRESET = "vectors", "images"
 
 
 def data_source_kind(source: str) -> str | None:
-    """What ``fdrl train SOURCE`` means: ``"vectors"`` (a .npy / .csv / .txt path), ``"images"``
+    """What ``fdrl train SOURCE`` means: ``"vectors"`` (a .npy path or a table: .csv, .tsv,
+    .parquet, ... see :func:`~fdrl.table_paths.is_table_path`), ``"images"``
     (a folder that is not a run directory), or None (a preset name or a YAML file). A bare
     preset name wins over a same-named folder in the working directory; write ``./NAME`` for
     the folder."""
     path = Path(source)
-    if path.suffix.lower() in VECTOR_SUFFIXES:
+    if is_table_path(path) or path.suffix.lower() == ".npy":
         return "vectors"
     if not path.is_dir():
         return None
@@ -387,7 +390,7 @@ def data_source_kind(source: str) -> str | None:
 def _user_data_raw(source: str, kind: str) -> dict[str, Any]:
     """The raw config for a user's data: the ``vectors`` or ``images`` preset with the data
     section pointing at ``source`` (an absolute path, so the run works from any folder), named
-    after the file or folder."""
+    after the file (without its table and compression suffixes) or folder."""
     path = Path(source)
     if kind == "vectors" and not path.is_file():
         raise ConfigError(f"data file '{source}' does not exist" if not path.exists() else
@@ -398,7 +401,7 @@ def _user_data_raw(source: str, kind: str) -> dict[str, Any]:
     params["path" if kind == "vectors" else "root"] = str(path.resolve())
     data["params"] = params
     raw["data"] = data
-    raw["name"] = path.stem if kind == "vectors" else path.resolve().name
+    raw["name"] = table_stem(path) if kind == "vectors" else path.resolve().name
     return raw
 
 

@@ -1,40 +1,55 @@
-"""Reading a user's vector file (``.npy``, ``.csv``, ``.txt``) with errors a user can act on.
+"""Reading a user's data file (``.npy``, a text table, ``.parquet``) with errors a user can act on.
 
-Every problem is a ``ValueError`` (or ``FileNotFoundError``) of one line naming the file and
-what to do: a text file saved as ``.npy``, a pickled or non-numeric array, a ragged row, a cell
-that is not a number (with its column name and line), an empty file. A CSV whose first row
-does not parse as numbers is read as a header; its column names are kept (and written back
-over sampled CSV).
+Tables are read by pandas, in the format :mod:`fdrl.data.table_format` finds from their first
+lines, and keep what they hold: numbers, booleans, strings, missing cells (NaN). Every problem is
+a one-line ``ValueError`` (``FileNotFoundError`` for a missing file) naming the file and, where
+there is one, the column and the line: a folder or an unknown suffix, an empty file, a header
+with no rows, a ragged row, a binary or damaged file, parquet without an engine.
+:func:`read_array` is the numeric view: it refuses a cell that is not a number.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import importlib.util
+import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fdrl.config import VECTOR_SUFFIXES
+from fdrl.data.table_format import (TableFormat, WHITESPACE, damage_error, data_rows, detect_format,
+                                    is_decimal_comma, is_missing)
+from fdrl.table_paths import PARQUET_SUFFIX, is_table_path, split_name, supported_suffixes
+
+if TYPE_CHECKING:
+    import pandas
+
+__all__ = ["ArrayFile", "is_table_path", "line_of_row", "read_array", "read_data", "read_table"]
 
 _NPY_MAGIC = b"\x93NUMPY"
+#: pandas' C parser on a row longer than the first: "Expected 3 fields in line 5, saw 4"
+_EXTRA_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
 
 @dataclass
 class ArrayFile:
-    """A vector file's rows as float32 (n, ...) and its CSV header, if it had one."""
+    """A vector file's rows as float32 (n, ...) and its table header, if it had one."""
 
     values: np.ndarray
     columns: list[str] | None = None
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+def _checked_path(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data file '{path}' does not exist")
+    if path.is_dir():
+        raise ValueError(f"'{path}' is a folder, not a data file ({supported_suffixes()})")
+    if not (is_table_path(path) or path.suffix.lower() == ".npy"):
+        raise ValueError(f"unsupported data file '{path.name}': use {supported_suffixes()}")
+    return path
 
 
 def _read_npy(path: Path) -> np.ndarray:
@@ -57,57 +72,170 @@ def _read_npy(path: Path) -> np.ndarray:
     return array
 
 
-def _read_table(path: Path) -> ArrayFile:
-    """CSV (comma-separated) or whitespace-separated text: a header row is detected, and the
-    first bad cell is reported by column and line."""
+def _read_parquet(path: Path) -> "pandas.DataFrame":
+    if all(importlib.util.find_spec(engine) is None for engine in ("pyarrow", "fastparquet")):
+        raise ValueError(f"data file '{path}': reading .parquet needs pyarrow: pip install pyarrow (or fdrl[parquet])")
+    import pandas as pd
+
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        frame = pd.read_parquet(path)
+    except Exception as err:  # noqa: BLE001 - the engines raise their own types; any is one message
+        raise ValueError(f"data file '{path}' is damaged or not parquet ({str(err).splitlines()[0]})") from None
+    frame.attrs["header"] = True
+    return frame
+
+
+def _parse(path: Path, fmt: TableFormat) -> "pandas.DataFrame":
+    """pandas' read of the text table in format ``fmt``, its errors turned into one line."""
+    import lzma
+    import zlib
+
+    import pandas as pd
+
+    options = dict(sep=fmt.sep, decimal=fmt.decimal, header=0 if fmt.header else None, index_col=False,
+                   encoding=fmt.encoding, compression=fmt.compression, skip_blank_lines=True)
+    if fmt.sep != WHITESPACE:
+        options["skipinitialspace"] = True
+    try:
+        return pd.read_csv(path, **options)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"data file '{path}' is empty") from None
+    except pd.errors.ParserError as err:
+        found = _EXTRA_FIELDS.search(str(err))
+        if found is None:
+            raise ValueError(f"data file '{path}' is not a table pandas can read "
+                             f"({str(err).strip().splitlines()[0]})") from None
+        width, line, cells = (int(g) for g in found.groups())
+        raise _ragged(path, fmt, line, cells, width) from None
     except UnicodeDecodeError:
-        raise ValueError(f"data file '{path}' is not text (is it a binary file with the wrong suffix?)") from None
-    if path.suffix == ".csv":
-        rows = [row for row in csv.reader(io.StringIO(text))]
+        if fmt.encoding == "latin-1":
+            raise
+        return _parse(path, TableFormat(fmt.sep, fmt.decimal, fmt.header, "latin-1", fmt.compression))
+    except (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile) as err:
+        if fmt.compression is None:
+            raise
+        raise damage_error(path, fmt.compression, err) from None
+
+
+def _ragged(path: Path, fmt: TableFormat, line: int, cells: int, width: int) -> ValueError:
+    return ValueError(f"data file '{path}', line {line}: {cells} values where the "
+                      f"{'header' if fmt.header else 'first row'} has {width}; every row needs the same columns")
+
+
+def _check_short_rows(path: Path, fmt: TableFormat, frame: "pandas.DataFrame") -> None:
+    """pandas fills a row shorter than the header with NaN; such a row ends in NaN, so only
+    those rows are looked up in the file, and a short one is a ragged-row error."""
+    width = frame.shape[1]
+    suspects = np.flatnonzero(frame.iloc[:, -1].isna().to_numpy())
+    if width < 2 or suspects.size == 0:
+        return
+    wanted, last = set(suspects.tolist()), int(suspects[-1])
+    for row, (line, cells) in enumerate(data_rows(path, fmt)):
+        if row in wanted and len(cells) < width:
+            raise _ragged(path, fmt, line, len(cells), width)
+        if row >= last:
+            return
+
+
+def read_table(path: str | Path) -> "pandas.DataFrame":
+    """A text table or a ``.parquet`` file as pandas reads it, in the format found from its
+    first lines (:func:`fdrl.data.table_format.detect_format`): pandas' dtypes (int64, float64,
+    bool, strings), missing cells as NaN, columns named by the header or ``0..d-1`` without one.
+    ``attrs``: ``path`` (str) and ``header`` (whether the first row named the columns)."""
+    path = _checked_path(path)
+    if split_name(path)[1] == PARQUET_SUFFIX:
+        frame = _read_parquet(path)
+    elif path.suffix.lower() == ".npy":
+        raise ValueError(f"data file '{path}' is a NumPy array, not a table; read it with read_data or read_array")
     else:
-        rows = [line.split() for line in text.splitlines()]
-    lines = [(i + 1, [cell.strip() for cell in row]) for i, row in enumerate(rows) if any(c.strip() for c in row)]
-    if not lines:
-        raise ValueError(f"data file '{path}' is empty")
-    columns = None
-    first_line, first = lines[0]
-    if not all(_is_number(cell) for cell in first):
-        columns, lines = first, lines[1:]
-        if not lines:
-            raise ValueError(f"data file '{path}' has a header row but no data rows")
-    width = len(columns) if columns else len(first)
-    values = np.empty((len(lines), width), dtype=np.float64)
-    for r, (line, cells) in enumerate(lines):
-        if len(cells) != width:
-            raise ValueError(f"data file '{path}', line {line}: {len(cells)} values where the "
-                             f"{'header' if columns else 'first row'} has {width}; every row needs the same columns")
-        for c, cell in enumerate(cells):
-            try:
-                values[r, c] = float(cell)
-            except ValueError:
-                name = f"'{columns[c]}' (column {c + 1})" if columns else f"column {c + 1}"
-                what = "is empty" if not cell else f"holds '{cell}', not a number"
-                raise ValueError(f"data file '{path}', line {line}: {name} {what}; make every column "
-                                 "numeric (encode categories as numbers) or drop it") from None
-    return ArrayFile(values, columns)
+        fmt = detect_format(path)
+        frame = _parse(path, fmt)
+        frame.attrs["header"] = fmt.header
+        if len(frame) and len(frame.columns):
+            _check_short_rows(path, fmt, frame)
+    if len(frame) == 0:
+        raise ValueError(f"data file '{path}' has a header row but no data rows" if frame.attrs["header"] and
+                         len(frame.columns) else f"data file '{path}' is empty")
+    frame.attrs["path"] = str(path)
+    return frame
+
+
+def _row_cells(path: str | Path, row: int) -> tuple[int, list[str]]:
+    """The line and the raw cells of data row ``row`` (0-based, after the header) of a text table."""
+    path = Path(path)
+    for index, found in enumerate(data_rows(path, detect_format(path))):
+        if index == row:
+            return found
+    raise ValueError(f"data file '{path}' has no data row {row}")
+
+
+def line_of_row(path: str | Path, row: int) -> int:
+    """The 1-based line (of the decompressed text, as an editor shows it) where data row ``row``
+    (0-based, after the header, blank lines skipped) of a text table starts; re-reads the file."""
+    return _row_cells(path, row)[0]
+
+
+def read_data(path: str | Path) -> "pandas.DataFrame | np.ndarray":
+    """A data file as stored: a ``.npy`` file's numeric or boolean array, a table's DataFrame
+    (:func:`read_table`)."""
+    path = _checked_path(path)
+    if path.suffix.lower() == ".npy":
+        return _read_npy(path)
+    return read_table(path)
+
+
+def _numeric(frame: "pandas.DataFrame", path: Path) -> np.ndarray:
+    """The frame's cells as float32 (booleans as 0 / 1); the first cell that is not a number,
+    or is missing, is an error naming its column and line."""
+    import pandas as pd
+
+    values = np.empty(frame.shape, dtype=np.float32)
+    for c, name in enumerate(frame.columns):
+        column = frame[name]
+        if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
+            numbers = pd.to_numeric(column, errors="coerce")
+            bad = column.notna().to_numpy() & numbers.isna().to_numpy()
+            if bad.any():
+                _raise_cell(frame, path, int(np.argmax(bad)), c)
+            column = numbers
+        missing = column.isna().to_numpy()
+        if missing.any():
+            _raise_cell(frame, path, int(np.argmax(missing)), c)
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, refused later with the row
+            values[:, c] = column.to_numpy(dtype=np.float64)
+    return values
+
+
+def _raise_cell(frame: "pandas.DataFrame", path: Path, row: int, c: int) -> None:
+    """The one-line error for the cell at data row ``row``, column ``c`` that is not a number."""
+    import pandas as pd
+
+    label = f"'{frame.columns[c]}' (column {c + 1})" if frame.attrs.get("header") else f"column {c + 1}"
+    if split_name(path)[1] == PARQUET_SUFFIX:
+        where, cell = f"row {row + 1}", frame.iloc[row, c]
+        what = "is missing" if pd.isna(cell) else f"holds '{cell}', not a number"
+    else:
+        line, cells = _row_cells(path, row)
+        where, cell = f"line {line}", cells[c].strip() if c < len(cells) else ""
+        what = ("is empty" if not cell else f"holds '{cell}', a missing value" if is_missing(cell)
+                else f"holds '{cell}', not a number")
+        if is_decimal_comma(cell):
+            what += " (a decimal comma: write decimals with a point, or separate the columns with ';')"
+    raise ValueError(f"data file '{path}', {where}: {label} {what}; make every column numeric (encode categories "
+                     "as numbers) and fill or drop missing cells")
 
 
 def read_array(path: str | Path) -> ArrayFile:
-    """Read a vector file: rows are samples (a 1-D array is one feature per sample)."""
+    """A vector file of numbers only: a ``.npy`` array or a table whose every cell is a number
+    (booleans count as 0 / 1), as float32 rows (a 1-D array is one feature per sample), with the
+    table's header as ``columns``."""
+    found = read_data(path)
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"data file '{path}' does not exist")
-    if path.is_dir():
-        raise ValueError(f"'{path}' is a folder, not a data file (.npy, .csv or .txt)")
-    if path.suffix not in VECTOR_SUFFIXES:
-        raise ValueError(f"unsupported data file '{path.name}': use .npy, .csv or .txt")
-    if path.suffix == ".npy":
-        found = ArrayFile(_read_npy(path))
+    if isinstance(found, np.ndarray):
+        values, columns = found, None
     else:
-        found = _read_table(path)
-    values = found.values
+        values = _numeric(found, path)
+        columns = [str(name) for name in found.columns] if found.attrs["header"] else None
     if values.ndim == 0:
         raise ValueError(f"data file '{path}' holds a single number, not rows of samples")
     if values.ndim == 1:
@@ -115,5 +243,4 @@ def read_array(path: str | Path) -> ArrayFile:
     if values.shape[0] == 0 or values[0].size == 0:
         raise ValueError(f"data file '{path}' has shape {values.shape}: it needs at least one row and one column")
     with np.errstate(over="ignore"):
-        found.values = values.astype(np.float32)
-    return found
+        return ArrayFile(values.astype(np.float32, copy=False), columns)
