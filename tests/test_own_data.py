@@ -73,11 +73,12 @@ def test_data_test_fraction_overrides_the_presets_and_is_checked(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("a,b\n1,2\n3,x\n", "line 3: 'b' (column 2) holds 'x', not a number"),
+    # a text cell in a column of numbers is a typo (a column of text is labels, and trains)
+    ("a,b\n" + "".join(f"{i},{'1.2.3' if i == 17 else i / 3}\n" for i in range(40)),
+     "line 19: column 'b' holds '1.2.3' where 98% of its cells are numbers"),
     ("1,2\n3\n", "line 2: 1 values where the first row has 2"),
     ("a,b\n", "has a header row but no data rows"),
     ("", "is empty"),
-    ("a,b\n1,\n", "line 2: 'b' (column 2) is empty"),
 ])
 def test_a_bad_csv_is_one_line_naming_where(tmp_path, capsys, content, message):
     (tmp_path / "bad.csv").write_text(content)

@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fdrl.config import data_source_kind, load_config
@@ -208,7 +209,7 @@ def test_parquet_without_an_engine_says_what_to_install(tmp_path, monkeypatch):
     (tmp_path / "t.parquet").write_bytes(b"PAR1")
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     monkeypatch.setitem(sys.modules, "fastparquet", None)
-    assert "reading .parquet needs pyarrow: pip install pyarrow (or fdrl[parquet])" in _error(tmp_path / "t.parquet")
+    assert "reading .parquet needs pyarrow: pip install pyarrow (a dependency of fdrl: reinstall it)" in _error(tmp_path / "t.parquet")
 
 
 def test_parquet_round_trip_where_pyarrow_is_installed(tmp_path):
@@ -244,7 +245,8 @@ def test_training_data_from_a_compressed_semicolon_table(tmp_path):
     rows = "".join(f"{i},5;{-i};{i % 2 == 0}\n" for i in range(10))
     path = _write(tmp_path / "shop.csv.gz", "price;stock;sale\n" + rows, gzip.open)
     data = ArrayData.from_file(path, test_fraction=0.2)
-    assert data.columns == ["price", "stock", "sale"] and data.name == "shop.csv.gz"
-    every = np.concatenate([data.samples.numpy(), data.held_out().samples.numpy()])
-    assert sorted(every[:, 0].tolist()) == [i + 0.5 for i in range(10)]
-    assert sorted(every[:, 2].tolist()) == [0.0] * 5 + [1.0] * 5
+    assert data.codec.kinds == {"price": "continuous", "stock": "categorical", "sale": "categorical"}
+    assert data.name == "shop.csv.gz"
+    every = pd.concat([data.decode(data.samples), data.decode(data.held_out().samples)])
+    assert sorted(every["price"].tolist()) == [i + 0.5 for i in range(10)]  # the decimal comma read
+    assert sorted(every["sale"].tolist()) == [False] * 5 + [True] * 5

@@ -117,17 +117,18 @@ def draw_step(data, prior, step: int, global_batch: int, seed: int, world: int, 
 
 
 def sample_sharded(model: Any, n: int, ctx: DistContext, steps: int | None = None, seed: int = 0,
-                   batch_size: int | None = None, progress: bool = False) -> Tensor | None:
+                   batch_size: int | None = None, progress: bool = False, standardized: bool = False) -> Tensor | None:
     """Algorithm 2 for ``n`` samples with the batches dealt round-robin over the ranks (batch
     i on rank i % W, each seeded by (seed, i) as in one process), gathered on rank 0: rank 0
     returns exactly ``model.sample(n, steps, seed, batch_size)`` with the same ``batch_size``
     (default ceil(n / W)), the other ranks None. This is how ``fdrl evaluate`` under torchrun
-    lets many GPUs generate the 50000 FID samples."""
+    lets many GPUs generate the 50000 FID samples. ``standardized``: as for ``model.sample``."""
     if not ctx.active:
-        return model.sample(n, steps=steps, seed=seed, batch_size=batch_size, progress=progress)
+        return model.sample(n, steps=steps, seed=seed, batch_size=batch_size, progress=progress,
+                            standardized=standardized)
     batch_size = batch_size or -(-n // ctx.world)
     mine = model.sample(n, steps=steps, seed=seed, batch_size=batch_size, progress=progress and ctx.is_main,
-                        shard=(ctx.rank, ctx.world))
+                        shard=(ctx.rank, ctx.world), standardized=standardized)
     gathered: list[Tensor] | None = [None] * ctx.world if ctx.is_main else None  # type: ignore[list-item]
     dist.gather_object(mine, gathered, dst=0)
     if not ctx.is_main:

@@ -147,6 +147,12 @@ class FDRL:
         """f'(r_theta(x)): the potential of Eq. 9. Compositions add terms to it."""
         return ratio_potential(self.estimator, self.objective)
 
+    def as_rows(self, particles: Tensor) -> Tensor:
+        """Particles in model units -> the model units of the table rows they decode to
+        (:func:`fdrl.data.columns.project`); as they are for data that is not a table. What is
+        scored against data is rows, not the continuous particles."""
+        return particles if self.codec is None else project(particles, self.codec, self.scaler)
+
     @torch.no_grad()
     def log_ratio(self, x: Any, standardized: bool = False) -> Any:
         """log r_theta(x) = log q~(x) / p(x) for a batch ``x`` in the data's units: what FDRL
@@ -244,7 +250,7 @@ class FDRL:
                 out.append(self.flow(x0, steps, generator, potential=potential).cpu())
         samples = torch.cat(out) if out else torch.empty(0, *self.prior.shape)
         if standardized:
-            return samples if self.codec is None else project(samples, self.codec, self.scaler)
+            return self.as_rows(samples)
         samples = samples if self.scaler is None else self.scaler.inverse(samples)
         return samples if self.codec is None else self.codec.output(self.codec.decode(samples.double().numpy()))
 

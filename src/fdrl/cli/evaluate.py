@@ -160,8 +160,9 @@ class _Evaluation:
         """``n`` samples after ``steps`` flow steps (on rank 0; None on the others)."""
         from fdrl import distributed
 
+        # in the model's units, those of the reference rows the metric is bound to
         return distributed.sample_sharded(self.model, self.n, self.dist, steps, self.seed, self.sample_batch,
-                                          progress)
+                                          progress, standardized=True)
 
     def record(self, **fields: Any) -> dict[str, Any]:
         m = self.metric

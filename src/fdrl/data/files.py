@@ -74,7 +74,7 @@ def _read_npy(path: Path) -> np.ndarray:
 
 def _read_parquet(path: Path) -> "pandas.DataFrame":
     if all(importlib.util.find_spec(engine) is None for engine in ("pyarrow", "fastparquet")):
-        raise ValueError(f"data file '{path}': reading .parquet needs pyarrow: pip install pyarrow (or fdrl[parquet])")
+        raise ValueError(f"data file '{path}': reading .parquet needs pyarrow: pip install pyarrow (a dependency of fdrl: reinstall it)")
     import pandas as pd
 
     try:

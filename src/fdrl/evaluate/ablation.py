@@ -71,7 +71,7 @@ def ablate_steps(
     for target in steps:
         particles = [model.flow(x, target - done, g).cpu() for x, g in zip(particles, generators)]
         done = target
-        values.append(float(metric_fn(torch.cat(particles))))
+        values.append(float(metric_fn(model.as_rows(torch.cat(particles)))))
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
