@@ -48,7 +48,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser, with full options for the commands of ``command``'s module and a one-line
     entry for every other command (only the chosen command's module is imported)."""
     parser = _Parser(prog="fdrl", description="Flow-Guided Density Ratio Learning. "
-                     "Start with: fdrl train FILE.npy|FILE.csv|IMAGE_DIR, or fdrl train swissroll")
+                     "Start with: fdrl train TABLE.csv|ARRAY.npy|IMAGE_DIR, or fdrl train swissroll")
     from fdrl import __version__
 
     parser.add_argument("--version", action="version", version=f"fdrl {__version__}")

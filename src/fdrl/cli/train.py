@@ -14,8 +14,11 @@ from fdrl.cli.common import UsageError, run_dir, seed
 
 SOURCE_HELP = """\
 SOURCE is one of:
-  a data file   FILE.npy | FILE.csv | FILE.txt: vectors, one sample per row (a CSV header is kept);
-                starts from the `vectors` preset: features standardised, 20% of rows held out
+  a table       FILE.csv | .tsv | .txt | .parquet (also .gz, .bz2, .xz, .zip) or FILE.npy: one row per
+                sample; separator, decimal comma and header detected; each column typed (continuous,
+                integer, categorical / text / boolean, constant; data.params.columns.NAME=KIND
+                overrides; missing cells: data.params.missing=model|impute|drop); starts from the
+                `vectors` preset: features standardised, 20% of rows held out
   an image dir  DIR/ of images (any sizes, mixed modes; searched recursively); starts from the
                 `images` preset: resized to data.params.image_size (32), narrow ResNet
   a preset      see `fdrl presets` (a bare preset name wins over a same-named folder: write ./NAME)
@@ -23,7 +26,7 @@ SOURCE is one of:
 
 Overrides are key=value over the config sections (print them with `fdrl config SOURCE`):
   objective     lsif-chi2 | lr-kl | lr-js | lr-logd
-  data.*        name, params.* (path, root, image_size, standardize, flip, ...), test_fraction
+  data.*        name, params.* (path, columns, missing, root, image_size, standardize, ...), test_fraction
   prior.*       name (data_gaussian | standard_normal | gaussian | uniform | dataset), params.*
   model.*       name (mlp | resnet | resnet32 | resnet64 | resnet64_shallow | resnet128), params.*
   flow.*        eta, noise, steps (K), refine_steps (kappa), eta_scaling, compile, ...

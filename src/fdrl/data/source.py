@@ -266,7 +266,7 @@ def build_data(name: str, **params: Any) -> DataSource:
     if name == "array":
         params = dict(params)
         if "path" not in params:
-            raise ValueError("data 'array' needs data.params.path=FILE (.npy, .csv or .txt)")
+            raise ValueError("data 'array' needs data.params.path=FILE (a table: .csv, .tsv, .parquet, ...; or .npy)")
         try:
             return ArrayData.from_file(params.pop("path"), **params)
         except TypeError:
