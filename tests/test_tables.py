@@ -205,3 +205,23 @@ def test_a_file_that_cannot_be_read_leaves_no_run_directory(tmp_path, capsys):
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     assert main(["train", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "run"), "--quiet"]) == 2
     assert not (tmp_path / "run").exists()
+
+
+def test_training_batches_of_a_table_are_dequantised_reproducibly():
+    """Discrete features get noise in training batches (a density ratio against data with
+    point masses has no finite value); the same step replays the same noise, and the noisy
+    rows still decode to the training rows."""
+    from fdrl.data.source import ArrayData
+
+    frame = _mixed(300)
+    codec = TableCodec.fit(frame)
+    rows = torch.from_numpy(codec.encode(frame))
+    data = ArrayData(rows, codec=codec)
+    batch = data.batch(step=3, n=64, seed=0)
+    assert torch.equal(batch, data.batch(step=3, n=64, seed=0)) and not torch.equal(batch, data.batch(4, 64, 0))
+    clean = rows[data.indices(3, 64, 0)]
+    continuous = [0, codec.width - 1]  # x and y: no noise
+    assert torch.equal(batch[:, continuous], clean[:, continuous])
+    assert (batch[:, 2:5] - clean[:, 2:5]).std() == pytest.approx(0.15, rel=0.25)  # one-hot: Gaussian noise
+    assert (batch[:, 1] - clean[:, 1]).abs().max() <= 0.5  # integers: uniform over one unit
+    pd.testing.assert_frame_equal(codec.decode(batch.double().numpy()), codec.decode(clean.double().numpy()))
