@@ -7,7 +7,9 @@ resident memory (``ru_maxrss`` of that child) is its own:
 * ``pandas``: ``pandas.read_csv(path)``, the reference;
 * ``read_table``: :func:`fdrl.data.files.read_table` (format detection, pandas, the ragged-row check);
 * ``read_data_float32``: :func:`fdrl.data.files.read_data` and ``to_numpy(float32)``;
-* ``read_array``: :func:`fdrl.data.files.read_array` (the numeric view the trainer uses).
+* ``read_array``: :func:`fdrl.data.files.read_array` (the numeric view sample files use);
+* ``training_data``: ``ArrayData.from_file(path, standardize=True)``, what ``fdrl train FILE``
+  builds: the read, every column typed, encoded, split and standardised.
 
 Time is the read alone (imports excluded). Memory is the read's own: the child's peak minus its
 resident memory after the imports (``import fdrl.data`` brings PyTorch, some 700 MiB, which
@@ -36,12 +38,14 @@ READERS = {
     "read_table": "files.read_table(path)",
     "read_data_float32": "files.read_data(path).to_numpy(dtype=numpy.float32)",
     "read_array": "files.read_array(path)",
+    "training_data": "ArrayData.from_file(path, standardize=True)",
 }
 
 _CHILD = """
 import json, resource, sys, time
 import numpy, pandas
 from fdrl.data import files
+from fdrl.data.source import ArrayData
 path = sys.argv[1]
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 after_imports = rss()

@@ -219,7 +219,10 @@ class TableCodec:
                 out[np.arange(n), at + codes] = 1.0
             else:
                 values = np.asarray(pd.to_numeric(raw, errors="coerce"), dtype=np.float64)
-                values = np.where(absent, c.fill, values)
+                if absent.any():
+                    if c.fill is None:
+                        raise ValueError(f"column '{c.name}' has missing cells, which the training data did not have")
+                    values = np.where(absent, c.fill, values)
                 out[:, at] = values
                 if c.missing:
                     out[:, at + 1] = absent
@@ -359,21 +362,25 @@ def _type_column(series: Any, name: Any, kind: str | None, missing: str, where: 
             if numbers is not None:
                 dtype = "float64"
     present = series[~absent]
-    levels = present.nunique()
+    if numbers is not None:
+        finite = numbers[~absent]
+        if not np.isfinite(finite).all():
+            raise ValueError(f"{where}: column '{name}' holds inf; replace it by a number or leave the cell empty")
+        # counting distinct values is the slow part on big tables: only integral columns need it
+        integral = bool(np.all(finite == np.round(finite)))
+        levels = 1 if finite.min() == finite.max() else len(np.unique(finite)) if integral else 2
+    else:
+        levels = present.nunique()
     if kind is None:
         if levels == 1 and not absent.any():
             kind = "constant"
         elif numbers is None:
             kind = "categorical"
         else:
-            finite = numbers[~absent]
-            if not np.isfinite(finite).all():
-                raise ValueError(f"{where}: column '{name}' holds inf; replace it by a number or leave the cell empty")
-            integral = bool(np.all(finite == np.round(finite)))
             kind = "categorical" if integral and levels <= MAX_INTEGER_LEVELS else "integer" if integral else "continuous"
     if kind == "constant":
         if levels != 1:
-            raise ValueError(f"data.params.columns.{name}=constant, but the column has {levels} distinct values")
+            raise ValueError(f"data.params.columns.{name}=constant, but the column has more than one value")
         return Column(name, "constant", dtype, value=_native(present.iloc[0]), missing=False)
     if kind == "categorical":
         labels = sorted({_native(v) for v in present.tolist()}, key=lambda v: (str(type(v)), v))
@@ -386,10 +393,8 @@ def _type_column(series: Any, name: Any, kind: str | None, missing: str, where: 
         return Column(name, "categorical", dtype, categories=labels, fill=fill, missing=has_missing)
     if numbers is None:
         raise ValueError(f"{where}: column '{name}' holds labels, not numbers; it cannot be {kind}")
-    finite = numbers[~absent]
-    if not np.isfinite(finite).all():
-        raise ValueError(f"{where}: column '{name}' holds inf; replace it by a number or leave the cell empty")
-    column = Column(name, kind, dtype, low=float(finite.min()), high=float(finite.max()), fill=float(np.median(finite)),
+    fill = float(np.median(finite)) if absent.any() else None
+    column = Column(name, kind, dtype, low=float(finite.min()), high=float(finite.max()), fill=fill,
                     missing=has_missing, decimals=_decimals(finite) if kind == "continuous" else 0)
     if kind == "integer" and not np.all(finite == np.round(finite)):
         raise ValueError(f"data.params.columns.{name}=integer, but the column has fractional values")
