@@ -177,7 +177,8 @@ def test_pair_trends_by_hand():
     # x / c: x in decile bins of the real x (1 -> bin 0, 2 -> 3, 3 -> 6, 4 -> 9, 2.5 -> 5); the
     # only joint cell both tables hold is (bin 0, a), a quarter each: TVD 3/4
     # c / y: the tables share no cell: TVD 1
-    assert trends["per_pair"] == pytest.approx({"x / c": 0.25, "x / y": 1 - abs(corr_real - corr_synth) / 2, "c / y": 0.0})
+    expected = {"x / c": 0.25, "x / y": 1 - abs(corr_real - corr_synth) / 2, "c / y": 0.0}
+    assert trends["per_pair"] == pytest.approx(expected)
     assert trends["pairs_scored"] == trends["pairs_total"] == 3
     assert pair_trends(REAL, REAL, KINDS)["score"] == 1.0
 

@@ -62,7 +62,8 @@ def _size_line(report: dict[str, Any], heldout_rows: int | None) -> str | None:
     if not small:
         return None
     if heldout_rows is not None and heldout_rows <= m:
-        start, advice = f"the held-out part has {m} rows", "hold out more (data.test_fraction) or pass data.params.test_path"
+        start = f"the held-out part has {m} rows"
+        advice = "hold out more (data.test_fraction) or pass data.params.test_path"
     else:
         start, advice = f"only {m} samples were scored", "score more (train.eval_n, or fdrl evaluate RUN --n N)"
     return f"{start}: too few to tell these models apart (C2ST +-{_half_width(report):.2f}); {advice}"
@@ -132,6 +133,7 @@ def verdict(report: dict[str, Any], heldout_rows: int | None = None) -> list[str
 
 
 def _score_cells(scores: dict[str, Any]) -> str:
+    """One row's energy distance (+- standard error) and C2ST accuracy [95% interval]."""
     energy = f"{scores['energy_distance']:.4g}"
     if "energy_distance_se" in scores:
         energy += f" +- {scores['energy_distance_se']:.2g}"
@@ -143,6 +145,7 @@ def _score_cells(scores: dict[str, Any]) -> str:
 
 
 def _memorisation_text(mem: dict[str, Any]) -> list[str]:
+    """The memorisation numbers, those an old report lacks left out."""
     line = f"memorisation: near-copies {mem['share_closer_than_heldout_1pct']:.1%} (1% expected)"
     if mem.get("dcr_share") is not None:
         lo, hi = mem["dcr_share_ci"]
@@ -161,10 +164,13 @@ def _memorisation_text(mem: dict[str, Any]) -> list[str]:
 
 
 def _columns_text(metrics: dict[str, Any]) -> list[str]:
+    """The per-column scores of fdrl (and of the mixture, where scored), if the report has them."""
     ours, gmm = metrics.get("columns"), (metrics.get("baselines", {}).get("gmm") or {}).get("columns")
     if not ours:
         return []
-    pairs = f"{ours['pairs_scored']} pairs" + (f" of {ours['pairs_total']}" if ours["pairs_scored"] < ours["pairs_total"] else "")
+    pairs = f"{ours['pairs_scored']} pairs"
+    if ours["pairs_scored"] < ours["pairs_total"]:
+        pairs += f" of {ours['pairs_total']}, a fixed random subset"
     if gmm:
         head = (f"columns (1 = as the held-out table), fdrl / Gaussian mixture: shapes {ours['shapes']:.3f} / "
                 f"{gmm['shapes']:.3f}, pair trends {ours['pair_trends']:.3f} / {gmm['pair_trends']:.3f} ({pairs})")

@@ -38,7 +38,8 @@ def _checked_kinds(real: Any, synth: Any, kinds: dict[str, str]) -> None:
             raise ValueError(f"column '{column}' has kind '{kind}'; choose one of: {', '.join(KINDS)}")
         for name, table in (("real", real), ("synthetic", synth)):
             if column not in table.columns:
-                raise ValueError(f"column '{column}' is missing from the {name} table; pass tables with the same columns")
+                raise ValueError(f"column '{column}' is missing from the {name} table; "
+                                 "pass tables with the same columns")
 
 
 def ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
@@ -83,7 +84,8 @@ def column_shapes(real: Any, synth: Any, kinds: dict[str, str]) -> dict[str, Any
         else:
             distance = ks_statistic(_numeric(real[column]), _numeric(synth[column]))
         per_column[column] = 1.0 - distance
-    return {"per_column": per_column, "score": float(np.mean(list(per_column.values()))) if per_column else float("nan")}
+    score = float(np.mean(list(per_column.values()))) if per_column else float("nan")
+    return {"per_column": per_column, "score": score}
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
