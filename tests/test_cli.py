@@ -42,6 +42,7 @@ def test_train_then_sample(tmp_path, capsys):
     assert main(["train", "swissroll", *FAST, "--out", str(run), "--quiet", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "scored against: fresh draws" in out and "Gaussian mixture" in out and "floor" in out
+    assert out.startswith("verdict:\n  - ") and "C2ST accuracy [95%]" in out
     assert (run / "metrics.json").exists()
     out = tmp_path / "s.png"
     assert main(["sample", str(run), "--n", "64", "--out", str(out), "--quiet"]) == 0

@@ -46,7 +46,12 @@ def test_train_a_csv_with_a_header_and_sample_it_back(tmp_path, monkeypatch, cap
     assert set(metrics["baselines"]) == {"gaussian", "gmm", "prior"}
     for scores in [metrics, metrics["floor"], *metrics["baselines"].values()]:
         assert 0.0 <= scores["c2st_accuracy"] <= 1.0 and np.isfinite(scores["energy_distance"])
+        lo, hi = scores["c2st_accuracy_ci"]
+        assert lo <= scores["c2st_accuracy"] <= hi and scores["energy_distance_se"] > 0
     assert 0.0 < metrics["memorisation"]["median_ratio"]
+    # 60 held-out rows: the report says they cannot separate the models, and prints its verdict first
+    assert any("the held-out part has 60 rows: too few to tell these models apart" in v for v in metrics["verdict"])
+    assert out.startswith("verdict:\n") and "too few to tell these models apart" in out
     assert main(["sample", str(run), "--n", "500", "--out", "s.csv", "--quiet"]) == 0
     lines = (tmp_path / "s.csv").read_text().splitlines()
     assert lines[0] == "age,income,score" and len(lines) == 501

@@ -1,7 +1,8 @@
 """``fdrl info RUN``: what a run directory holds, read from its files without PyTorch.
 
 The config, the newest checkpoint's step (checkpoint names carry it), the last training
-record of ``metrics.jsonl``, the held-out scores of ``metrics.json`` and the checkpoints. A
+record of ``metrics.jsonl``, the held-out report of ``metrics.json`` (verdict, scores with
+their uncertainty, memorisation; :func:`fdrl.report_text.report_lines`) and the checkpoints. A
 damaged file is named in the output and skipped; nothing here loads a checkpoint.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from fdrl.cli.common import run_dir
 from fdrl.config import read_run_config
+from fdrl.report_text import report_lines
 
 _CHECKPOINT = re.compile(r"^ckpt_(\d{9})\.pt$")
 
@@ -64,11 +66,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     scores = run / "metrics.json"
     if scores.is_file():
         try:
-            metrics = json.loads(scores.read_text())
-            print(f"held-out  energy distance {metrics['energy_distance']:.4g} (floor {metrics['energy_distance_floor']:.4g}), "
-                  f"C2ST {metrics['c2st_accuracy']:.3f} (floor {metrics['c2st_accuracy_floor']:.3f}); see metrics.json")
-        except (ValueError, KeyError, TypeError):
+            lines = report_lines(json.loads(scores.read_text()))
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
             print(f"held-out  {scores} is unreadable (skipped); re-score with: fdrl evaluate {run}")
+        else:
+            print("held-out  (metrics.json)")
+            print("\n".join(f"  {line}" for line in lines))
     best = run / "checkpoints" / "best.pt"
     names = [p.name for p in checkpoints] + (["best.pt"] if best.exists() else [])
     print(f"checkpoints  {', '.join(names) if names else 'none yet'}")

@@ -103,18 +103,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def heldout_summary(metrics: dict[str, Any]) -> str:
-    """The held-out report as a small table (the whole of it is in metrics.json)."""
-    rows = [("fdrl samples", metrics)] + [(name, scores) for name, scores in metrics["baselines"].items()]
-    rows.append(("floor (train vs held-out)", metrics["floor"]))
-    lines = [f"scored against: {metrics['reference']}, n = {metrics['n']} ({metrics['units']} units)",
-             f"  {'':<28}{'energy distance':>16}{'C2ST accuracy':>15}"]
-    names = {"gaussian": "Gaussian (Eq. 8)", "gmm": "Gaussian mixture (10)", "prior": "prior draws"}
-    for name, scores in rows:
-        lines.append(f"  {names.get(name, name):<28}{scores['energy_distance']:>16.4g}{scores['c2st_accuracy']:>15.3f}")
-    mem = metrics["memorisation"]
-    lines.append(f"  memorisation: nearest-training-row distance, samples / held-out = {mem['median_ratio']:.2f} "
-                 f"(1 = no copying); near-copies {mem['share_closer_than_heldout_1pct']:.1%} (1% expected)")
-    return "\n".join(lines)
+    """The held-out report as printed text: verdict, scores with their uncertainty, memorisation
+    and per-column scores (:func:`fdrl.report_text.report_lines`; all of it is in metrics.json)."""
+    from fdrl.report_text import report_lines
+
+    return "\n".join(report_lines(metrics))
 
 
 def cmd_config(args: argparse.Namespace) -> int:
