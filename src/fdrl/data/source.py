@@ -105,10 +105,11 @@ class ArrayData:
 
     @property
     def column_kinds(self) -> dict[str, str]:
-        """Column name -> kind (continuous, integer, categorical, constant) of a table."""
+        """Column name -> kind (continuous, integer, categorical) of the columns of a table that
+        the model generates (constants are put back exactly and left out)."""
         if self.codec is None:
             raise ValueError(f"data '{self.name}' is not a table")
-        return self.codec.kinds
+        return {name: kind for name, kind in self.codec.kinds.items() if kind != "constant"}
 
     @classmethod
     def from_file(cls, path: str | Path, test_fraction: float = DEFAULT_TEST_FRACTION, test_path: str | None = None,
