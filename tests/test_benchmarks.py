@@ -31,6 +31,7 @@ def test_benchmark_prints_json(script, args, key):
     assert key in result
 
 
+@pytest.mark.slow
 def test_tabular_peers_quick_scores_finite(tmp_path):
     """fdrl and the Gaussian mixture on one small numeric table: every row has finite CPU
     seconds and metrics in their ranges, and the mixture (0.56 measured) is told from held-out
