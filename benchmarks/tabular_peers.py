@@ -258,11 +258,12 @@ def fit_sample_forestflow(train: Any, kinds: dict[str, str], n: int, seed: int, 
             codes[column], levels[column] = pd.factorize(train[column].astype(str), sort=True)
     columns = list(train.columns)
     n_t, duplicate_k = forestflow_schedule(length)
-    model = ForestDiffusionModel(
-        codes.to_numpy(float), n_t=n_t, duplicate_K=duplicate_k, diffusion_type="flow",
-        cat_indexes=[i for i, c in enumerate(columns) if kinds[c] == CATEGORICAL],
-        int_indexes=[i for i, c in enumerate(columns) if kinds[c] == INTEGER],
-        n_jobs=1, nthread=1, seed=seed)
+    cat_indexes = [i for i, c in enumerate(columns) if kinds[c] == CATEGORICAL]
+    # with categoricals, forestdiffusion 1.0.6 under pandas 3 fails to round integer columns (its
+    # decoded array is read-only); :func:`typed` then does its rounding and clipping instead
+    int_indexes = [] if cat_indexes else [i for i, c in enumerate(columns) if kinds[c] == INTEGER]
+    model = ForestDiffusionModel(codes.to_numpy(float), n_t=n_t, duplicate_K=duplicate_k, diffusion_type="flow",
+                                 cat_indexes=cat_indexes, int_indexes=int_indexes, n_jobs=1, nthread=1, seed=seed)
     samples = pd.DataFrame(model.generate(batch_size=n), columns=columns)
     for column, names in levels.items():
         samples[column] = np.asarray(names)[samples[column].round().astype(int).clip(0, len(names) - 1)]
