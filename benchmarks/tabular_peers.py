@@ -153,59 +153,43 @@ def split(df: Any) -> tuple[Any, Any]:
     return df.iloc[order[:cut]].reset_index(drop=True), df.iloc[order[cut:]].reset_index(drop=True)
 
 
-def is_numeric(kinds: dict[str, str]) -> bool:
-    return CATEGORICAL not in kinds.values()
-
-
 # ------------------------------------------------------------------------------------ encoding
 
 
 class TableEncoding:
-    """A table as vectors: numeric columns standardised and categorical columns one-hot, both
-    fitted on the training rows. ``decode`` inverts it: numbers unstandardised (integers
-    rounded and clipped to the training range), categories by argmax of their block."""
+    """A table as vectors, fitted on the training rows: fdrl's column codec
+    (:class:`fdrl.data.columns.TableCodec` with the table's kinds: one-hot labels, integers
+    rounded into the training range when decoded) and then every feature standardised. The same
+    encoding for every method and for the metrics; ``decode`` is its inverse."""
 
     def __init__(self, train: Any, kinds: dict[str, str]):
-        self.columns, self.kinds = list(train.columns), kinds
-        self.numeric = [c for c in self.columns if kinds[c] != CATEGORICAL]
-        values = train[self.numeric].to_numpy(float)
-        self.mean, self.scale = values.mean(0), values.std(0)
-        self.scale[self.scale == 0] = 1.0  # a constant column encodes to zeros
-        self.low, self.high = values.min(0), values.max(0)
-        self.categories = {c: sorted(train[c].astype(str).unique()) for c in self.columns if kinds[c] == CATEGORICAL}
+        from fdrl.data.columns import TableCodec
+
+        self.labels = [c for c in train.columns if kinds[c] == CATEGORICAL]
+        self.codec = TableCodec.fit(self._text(train), kinds)
+        features = self.codec.encode(self._text(train)).astype(np.float64)
+        self.mean, self.scale = features.mean(0), features.std(0)
+        self.scale[self.scale == 0] = 1.0
+
+    def _text(self, df: Any) -> Any:
+        """Labels compared as text, whatever their type in a method's output."""
+        return df.astype({c: str for c in self.labels})
 
     @property
     def width(self) -> int:
-        return len(self.numeric) + sum(len(v) for v in self.categories.values())
+        return self.codec.width
 
     def encode(self, df: Any) -> np.ndarray:
-        parts = [(df[self.numeric].to_numpy(float) - self.mean) / self.scale]
-        for column, levels in self.categories.items():
-            parts.append((df[column].astype(str).to_numpy()[:, None] == np.asarray(levels)[None]).astype(float))
-        return np.concatenate(parts, axis=1)
+        return (self.codec.encode(self._text(df)) - self.mean) / self.scale
 
     def decode(self, x: np.ndarray) -> Any:
-        import pandas as pd
-
-        numbers = x[:, :len(self.numeric)] * self.scale + self.mean
-        out = {c: numbers[:, i] for i, c in enumerate(self.numeric)}
-        start = len(self.numeric)
-        for column, levels in self.categories.items():
-            out[column] = np.asarray(levels)[x[:, start:start + len(levels)].argmax(1)]
-            start += len(levels)
-        return typed(pd.DataFrame(out)[self.columns], self)
+        return self.codec.decode(np.asarray(x, dtype=np.float64) * self.scale + self.mean)
 
 
 def typed(df: Any, encoding: TableEncoding) -> Any:
-    """``df`` with the training table's types: integer columns rounded, clipped to the training
-    range and cast to int64; categorical columns as strings."""
-    df = df.copy()
-    for i, column in enumerate(encoding.numeric):
-        if encoding.kinds[column] == INTEGER:
-            df[column] = np.clip(np.round(df[column].to_numpy(float)), encoding.low[i], encoding.high[i]).astype("int64")
-    for column in encoding.categories:
-        df[column] = df[column].astype(str)
-    return df
+    """``df`` in the training table's types: integers rounded and clipped to the training range,
+    labels as text (a round trip through the encoding)."""
+    return encoding.decode(encoding.encode(df))
 
 
 # ------------------------------------------------------------------------------------- methods
@@ -215,24 +199,14 @@ def typed(df: Any, encoding: TableEncoding) -> Any:
 
 def fit_sample_fdrl(train: Any, kinds: dict[str, str], n: int, seed: int, length: int | None = None) -> Any:
     """fdrl's defaults (the ``vectors`` preset) on every training row; ``length`` = train.steps."""
-    import pandas as pd
-
     import fdrl
 
     overrides: dict[str, Any] = {"data.test_fraction": 0, "train.seed": seed}
     if length is not None:
         overrides["train.steps"] = length
     with tempfile.TemporaryDirectory(prefix="fdrl-peers-") as run:
-        try:
-            model = fdrl.fit(train, out=run, progress=False, **overrides)
-        except TypeError:
-            # fdrl.fit without DataFrame support: an all-numeric table goes in as an array
-            if not is_numeric(kinds):
-                raise
-            model = fdrl.fit(train.to_numpy(float), out=run, progress=False, **overrides)
+        model = fdrl.fit(train, out=run, progress=False, **overrides)  # fdrl types the columns itself
         samples = model.sample(n)
-    if not isinstance(samples, pd.DataFrame):
-        samples = pd.DataFrame(np.asarray(samples, dtype=float), columns=train.columns)
     return typed(samples, TableEncoding(train, kinds))
 
 
@@ -340,42 +314,29 @@ def missing(method: str) -> str | None:
 # -------------------------------------------------------------------------------------- scoring
 
 
-def dcr_share(samples: np.ndarray, train: np.ndarray, heldout: np.ndarray, seed: int) -> float:
-    """Distance to closest record: the share of samples nearer to their nearest training row
-    than to their nearest held-out row, with as many training rows (a fixed-seed subset) as
-    held-out rows; 0.5 when samples are no closer to the training rows than fresh data is."""
-    from scipy.spatial.distance import cdist
-
-    chosen = np.random.default_rng(seed).choice(len(train), size=min(len(train), len(heldout)), replace=False)
-    to_train = cdist(samples, train[chosen]).min(1)
-    to_heldout = cdist(samples, heldout[: len(chosen)]).min(1)
-    return float(np.mean(to_train < to_heldout))
-
-
 def score(train: Any, heldout: Any, samples: Any, kinds: dict[str, str], seed: int = 0) -> dict[str, float | None]:
     """Held-out metrics of ``samples``, the same for every method, on the :class:`TableEncoding`
     fitted on ``train``: C2ST accuracy, energy distance, near-copies, DCR share, and the
-    column-shape / pair-trend scores of ``fdrl.evaluate.tabular`` where it exists (else None)."""
+    column-shape / pair-trend scores of :mod:`fdrl.evaluate.tabular`."""
     import torch
 
-    from fdrl.evaluate.heldout import memorisation
+    from fdrl.evaluate.heldout import dcr_share, memorisation
     from fdrl.evaluate.metrics import c2st_accuracy, energy_distance
 
     encoding = TableEncoding(train, kinds)
     x_train, x_held, x_samp = (encoding.encode(df) for df in (train, heldout, samples))
     t_train, t_held, t_samp = (torch.as_tensor(x, dtype=torch.float32) for x in (x_train, x_held, x_samp))
+    dcr = dcr_share(t_samp, t_train, t_held, torch.Generator().manual_seed(seed))
     result: dict[str, float | None] = {
         "c2st": c2st_accuracy(t_samp, t_held, seed=seed),
         "energy": energy_distance(t_samp, t_held),
         "near_copies": memorisation(t_samp, t_train, t_held)["share_closer_than_heldout_1pct"],
-        "dcr_share": dcr_share(x_samp, x_train, x_held, seed),
-        "shapes": None, "trends": None,
+        "dcr_share": dcr[0] / len(t_samp),
     }
-    if importlib.util.find_spec("fdrl.evaluate.tabular") is not None:
-        from fdrl.evaluate.tabular import column_shapes, pair_trends
+    from fdrl.evaluate.tabular import column_shapes, pair_trends
 
-        result["shapes"] = column_shapes(heldout, samples, kinds)["mean"]
-        result["trends"] = pair_trends(heldout, samples, kinds)["mean"]
+    result["shapes"] = column_shapes(heldout, samples, kinds)["score"]
+    result["trends"] = pair_trends(heldout, samples, kinds)["score"]
     return result
 
 

@@ -26,8 +26,6 @@ Either way the count is said in a warning, so that no row is lost silently.
 from __future__ import annotations
 
 import json
-import math
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
