@@ -34,6 +34,8 @@ def test_the_jitter_keeps_each_features_mean_and_variance_and_moves_every_row():
     assert torch.allclose(out.std(0), rows.std(0, correction=0), rtol=0.02)
     assert (out - many).norm(dim=1).min() > 0  # no row passes through unchanged
     assert BatchSmoother.fit(rows, 0.0)(rows) is rows
+    rows[:, 2] = 4.0  # a constant feature stays constant
+    assert torch.equal(BatchSmoother.fit(rows, 1.0)(rows, torch.Generator().manual_seed(2))[:, 2], rows[:, 2])
 
 
 def test_the_bandwidth_is_the_rows_spacing_and_shrinks_with_more_rows():

@@ -57,8 +57,9 @@ class BatchSmoother:
                              f"{tuple(rows.shape)}; set train.data_smoothing=0")
         flat = rows.double()
         mean, std = flat.mean(0), flat.std(0, correction=0)
-        std = torch.where(std > 0, std, torch.ones_like(std))
-        spacing = median_nearest_distance((flat - mean) / std, torch.Generator().manual_seed(0))
+        # a constant feature has std 0, so it gets no jitter and stays constant
+        z = (flat - mean) / torch.where(std > 0, std, torch.ones_like(std))
+        spacing = median_nearest_distance(z, torch.Generator().manual_seed(0))
         return cls(smoothing * spacing / math.sqrt(rows.shape[1]), mean.float(), std.float())
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
