@@ -31,6 +31,18 @@ def collinear(rows: int = 200, columns: int = 12, factors: int = 3, noise: float
         size=(rows, columns))
 
 
+def exactly_collinear(rows: int = 200, columns: int = 12, factors: int = 3, seed: int = 1) -> np.ndarray:
+    """``factors`` latent Gaussian factors mixed into ``columns`` columns, no noise: rank ``factors``."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(rows, factors)) @ rng.normal(size=(factors, columns))
+
+
+def mixed(rows: int = 200, seed: int = 1) -> np.ndarray:
+    """5 Gaussian columns, a constant column and 2 binary columns."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.normal(size=(rows, 5)), np.full((rows, 1), 3.0), rng.integers(0, 2, (rows, 2))], 1)
+
+
 def correlated_gaussian(rows: int = 5000, dim: int = 4, seed: int = 0) -> np.ndarray:
     """A Gaussian with a random full covariance (eigenvalues spread over two decades)."""
     rng = np.random.default_rng(seed)
@@ -60,6 +72,8 @@ TABLES: dict[str, Callable[[], np.ndarray]] = {
     "diabetes": _sklearn("diabetes"),
     "breast_cancer": _sklearn("breast_cancer"),
     "collinear": collinear,
+    "exactly_collinear": exactly_collinear,
+    "mixed": mixed,
     "moons": _moons,
     "gauss4d": correlated_gaussian,
 }
