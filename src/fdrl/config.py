@@ -154,6 +154,14 @@ class TrainConfig:
     guard_max_ratio: float = 1e10
     guard_retries: int = 3
     guard_lr_factor: float = 0.5
+    #: divergence guard: also roll back when the mean ratio estimate on the flowed particles,
+    #: an estimate of 1 + chi2(particles || data), exceeds this (fdrl.guard); 0 = no such bound
+    guard_particle_ratio: float = 0.0
+    #: kernel smoothing of the data batch (fdrl.smoothing): each batch of a finite table of vectors
+    #: is jittered by Gaussian noise whose length is this many times the training rows' median
+    #: nearest-neighbour distance, so that the estimator learns a smoothed p and samples do not
+    #: collapse onto training rows; 0 = the rows as they are
+    data_smoothing: float = 0.0
     #: torch.distributed backend when launched by torchrun (WORLD_SIZE > 1): auto (nccl on
     #: CUDA, gloo on the CPU), nccl or gloo. batch_size is the global batch, split over ranks.
     dist_backend: str = "auto"
@@ -203,6 +211,8 @@ class Config:
             "train.eval_every": self.train.eval_every,
             "train.guard_retries": self.train.guard_retries,
             "train.threads": self.train.threads,
+            "train.data_smoothing": self.train.data_smoothing,
+            "train.guard_particle_ratio": self.train.guard_particle_ratio,
         }
         for key, value in non_negative.items():
             if value < 0:

@@ -155,11 +155,16 @@ class FDRL:
 
     @torch.no_grad()
     def log_ratio(self, x: Any, standardized: bool = False) -> Any:
-        """log r_theta(x) = log q~(x) / p(x) for a batch ``x`` in the data's units: what FDRL
-        learns. r is the ratio of the particles' density q~ to the data's p (App. C), so *lower*
-        values mean "looks more like the data than like the flowed particles": near the data
-        log r is about 0 (q~ = p after training) and far from it large and positive. Use it to
-        rank points by how data-like they are, not as a normalised log-likelihood.
+        """log r_theta(x) for rows ``x`` in the data's form (:meth:`features`): the estimator's log
+        density ratio q~(x) / p(x) (App. C), where q~ is the density of the particles after the K
+        training flow steps of Eq. 9 and p the data's (for vectors trained with
+        ``train.data_smoothing``, the smoothed p of :mod:`fdrl.smoothing`). The loss (Eq. 11) sees
+        only data rows and flowed particles, so r_theta is an estimate only where one of them
+        lies; after training q~ is close to p there, and log r is close to 0 on the data's
+        support. Away from both it is the network's extrapolation, with no relation to how far x
+        is from the data: it is not an outlier score or a log-likelihood (docs/tables-quality.md
+        has the measurement). LSIF outputs r itself, clamped at the smallest positive float
+        before the log.
         ``standardized``: ``x`` is already in the model's standardised units."""
         x = torch.as_tensor(x, dtype=torch.float32) if standardized else self.features(x)
         log_r = self.objective.log_ratio(self.estimator(x.to(self.device)))

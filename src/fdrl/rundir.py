@@ -43,7 +43,7 @@ RESUMABLE_CHANGES = {"device", "train.steps", "train.log_every", "train.checkpoi
                      "train.threads", "train.dist_backend", "flow.channels_last", "flow.autocast_bf16",
                      "flow.tf32", "flow.compile", "flow.compile_mode",
                      "train.eval_every", "train.eval_metric", "train.eval_classifier", "train.eval_inception_weights",
-                     "train.guard_max_ratio", "train.guard_retries", "train.guard_lr_factor"}
+                     "train.guard_max_ratio", "train.guard_retries", "train.guard_lr_factor", "train.guard_particle_ratio"}
 
 
 class RunInUseError(ValueError):

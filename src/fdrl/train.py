@@ -41,6 +41,7 @@ from fdrl.guard import DivergenceGuard, TrainingError
 from fdrl.plots import save_samples_figure
 from fdrl.priors import Prior, build_prior
 from fdrl.rundir import RunDirectory, config_conflict
+from fdrl.smoothing import BatchSmoother
 
 __all__ = ["StepOutput", "Trainer", "TrainingError", "ema_decay", "training_step", "update_ema"]
 
@@ -157,7 +158,8 @@ class Trainer:
     good one; one process at a time may write it (a second is refused with RunInUseError).
 
     Divergence guard (:class:`fdrl.guard.DivergenceGuard`): a step with a non-finite loss or
-    gradient, or a ratio estimate |r| above ``train.guard_max_ratio``, rolls back to the newest
+    gradient, a ratio estimate |r| above ``train.guard_max_ratio``, or a mean ratio on the flowed
+    particles above ``train.guard_particle_ratio``, rolls back to the newest
     checkpoint and multiplies the learning rate by ``train.guard_lr_factor`` (kept in later
     checkpoints); after ``train.guard_retries`` rollbacks the run stops with
     :class:`TrainingError`.
@@ -206,6 +208,7 @@ class Trainer:
         self.best: dict[str, Any] | None = None  # {"step", "metric", "value"} of the best evaluation
         # bound before training (rank 0 evaluates), so a wrong classifier or weights path fails now
         self.eval_metric: BoundMetric | None = self._on_main(self._bind_eval_metric) if t.eval_every else None
+        self.smoother = self._build_smoother()
         self.scaler: Standardizer | None = getattr(self.data, "scaler", None)
         self.codec = getattr(self.data, "codec", None)
         if self.dist.is_main:
@@ -234,6 +237,17 @@ class Trainer:
         if error is not None:
             raise ConfigError(error)
         return result
+
+    def _build_smoother(self) -> BatchSmoother | None:
+        """The data batch's jitter (``train.data_smoothing``, :mod:`fdrl.smoothing`), or None."""
+        smoothing = self.config.train.data_smoothing
+        if smoothing == 0:
+            return None
+        rows = getattr(self.data, "samples", None)
+        if rows is None or rows.ndim != 2:
+            raise ConfigError(f"train.data_smoothing={smoothing:g} needs a finite table of vectors (a .npy/.csv "
+                              f"file or an array), not data '{self.config.data.name}'; set train.data_smoothing=0")
+        return BatchSmoother.fit(rows, smoothing)
 
     def _build_prior(self) -> Prior:
         prior = build_prior(self.config.prior.name, self.config.prior.params, self.data)
@@ -367,6 +381,8 @@ class Trainer:
             self.run.lock.acquire()  # again, if an earlier fit() gave it up
         if not self.resume():
             self.save_checkpoint()  # step 0: the divergence guard always has a checkpoint to go back to
+            if self.smoother is not None:
+                self.run.log({"event": "data_smoothing", "bandwidth": self.smoother.bandwidth})
         distributed.barrier(self.dist)
         writer = self.run.tensorboard()
         bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, desc=cfg.name, unit="it")
@@ -378,11 +394,13 @@ class Trainer:
                     x_data, x_prior, gen = distributed.draw_step(
                         self.data, self.prior, self.step, t.batch_size, t.seed, self.dist.world, [self.dist.rank],
                         self.device)
+                    if self.smoother is not None:  # the data side is the smoothed p_h (fdrl.smoothing)
+                        x_data = self.smoother(x_data, seeding.generator(t.seed, "augment", self.step, self.dist.rank))
                     out = training_step(self.net, self.objective, self.optimizer, x_data, x_prior,
                                         f.steps, eta, f.noise, gen, options=self.flow_options, ddp=self.ddp)
                     # divergence guard: every rank rolls back if one went wrong
                     problem = self.guard.problem(out.loss, torch.cat([out.out_data, out.out_particles]), self.net,
-                                                 self.objective)
+                                                 self.objective, out.out_particles)
                     diverged, stop_all = distributed.any_flag(self.dist, problem is not None, stop.requested,
                                                               device=self.device)
                     if diverged:
@@ -433,6 +451,7 @@ class Trainer:
         or fresh draws of an infinite toy distribution."""
         report = evaluate_heldout(self.model(), self.config, self.data, n or self.config.train.eval_n)
         metrics = {"step": self.step, "objective": self.config.objective,
-                   "samples_steps": self.config.flow.steps + self.config.flow.refine_steps, **report}
+                   "samples_steps": self.config.flow.steps + self.config.flow.refine_steps,
+                   "data_bandwidth": 0.0 if self.smoother is None else self.smoother.bandwidth, **report}
         self.run.write_metrics(metrics)
         return metrics
