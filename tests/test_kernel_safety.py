@@ -4,6 +4,7 @@ instruction set is not reused, a library without the kernel's symbols is rebuilt
 build folder is left behind, a thread that cannot be created costs speed and not the process, and
 a sanitizer build (AddressSanitizer + UndefinedBehaviorSanitizer) runs the shape set clean."""
 
+import json
 import os
 import subprocess
 import sys
@@ -185,3 +186,63 @@ def test_a_thread_that_cannot_be_created_runs_its_rows_inline(tmp_path):
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "survived" in done.stdout
+
+
+SANITIZED = """
+import ctypes, json, sys, torch
+from fdrl import native
+lib = native.build_private("native", ("-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                                      "-fno-omit-frame-pointer", "-g", "-O1"))
+native.library = lambda: lib
+from fdrl.flow import FlowOptions, flow, frozen, ratio_potential
+from fdrl.nets import MLP
+from fdrl.objectives import OBJECTIVES, get_objective
+if sys.argv[1] == "overflow":  # the control: 5 x 2 particles into a 3-input MLP, past the checks
+    net = MLP((3,), width=16, depth=2)
+    packed = native.PackedMLP(*net.weights_and_biases(), net.negative_slope)
+    x = torch.randn(5, 2)
+    lib.fdrl_mlp_flow(x.data_ptr(), 5, 3, 1, None, 0.1, 0.0, packed.layers, packed.width, *packed._arrays,
+                      packed.out_weight.data_ptr(), packed.out_bias, 0.2, 1.0, 0.0, 0.0, 1)
+    sys.exit(0)
+torch.manual_seed(0)
+for shape, width, depth, batch in json.loads(sys.argv[1]):
+    net = MLP(tuple(shape), width=width, depth=depth)
+    x0 = torch.randn(batch, *shape)
+    x0[batch // 2].view(-1)[0] = float("nan")
+    for objective in OBJECTIVES:
+        for threads, noise in ((1, 0.01), (3, 0.0)):
+            torch.set_num_threads(threads)
+            with frozen(net):
+                runs = [flow(x0, ratio_potential(net, get_objective(objective)), 7, 0.05, noise,
+                             torch.Generator().manual_seed(1), options=options, trajectory=[], record_every=3)
+                        for options in (FlowOptions(cpu_kernel=True), FlowOptions())]
+            torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=1e-5, equal_nan=True)
+print("clean")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD_PRELOAD of the sanitizer runtime")
+def test_a_sanitizer_build_runs_the_shape_set_clean():
+    """The kernel built with AddressSanitizer + UndefinedBehaviorSanitizer (any report aborts),
+    run in a Python process with the ASan runtime preloaded, over the correctness tests' shapes
+    (NaN row, noise or none, 1 or 3 threads, every pairing): no report, the plain path's particles.
+    A control call past the input checks (too few features) must be reported, so the sanitizer is
+    known to be live."""
+    from test_native_flow import ODD_SHAPES, SHAPES
+
+    asan = subprocess.run([native._compiler(), "-print-file-name=libasan.so"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    if not os.path.isabs(asan):
+        pytest.skip("the compiler has no AddressSanitizer runtime")
+    env = {**os.environ, "LD_PRELOAD": asan, "ASAN_OPTIONS": "detect_leaks=0", "PYTHONPATH": SRC,
+           "OMP_NUM_THREADS": "1"}
+
+    def run(arg: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", SANITIZED, arg], env=env, capture_output=True, text=True,
+                              timeout=600)
+
+    control = run("overflow")
+    assert control.returncode != 0 and "heap-buffer-overflow" in control.stderr
+    done = run(json.dumps(SHAPES + ODD_SHAPES))
+    assert done.returncode == 0 and "clean" in done.stdout, done.stderr[-3000:]
