@@ -114,6 +114,7 @@ def heldout_summary(metrics: dict[str, Any]) -> str:
     mem = metrics["memorisation"]
     lines.append(f"  memorisation: nearest-training-row distance, samples / held-out = {mem['median_ratio']:.2f} "
                  f"(1 = no copying); near-copies {mem['share_closer_than_heldout_1pct']:.1%} (1% expected)")
+    lines.extend(f"  note: {note}" for note in metrics.get("notes", []))
     return "\n".join(lines)
 
 

@@ -37,11 +37,16 @@ GMM_COMPONENTS = 10
 GMM_MAX_DIM = 256
 #: at most this many training rows are searched for nearest neighbours
 NN_MAX_TRAIN = 20000
+#: the C2ST's cross-validation folds: with fewer rows than this in a set it is not computed
+C2ST_FOLDS = 5
 
 
 def scores(x: Tensor, heldout: Tensor, seed: int) -> dict[str, float]:
-    """Energy distance and C2ST accuracy of ``x`` against ``heldout``."""
-    return {"energy_distance": energy_distance(x, heldout), "c2st_accuracy": c2st_accuracy(x, heldout, seed)}
+    """Energy distance and C2ST accuracy of ``x`` against ``heldout``; the accuracy is NaN for
+    sets too small for :data:`C2ST_FOLDS` folds (the report says so: :func:`heldout_report`)."""
+    small = min(x.shape[0], heldout.shape[0]) < C2ST_FOLDS
+    return {"energy_distance": energy_distance(x, heldout),
+            "c2st_accuracy": float("nan") if small else c2st_accuracy(x, heldout, seed, folds=C2ST_FOLDS)}
 
 
 def _flat(x: Tensor) -> Tensor:
@@ -128,6 +133,9 @@ def heldout_report(samples: Tensor, train: Tensor, heldout: Tensor, prior_draws:
         "floor": floor,
         "memorisation": memorisation(samples, train_nn, heldout),
     })
+    if m < C2ST_FOLDS:
+        report["notes"] = [f"only {m} rows to score: the C2ST needs {C2ST_FOLDS} in each set, so its accuracies "
+                           "are NaN; hold out more rows (data.test_fraction) or use more data"]
     return report
 
 
