@@ -6,7 +6,6 @@ failing)."""
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np

@@ -150,7 +150,7 @@ SHIM = """
     int pthread_create(pthread_t* t, const pthread_attr_t* a, void* (*f)(void*), void* arg) {
       static int (*real)(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);
       if (fail) return EAGAIN;
-      if (!real) real = (int (*)(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*))dlsym(RTLD_NEXT, "pthread_create");
+      if (!real) *(void**)&real = dlsym(RTLD_NEXT, "pthread_create");
       return real(t, a, f, arg);
     }
 """

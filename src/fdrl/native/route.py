@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from fdrl import native
+
 #: the environment variable that forces the decision: "kernel", "torch", or unset ("measure")
 FORCE_ENV = "FDRL_CPU_KERNEL_ROUTE"
 #: the kernel is taken where the torch route's median time is at least this multiple of its own
@@ -58,9 +60,7 @@ def time_routes(run_kernel: Callable[[], object], run_torch: Callable[[], object
 
 
 def _read(path: Path | None) -> dict[str, dict]:
-    from fdrl.native import is_private
-
-    if path is None or not is_private(path):
+    if path is None or not native.is_private(path):
         return {}
     try:
         decisions = json.loads(path.read_text())
@@ -85,8 +85,6 @@ def _write(path: Path, decisions: dict[str, dict]) -> None:
 def decisions_file() -> Path | None:
     """The JSON file of decisions beside the cached library, or ``None`` where the kernel is not
     cached (built in a temporary folder)."""
-    from fdrl import native
-
     folder = native.private_cache()
     compiler = native._compiler()
     if folder is None or compiler is None:
