@@ -10,7 +10,8 @@ torch route (:func:`fdrl.flow.flow`), with a one-line notice.
 Only code this user built is loaded: the cache folders are created 0700, and a cached library is
 loaded only if it and every folder from the cache root down are owned by this user and writable by
 no one else; otherwise the kernel is built in a private temporary folder (one warning), which is
-removed once the library is loaded.
+removed once the library is loaded. Which shapes take the kernel by default is measured on the
+user's machine (:mod:`fdrl.native.route`).
 
 The kernel computes what :func:`fdrl.nets.mlp.mlp_input_gradient` computes, for the four
 pairings' potentials f'(NN) (Eq. 22-24), whose derivative in the network output is
