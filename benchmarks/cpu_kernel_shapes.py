@@ -1,7 +1,9 @@
 """(g) The fused C++ MLP flow (``fdrl.native``) against the torch route it replaces (the
 closed-form gradient compiled 10 steps per call, ``flow.cpu_kernel=false``) per flow step, for a
-range of MLP shapes, one thread, interleaved rounds, medians. Prints JSON. This is what chose the
-shapes the kernel runs by default (``fdrl.native.DEFAULT_MAX_WIDTH``).
+range of MLP shapes, one thread, interleaved rounds, medians; and, for the native build, the route
+the default (``flow.cpu_kernel: null``) takes for each shape on this machine, decided afresh by
+its short measurement (:mod:`fdrl.native.route`), with that decision's wall time (which includes
+compiling the torch route once). Prints JSON.
 
     python benchmarks/cpu_kernel_shapes.py [--march native x86-64-v3] [--rounds 5] [--shapes F,W,D,B,K ...]
 
@@ -12,11 +14,9 @@ to see on an AVX-512 machine what a CPU without AVX-512 would get from its build
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +26,8 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="fdrl-i
 import torch  # noqa: E402
 
 from fdrl import native  # noqa: E402
-from fdrl.flow import FlowOptions, flow, frozen, ratio_potential  # noqa: E402
+from fdrl.flow import FlowOptions, flow, flow_route, frozen, ratio_potential  # noqa: E402
+from fdrl.native import route  # noqa: E402
 from fdrl.nets import MLP  # noqa: E402
 from fdrl.objectives import get_objective  # noqa: E402
 
@@ -34,14 +35,6 @@ from fdrl.objectives import get_objective  # noqa: E402
 #: wider toy nets, the digits preset's shape (8x8 inputs, width 256), 784-D MNIST's
 SHAPES = [(2, 64, 4, 1024, 200), (2, 64, 3, 256, 100), (8, 32, 3, 512, 100), (2, 128, 3, 512, 50),
           (16, 128, 3, 256, 50), (2, 256, 3, 256, 30), (64, 256, 3, 128, 50), (784, 256, 3, 128, 20)]
-
-
-def _built(march: str) -> ctypes.CDLL:
-    """The kernel built with ``-march=march`` (the library's own flags otherwise)."""
-    flags = [f"-march={march}" if f.startswith("-march=") else f for f in native.FLAGS]
-    target = os.path.join(tempfile.mkdtemp(prefix="fdrl-kernel-"), "mlp_flow.so")
-    subprocess.run([native._compiler(), *flags, str(native.SOURCE), "-o", target], check=True)
-    return native.bind(ctypes.CDLL(target))
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -67,8 +60,10 @@ def main(argv=None) -> dict:
         sys.exit("the kernel does not build here")
     routes = {"kernel": FlowOptions(cpu_kernel=True), "torch_compiled": FlowOptions.for_device("cpu", cpu_kernel=False)}
     rows = []
+    os.environ.pop(route.FORCE_ENV, None)
+    route.decisions_file = lambda: None  # decide afresh: what a first flow of the shape costs
     for march in args.march:
-        lib = _built(march)
+        lib = native.build_private(march)
         native.library = lambda lib=lib: lib  # every flow below uses this build
         for features, width, depth, batch, steps in shapes:
             torch.manual_seed(0)
@@ -77,6 +72,11 @@ def main(argv=None) -> dict:
             potential = ratio_potential(net, get_objective("lsif-chi2"))
             times: dict[str, list[float]] = {name: [] for name in routes}
             with frozen(net):
+                default = None
+                if march == "native":
+                    start = time.perf_counter()
+                    default = flow_route(potential, x0, FlowOptions.for_device("cpu"))
+                    decided_s = time.perf_counter() - start
                 for options in routes.values():  # warm-up: compile, first touch
                     flow(x0, potential, steps, 0.05, 0.01, torch.Generator().manual_seed(0), options=options)
                 for _ in range(args.rounds):
@@ -88,6 +88,8 @@ def main(argv=None) -> dict:
             rows.append({"march": march, "vector_bytes": lib.fdrl_vector_bytes(), "features": features,
                          "width": width, "depth": depth, "batch": batch, "K": steps,
                          "us_per_step": us, "speedup": us["torch_compiled"] / us["kernel"]})
+            if default is not None:
+                rows[-1].update(default_route=default, decision_s=round(decided_s, 3))
             print(json.dumps(rows[-1]), file=sys.stderr)
     result = {"benchmark": "cpu_kernel_shapes", "rounds": args.rounds, "rows": rows}
     print(json.dumps(result))

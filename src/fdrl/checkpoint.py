@@ -46,20 +46,44 @@ def checkpoint_path(run_dir: str | Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"ckpt_{step:09d}.pt"
 
 
+class _KeptWriteErrors:
+    """A binary file for ``torch.save`` that keeps the first OSError of a write: torch reports a
+    failed write (a full disk, a file-size limit) as a RuntimeError that does not say why."""
+
+    def __init__(self, handle: Any):
+        self.handle, self.error = handle, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` via a temporary file, fsync and rename."""
+    """``torch.save`` to ``path`` via a temporary file, fsync and rename: a failed write (a full
+    disk) leaves the previous file under ``path`` and no temporary file, and raises a one-line
+    CheckpointError saying why."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
+    writer = None
     try:
         with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
+            writer = _KeptWriteErrors(handle)
+            torch.save(obj, writer)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:
         tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"could not write checkpoint {path}: {err.strerror or err}") from None
+        cause = writer.error if writer is not None and writer.error is not None else err
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else _first_line(cause)
+        raise CheckpointError(f"could not write checkpoint {path}: {reason}") from None
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

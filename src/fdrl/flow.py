@@ -13,6 +13,7 @@ whose input gradient it can take in closed form (``FlowOptions.closed_form``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import subprocess
@@ -27,6 +28,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _SpectralNorm
 
 from fdrl import native
+from fdrl.native import route as native_route
 from fdrl.nets.mlp import MLP, mlp_input_gradient
 from fdrl.objectives import Objective
 
@@ -61,8 +63,9 @@ class FlowOptions:
     * ``cpu_kernel``: for f'(r_theta) of an :class:`~fdrl.nets.MLP` with fp32 CPU particles, the
       fused C++ flow of :mod:`fdrl.native` (every step of a call in one pass over each tile of
       rows, weights fixed); ``None`` (the CPU default): on an x86-64 CPU whose compiler builds it,
-      for the shapes measured to gain there (:func:`fdrl.native.suits_by_default`); ``True``:
-      any such MLP; ``False``: never. Takes precedence over ``closed_form`` and ``compile``.
+      for the shapes where it was measured faster than the torch route on this machine the first
+      time they were flowed (:mod:`fdrl.native.route`); ``True``: any such MLP; ``False``: never.
+      Takes precedence over ``closed_form`` and ``compile``.
 
     * ``spectral_norm_power``: how spectrally normalised weights are computed during a flow
       (:func:`frozen`). ``"once"``: from the power-iteration vectors as they stand on entering
@@ -203,10 +206,10 @@ DEVICE_DEFAULTS: dict[str, DeviceDefault] = {
         "(benchmarks/swissroll_iteration.py); never run on a GPU"),
     "cpu_kernel": DeviceDefault(
         None, False, "CPU (None): the fused C++ MLP flow (fdrl.native) on x86-64 where a C++ compiler builds "
-        "it, for MLPs up to width 256 (AVX-512) or with input features <= width <= 64 (AVX2): the swiss-roll "
-        "iteration 2.1x official_style, 1.4x the compiled torch route (benchmarks/swissroll_iteration.py); the "
-        "torch route elsewhere (AVX2 at width 256: the kernel 0.8-0.95x, benchmarks/cpu_kernel_shapes.py). "
-        "CUDA: not applicable (CPU code)"),
+        "it, for each flow shape where a short measurement on this machine (the first time the shape is "
+        "flowed, cached beside the library: fdrl.native.route) found it at least 1.1x the torch route: the "
+        "swiss-roll iteration 2.1x official_style, 1.4x the compiled torch route (benchmarks/swissroll_iteration.py, "
+        "AMD EPYC); the MNIST net 0.76-0.78x on an Intel Xeon, so no fixed rule. CUDA: not applicable (CPU code)"),
     "spectral_norm_power": DeviceDefault(
         "once", "once", "spectral-norm weights computed once per flow from the current power-iteration vectors; "
         "per_step (the authors' train-mode flow) is the option"),
@@ -351,20 +354,48 @@ def potential_gradient(potential: Potential, x: Tensor, autocast_bf16: bool = Fa
     return grad
 
 
-def _kernel_wanted(options: FlowOptions, objective: Objective, weights: Sequence[Tensor], x: Tensor) -> bool:
-    """Whether the flow runs on :mod:`fdrl.native`'s fused kernel (``FlowOptions.cpu_kernel``)."""
-    if options.cpu_kernel is False or not native.supports(objective.name, weights, x):
+#: flow steps per timed call when the default route of a shape is measured (native.route)
+ROUTE_MEASURE_STEPS = 10
+
+
+def _route_shape(weights: Sequence[Tensor], x: Tensor, options: FlowOptions) -> str:
+    """What the two routes' speeds depend on: the net's layer sizes, the batch, the threads, the
+    torch route's compilation, torch's version."""
+    layers = "x".join(str(w.shape[0]) for w in weights)
+    compiled = bool(options.compile) or (options.compile is None and options.closed_form)
+    return (f"in{weights[0].shape[1]}-layers{layers}-batch{x.shape[0]}-threads{torch.get_num_threads()}"
+            f"-compiled{int(compiled)}-steps{options.steps_per_call}-torch{torch.__version__}")
+
+
+def _measure_routes(potential: "RatioPotential", x: Tensor, options: FlowOptions) -> dict[str, float]:
+    """Seconds per :data:`ROUTE_MEASURE_STEPS` steps on the kernel and on the torch route from
+    ``x`` (its own noise generator, eta 0: the particles do not run off)."""
+    def run(cpu_kernel: bool) -> Callable[[], Tensor]:
+        opts = dataclasses.replace(options, cpu_kernel=cpu_kernel)
+        return lambda: flow(x, potential, ROUTE_MEASURE_STEPS, 0.0, 1e-2, torch.Generator().manual_seed(0),
+                            options=opts)
+
+    return native_route.time_routes(run(True), run(False))
+
+
+def _kernel_wanted(options: FlowOptions, potential: "RatioPotential", x: Tensor) -> bool:
+    """Whether the flow runs on :mod:`fdrl.native`'s fused kernel (``FlowOptions.cpu_kernel``):
+    ``None`` measures the shape the first time (:func:`fdrl.native.route.kernel_chosen`)."""
+    weights = potential.net.weights_and_biases()[0]
+    if options.cpu_kernel is False or not native.supports(potential.objective.name, weights, x):
         return False
-    if options.cpu_kernel is None and not (native.runs_by_default() and native.suits_by_default(weights)):
-        return False
+    if options.cpu_kernel is None:
+        return native.runs_by_default() and native_route.kernel_chosen(
+            _route_shape(weights, x, options), lambda: _measure_routes(potential, x, options))
     return native.library() is not None
 
 
 def _route(potential: Potential, options: FlowOptions, x: Tensor) -> str:
-    """The route of :func:`flow_route`, decided without building anything for it."""
+    """The route of :func:`flow_route` (with ``cpu_kernel=None``, a shape not seen before is
+    measured first)."""
     if (not options.autocast_bf16 and options.spectral_norm_power == "once"
             and isinstance(potential, RatioPotential) and isinstance(potential.net, MLP)):
-        if _kernel_wanted(options, potential.objective, potential.net.weights_and_biases()[0], x):
+        if _kernel_wanted(options, potential, x):
             return "cpu_kernel"
         if options.closed_form:
             return "closed_form"
@@ -435,13 +466,15 @@ def flow(
         options.compile or (options.compile is None and kind == "closed_form"))
     compiled = _compiled(kind, eager, options.compile_mode) if wanted else None
     if kind == "cpu_kernel":
-        per_call = record_every if trajectory is not None else max(1, CPU_KERNEL_NOISE_FLOATS // max(1, x.numel()))
+        per_call = max(1, CPU_KERNEL_NOISE_FLOATS // max(1, x.numel()))
     else:
         per_call = options.steps_per_call if compiled is not None and trajectory is None else 1
     done = 0
     with _tf32(options.tf32), torch.no_grad():
         while done < steps:
-            count = min(per_call, steps - done)
+            # a call ends at the next recorded step, and draws at most per_call steps of noise
+            count = min(per_call, steps - done, record_every - done % record_every if trajectory is not None
+                        else steps)
             xis = [_layout(_noise(x, generator), options) for _ in range(count)] if noise else None
             if compiled is not None and count == per_call:  # a shorter last call runs eagerly: no recompile
                 try:

@@ -201,4 +201,5 @@ def report_lines(metrics: dict[str, Any]) -> list[str]:
     if "memorisation" in metrics:
         lines += [f"  {line}" for line in _memorisation_text(metrics["memorisation"])]
     lines += [f"  {line}" for line in _columns_text(metrics)]
+    lines += [f"  note: {note}" for note in metrics.get("notes", [])]
     return lines

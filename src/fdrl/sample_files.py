@@ -11,14 +11,17 @@ Formats, chosen by the output path:
 * a folder (a path ending in ``/``, or an existing directory): one PNG per image.
 
 Image samples are clamped to the data's range [-1, 1] in every format, as a saved PNG is.
+Every single-file format is written atomically (a temporary file beside it, then renamed): a
+process killed mid-write, or a full disk, never leaves a half file under the requested name.
 :func:`check_output` validates a path before any sampling work is done.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +85,20 @@ def _write_table_csv(frame: Any, out: Path, codec: Any) -> None:
     frame.to_csv(out, index=False, header=codec.header)
 
 
+@contextlib.contextmanager
+def atomic_target(out: Path) -> Iterator[Path]:
+    """A temporary path beside ``out`` (hidden, ending in ``out``'s suffix, so that writers pick
+    the same format), renamed onto ``out`` once the block has written it; removed if it fails."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.partial{out.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_samples(samples: Any, out: Path, folder: bool = False, columns: Sequence[str] | None = None,
                   codec: Any = None) -> str:
     """Write ``samples`` to ``out`` (format by suffix, or one PNG per image for a folder); returns
@@ -90,8 +107,8 @@ def write_samples(samples: Any, out: Path, folder: bool = False, columns: Sequen
     if codec is not None:
         frame = _table(samples, codec)
         if out.suffix == ".csv":
-            out.parent.mkdir(parents=True, exist_ok=True)
-            _write_table_csv(frame, out, codec)
+            with atomic_target(out) as tmp:
+                _write_table_csv(frame, tmp, codec)
             return f"{len(frame)} samples to {out}"
         samples = torch.tensor(frame.to_numpy(dtype=np.float32))
     images = samples.ndim >= 3
@@ -104,15 +121,22 @@ def write_samples(samples: Any, out: Path, folder: bool = False, columns: Sequen
         width = len(str(n - 1))
         save_pngs(samples if samples.ndim == 4 else samples.unsqueeze(1), [f"{i:0{width}d}" for i in range(n)], out)
         return f"{n} images as PNG files in {out}"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_target(out) as tmp:
+        _write_file(samples, tmp, columns)
+    if out.suffix == ".png" and images:
+        return f"a grid of the first {min(n, GRID_MAX)} of {n} images to {out}"
+    if out.suffix == ".png":
+        return f"a {'scatter plot' if samples.reshape(n, -1).shape[1] > 1 else 'histogram'} of {n} samples to {out}"
+    return f"{n} samples to {out}"
+
+
+def _write_file(samples: Tensor, out: Path, columns: Sequence[str] | None) -> None:
+    """``samples`` in the one-file format of ``out``'s suffix."""
     if out.suffix == ".png":
         from fdrl.plots import save_samples_figure
 
         save_samples_figure(samples, out)
-        if images:
-            return f"a grid of the first {min(n, GRID_MAX)} of {n} images to {out}"
-        return f"a {'scatter plot' if samples.reshape(n, -1).shape[1] > 1 else 'histogram'} of {n} samples to {out}"
-    if out.suffix == ".npy":
+    elif out.suffix == ".npy":
         np.save(out, samples.numpy())
     elif out.suffix == ".pt":
         torch.save(samples.contiguous(), out)
@@ -125,8 +149,7 @@ def write_samples(samples: Any, out: Path, folder: bool = False, columns: Sequen
             writer = csv.writer(handle)
             if columns:
                 writer.writerow(columns)
-            writer.writerows(samples.reshape(n, -1).tolist())
-    return f"{n} samples to {out}"
+            writer.writerows(samples.reshape(samples.shape[0], -1).tolist())
 
 
 def read_samples(path: Path) -> Tensor:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fdrl.evaluate.metrics import c2st_counts
+from fdrl.evaluate.metrics import c2st_counts, energy_distance
 from fdrl.evaluate.uncertainty import energy_distance_se, wilson_interval
 
 GMM_COMPONENTS = 10
@@ -45,13 +45,22 @@ GMM_MAX_DIM = 256
 NN_MAX_TRAIN = 20000
 #: DCR share needs at least this many held-out rows that do not occur in training
 DCR_MIN_ROWS = 20
+#: the C2ST's cross-validation folds: with fewer rows than this in a set it is not computed
+C2ST_FOLDS = 5
 
 
 def scores(x: Tensor, heldout: Tensor, seed: int) -> dict[str, Any]:
     """Energy distance with its standard error and C2ST accuracy with its 95% interval, of
-    ``x`` against ``heldout``."""
-    energy, energy_se = energy_distance_se(x, heldout)
-    correct, total = c2st_counts(x, heldout, seed)
+    ``x`` against ``heldout``; the accuracy and its interval are NaN for sets too small for
+    :data:`C2ST_FOLDS` folds (the report says so: :func:`heldout_report`)."""
+    try:
+        energy, energy_se = energy_distance_se(x, heldout)
+    except ValueError:  # too few points for the jackknife
+        energy, energy_se = energy_distance(x, heldout), float("nan")
+    if min(x.shape[0], heldout.shape[0]) < C2ST_FOLDS:
+        return {"energy_distance": energy, "energy_distance_se": energy_se, "c2st_accuracy": float("nan"),
+                "c2st_accuracy_ci": [float("nan"), float("nan")]}
+    correct, total = c2st_counts(x, heldout, seed, folds=C2ST_FOLDS)
     return {"energy_distance": energy, "energy_distance_se": energy_se, "c2st_accuracy": correct / total,
             "c2st_accuracy_ci": list(wilson_interval(correct, total))}
 
@@ -226,6 +235,9 @@ def heldout_report(samples: Tensor, train: Tensor, heldout: Tensor, prior_draws:
         "floor": floor,
         "memorisation": memorisation(samples, train_nn, heldout, seed),
     })
+    if m < C2ST_FOLDS:
+        report["notes"] = [f"only {m} rows to score: the C2ST needs {C2ST_FOLDS} in each set, so its accuracies "
+                           "are NaN; hold out more rows (data.test_fraction) or use more data"]
     if decode is not None and column_kinds is not None:
         from fdrl.evaluate.tabular import table_scores
 

@@ -8,8 +8,11 @@
 // Written by hand because no library fuses a whole MLP forward + input-gradient pass: MKL and
 // oneDNN run one product per call, and between calls every activation goes through memory
 // (benchmarks/swissroll_iteration.py measures the difference). Loaded by fdrl.native (ctypes).
+#include <atomic>
 #include <cmath>
 #include <cstddef>
+#include <new>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -138,8 +141,8 @@ struct Net {
 // Rows [first, last) of x through `steps` steps, a panel of rows at a time: TILE rows when the
 // weights fit in L2 (each tile runs every step with its activations in L1), PANEL_TILES tiles when
 // they do not, so that each block of weights loaded into cache serves the whole panel.
-static void flow_rows(float* x, int n, int first, int last, int d, int steps, const float* noise, float eta,
-                      float nu, const Net& net) {
+static void flow_rows(float* x, long long n, long long first, long long last, int d, int steps, const float* noise,
+                      float eta, float nu, const Net& net) {
   const int H = net.width, L = net.layers, dp = (d + VW - 1) / VW * VW;
   const bool gemm_input = d >= VW;  // the input gradient as a product (else one dot product per input)
   const size_t weight_bytes = sizeof(float) * ((size_t)d * H + (size_t)(L - 1) * H * H);
@@ -149,8 +152,8 @@ static void flow_rows(float* x, int n, int first, int last, int d, int steps, co
   float* ping = Z + (size_t)L * panel * H;
   float* pong = ping + (size_t)panel * H;
   float* gx = pong + (size_t)panel * H;              // [panel x dp] input gradient (gemm_input)
-  for (int row0 = first; row0 < last; row0 += panel) {
-    const int P = last - row0 < panel ? last - row0 : panel;
+  for (long long row0 = first; row0 < last; row0 += panel) {
+    const int P = last - row0 < panel ? (int)(last - row0) : panel;
     float* xr = x + (size_t)row0 * d;
     for (int k = 0; k < steps; ++k) {
       float *h = ping, *other = pong;
@@ -206,23 +209,49 @@ int fdrl_vector_bytes() { return VB; }
 
 // x [n x d] (row-major) is moved `steps` steps in place; noise is [steps x n x d] or null;
 // rows are split over `threads` threads (each row's arithmetic does not depend on the split).
-void fdrl_mlp_flow(float* x, int n, int d, int steps, const float* noise, float eta, float nu, int layers,
-                   int width, const float* const* wt, const float* const* w, const float* const* bias,
-                   const float* wout, float bout, float slope, float pa, float pb, float ps, int threads) {
-  const Net net{layers, width, wt, w, bias, wout, bout, slope, pa, pb, ps};
-  const int tiles = (n + TILE - 1) / TILE;
-  if (threads > tiles) threads = tiles;
+// Returns 0, or FDRL_OUT_OF_MEMORY / FDRL_FAILED: no C++ exception crosses into the caller
+// (ctypes), where it would abort the process. A thread that cannot be created (std::system_error)
+// costs speed only: its rows run on the calling thread.
+enum { FDRL_OK = 0, FDRL_OUT_OF_MEMORY = 1, FDRL_FAILED = 2 };
+
+int fdrl_mlp_flow(float* x, int n, int d, int steps, const float* noise, float eta, float nu, int layers,
+                  int width, const float* const* wt, const float* const* w, const float* const* bias,
+                  const float* wout, float bout, float slope, float pa, float pb, float ps, int threads) {
+  std::atomic<int> status{FDRL_OK};
+  auto run = [&](long long first, long long last) {
+    try {
+      const Net net{layers, width, wt, w, bias, wout, bout, slope, pa, pb, ps};
+      flow_rows(x, n, first, last, d, steps, noise, eta, nu, net);
+    } catch (const std::bad_alloc&) {
+      status = FDRL_OUT_OF_MEMORY;
+    } catch (...) {
+      status = FDRL_FAILED;
+    }
+  };
+  const long long tiles = ((long long)n + TILE - 1) / TILE;
+  if (threads > tiles) threads = (int)tiles;
   if (threads <= 1) {
-    flow_rows(x, n, 0, n, d, steps, noise, eta, nu, net);
-    return;
+    run(0, n);
+    return status;
   }
   std::vector<std::thread> pool;
+  try {
+    pool.reserve(threads);
+  } catch (...) {
+    run(0, n);
+    return status;
+  }
   for (int t = 0; t < threads; ++t) {
-    const int first = (int)((long)tiles * t / threads) * TILE;
-    int last = (int)((long)tiles * (t + 1) / threads) * TILE;
+    const long long first = tiles * t / threads * TILE;
+    long long last = tiles * (t + 1) / threads * TILE;
     if (last > n) last = n;
-    pool.emplace_back(flow_rows, x, n, first, last, d, steps, noise, eta, nu, std::cref(net));
+    try {
+      pool.emplace_back(run, first, last);
+    } catch (...) {  // no thread to be had (std::system_error): these rows here
+      run(first, last);
+    }
   }
   for (auto& t : pool) t.join();
+  return status;
 }
 }
