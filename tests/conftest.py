@@ -1,5 +1,13 @@
+import os
+
 import torch
 
 # One thread for everything, module-scoped fixtures included: the tests run tiny networks, which
 # are fastest on one thread and do not busy-wait when a shared 2-core CI machine is loaded.
 torch.set_num_threads(1)
+
+# The kernel-or-torch route of the CPU flow is decided by a timing on first use of each shape,
+# which compiles the torch route: with the tests' many tiny shapes that is minutes of compiling,
+# and a timing on a loaded machine may decide either way. The tests of the measurement itself
+# unset this (tests/test_native_flow.py); the rest take the kernel, as the measurement does here.
+os.environ.setdefault("FDRL_CPU_KERNEL_ROUTE", "kernel")
