@@ -367,14 +367,20 @@ def test_bad_input_non_finite_number(capsys):
     assert "train.lr must be a finite number" in line
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
-def test_bad_input_non_finite_vector_data(bad, tmp_path, capsys):
+def test_bad_input_inf_in_vector_data_and_nan_is_a_missing_cell(tmp_path, capsys):
     data = np.random.default_rng(0).normal(size=(20, 2))
-    data[3, 1] = bad
+    data[3, 1] = np.inf
     np.save(tmp_path / "bad.npy", data)
     line = _one_line_error(["train", "swissroll", "data.name=array", f"data.params.path={tmp_path / 'bad.npy'}",
                             "--out", str(tmp_path / "run")], capsys)
-    assert "has NaN or inf in 1 sample(s) (first at row 3)" in line
+    assert "row 3: column '1' holds inf" in line
+    assert not (tmp_path / "run").exists()
+    data[3, 1] = np.nan  # a missing cell: modelled (data.params.missing), said in a warning
+    np.save(tmp_path / "gap.npy", data)
+    with pytest.warns(UserWarning, match="1 missing cell"):
+        from fdrl.data.source import ArrayData
+
+        assert ArrayData.from_file(tmp_path / "gap.npy", test_fraction=0).codec.columns[1].missing
 
 
 def test_bad_input_unwritable_run_directory(tmp_path, capsys):

@@ -363,7 +363,10 @@ def _type_column(series: Any, name: Any, kind: str | None, missing: str, where: 
     if numbers is not None:
         finite = numbers[~absent]
         if not np.isfinite(finite).all():
-            raise ValueError(f"{where}: column '{name}' holds inf; replace it by a number or leave the cell empty")
+            row = int(np.flatnonzero(np.isinf(numbers))[0])
+            at = f"line {line_of_row(row)}" if line_of_row is not None else f"row {row}"
+            raise ValueError(f"{where}, {at}: column '{name}' holds inf; replace it by a number or leave the cell "
+                             "empty (a missing cell)")
         # counting distinct values is the slow part on big tables: only integral columns need it
         integral = bool(np.all(finite == np.round(finite)))
         levels = 1 if finite.min() == finite.max() else len(np.unique(finite)) if integral else 2

@@ -212,7 +212,8 @@ def _encode(found: Any, path: str | Path, columns: dict[str, str] | None, missin
     if codec is None:
         array_dtype = frame.attrs.get("array_dtype")
         codec = TableCodec.fit(frame, columns, missing, returns or ("numpy" if array_dtype else "dataframe"),
-                               array_dtype, where, line_of_row=lambda row: line_of_row(path, row))
+                               array_dtype, where,
+                               line_of_row=None if array_dtype else lambda row: line_of_row(path, row))
     elif [str(c) for c in frame.columns] != [str(c.name) for c in codec.columns]:
         raise ValueError(f"{where} has columns {', '.join(map(str, frame.columns))}; the training data has "
                          f"{', '.join(str(c.name) for c in codec.columns)}")
