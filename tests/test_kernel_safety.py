@@ -49,15 +49,6 @@ def _flows_right() -> None:
     torch.testing.assert_close(results[0], results[1], rtol=0, atol=1e-5)
 
 
-@pytest.fixture
-def fresh_library(monkeypatch, tmp_path):
-    """library() rebuilt from scratch in a temporary cache, and forgotten again afterwards."""
-    monkeypatch.setenv("FDRL_CACHE_DIR", str(tmp_path / "cache"))
-    native.library.cache_clear()
-    yield tmp_path / "cache" / "kernels"
-    native.library.cache_clear()
-
-
 def _plant(folder: Path, marker: Path) -> Path:
     """A library under the name library() looks for, whose constructor writes ``marker`` and
     whose 'kernel' leaves the particles where they are."""

@@ -249,15 +249,6 @@ def test_the_measurement_times_both_routes_interleaved():
     assert set(seconds) == {"kernel", "torch"}
 
 
-@pytest.fixture
-def fresh_library(monkeypatch, tmp_path):
-    """library() rebuilt from scratch in a temporary cache, and forgotten again afterwards."""
-    monkeypatch.setenv("FDRL_CACHE_DIR", str(tmp_path / "cache"))
-    native.library.cache_clear()
-    yield tmp_path / "cache" / "kernels"
-    native.library.cache_clear()
-
-
 def test_a_damaged_cached_kernel_is_rebuilt(fresh_library):
     # built by another process (this one must not have the file mapped when it is damaged)
     subprocess.run([sys.executable, "-c", "from fdrl import native; assert native.library() is not None"],
