@@ -268,3 +268,57 @@ def test_thousands_of_tiny_files_in_nested_folders_are_each_listed_once(tmp_path
         path.write_bytes(buffer.getvalue())
     data = _folder(tmp_path)
     assert len(data) == 2000 and data.paths == sorted(set(data.paths))
+
+
+# -- reading a run while it trains --------------------------------------------------------------
+
+def _state(step: int) -> dict:
+    """A checkpoint of ``step`` whose tensors all hold ``step`` (a mixed one would show)."""
+    weights = {"w": torch.full((500_000,), float(step)), "b": torch.full((7,), float(step))}
+    return {"step": step, "estimator": weights, "ema": weights, "optimizer": {}, "scheduler": {}, "rng": {},
+            "config": {}, "estimator_spec": {}, "version": "test"}
+
+
+def test_reading_a_run_while_its_checkpoints_are_replaced_sees_whole_ones(tmp_path):
+    """A writer saves 60 checkpoints as training does (new file, keep the newest 2, point
+    best.pt at it) while a reader loads the newest and best.pt in a loop, as `fdrl sample`,
+    `fdrl info` and `fdrl evaluate` do: every read is a whole checkpoint of one step, no read
+    fails and none warns."""
+    import threading
+    import warnings
+
+    run = tmp_path / "run"
+    checkpoint.atomic_save(_state(0), checkpoint.checkpoint_path(run, 0))
+    checkpoint.link_best(checkpoint.checkpoint_path(run, 0))
+    done, problems, steps_read = threading.Event(), [], []
+
+    def read() -> None:
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            while not done.is_set():
+                try:
+                    state, _ = checkpoint.load_latest(run)
+                    best = checkpoint.safe_load(run / checkpoint.CHECKPOINT_DIR / checkpoint.BEST_NAME)
+                except Exception as err:  # noqa: BLE001 - any failure of a read is the finding
+                    problems.append(repr(err))
+                    continue
+                for s in (state, best):
+                    values = {float(t.unique()) for w in (s["estimator"], s["ema"]) for t in w.values()}
+                    if values != {float(s["step"])}:
+                        problems.append(f"step {s['step']} holds {values}")
+                    steps_read.append(s["step"])
+        problems.extend(str(w.message) for w in record)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for step in range(1, 61):
+            path = checkpoint.checkpoint_path(run, step)
+            checkpoint.atomic_save(_state(step), path)
+            checkpoint.prune(run, keep=2)
+            checkpoint.link_best(path)
+    finally:
+        done.set()
+        reader.join()
+    assert problems == []
+    assert len(set(steps_read)) > 1  # the reads overlapped the writes
