@@ -1,7 +1,8 @@
 """Faults a long run meets: the disk filling during a checkpoint write (the previous checkpoint
 survives, the error is one line), a sample file killed mid-write (never a half file under the
-requested name, in any format), and a run too small for the C2ST (the report says so instead of
-failing)."""
+requested name, in any format), a run too small for the C2ST (the report says so instead of
+failing), image folders with unreadable, over-large, oddly named, linked or very many files,
+reading a run while it trains, and a fit killed with SIGKILL then resumed."""
 
 import os
 import subprocess
@@ -322,3 +323,42 @@ def test_reading_a_run_while_its_checkpoints_are_replaced_sees_whole_ones(tmp_pa
         reader.join()
     assert problems == []
     assert len(set(steps_read)) > 1  # the reads overlapped the writes
+
+
+KILLED_FIT = """
+import sys
+import numpy as np
+import fdrl
+x = np.random.default_rng(0).normal(size=(200, 2)).astype(np.float32)
+fdrl.fit(x, out=sys.argv[1], progress=False, train__steps=600, train__checkpoint_every=20, flow__steps=2,
+         train__eval_n=50, model__params__width=8)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_a_fit_killed_after_its_first_checkpoint_is_finished_by_train_resume(tmp_path):
+    """`fdrl.fit(..., out=DIR)` killed with SIGKILL once a checkpoint exists (no cleanup runs):
+    `fdrl train --resume DIR` continues from that checkpoint and finishes the run."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, "-c", KILLED_FIT, str(run)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while not checkpoint.list_checkpoints(run) and child.poll() is None:
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL, child.stderr.read().decode()[-2000:]
+    first = checkpoint.list_checkpoints(run)[-1]
+    assert checkpoint.safe_load(first)["step"] < 600
+    done = subprocess.run([sys.executable, "-m", "fdrl.cli", "train", "--resume", str(run)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "took over the lock of run directory" in done.stderr  # the killed fit left its lock
+    assert checkpoint.safe_load(checkpoint.list_checkpoints(run)[-1])["step"] == 600
+    assert (run / "metrics.json").is_file()
