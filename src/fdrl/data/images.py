@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import io
+import os
 import pickle
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -64,6 +65,63 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 
 #: what can go wrong while decoding one image file (PIL raises these for corrupt files)
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+#: the skip warnings already given in this process: a dataset built again (its held-out split, a
+#: resumed run, a second ``fit``) does not repeat what the user was told
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Warn ``message`` unless this process already did (the warnings module's own registry is
+    reset whenever a filter changes, and ``always`` filters bypass it)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, stacklevel=3)
+
+
+def _shown(path: object) -> str:
+    """``path`` for a one-line message: control characters (a newline in a file name) escaped."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+def _check_pixels(img: Image.Image) -> None:
+    """Refuse an image over PIL's decompression-bomb limit before it is decoded: PIL only warns
+    between one and two times ``Image.MAX_IMAGE_PIXELS`` and decodes it (a 10000 x 10000 RGB image
+    is 300 MB)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and img.size[0] * img.size[1] > limit:
+        raise Image.DecompressionBombError(
+            f"{img.size[0]}x{img.size[1]} pixels exceed the decompression-bomb limit of {limit}")
+
+
+def _image_files(root: Path) -> list[Path]:
+    """Every image file under ``root``, sorted by path: linked folders are followed, but each
+    folder and each file is listed once however many links reach it (a link to a parent folder
+    does not loop)."""
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[tuple[int, int]] = set()
+    found = []
+    for top, dirs, files in os.walk(root, followlinks=True):
+        stat = os.stat(top)
+        if (stat.st_dev, stat.st_ino) in seen_dirs:
+            dirs[:] = []  # reached again through a link: already walked
+            continue
+        seen_dirs.add((stat.st_dev, stat.st_ino))
+        # real folders before links, then by name: which path a twice-reachable file gets is fixed
+        dirs.sort(key=lambda d: (os.path.islink(os.path.join(top, d)), d))
+        for name in files:
+            if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+                continue
+            path = Path(top, name)
+            try:
+                file_stat = path.stat()
+            except OSError:  # a dangling link
+                continue
+            if (file_stat.st_dev, file_stat.st_ino) not in seen_files:
+                seen_files.add((file_stat.st_dev, file_stat.st_ino))
+                found.append(path)
+    return sorted(found)
 
 
 class ImageTooSmallError(ValueError):
@@ -275,6 +333,7 @@ class EncodedImages(ImageData):
     def decode(self, index: int) -> np.ndarray:
         """Image ``index`` as uint8 (H, W, C) after mode conversion and geometry."""
         with self.open(index) as img:
+            _check_pixels(img)
             out = self.geometry.apply(img.convert(self.mode), self.describe(index))
             return np.asarray(out, dtype=np.uint8).reshape(self.shape[1], self.shape[2], self.shape[0])
 
@@ -289,8 +348,8 @@ class EncodedImages(ImageData):
                 raise
             except _DECODE_ERRORS as err:
                 self.unreadable.add(j)
-                warnings.warn(f"data '{self.name}': skipping unreadable image {self.describe(j)} ({err}); "
-                              f"{len(self.unreadable)} skipped so far", stacklevel=2)
+                _warn_once(f"data '{self.name}': skipping unreadable image {_shown(self.describe(j))} ({err}); "
+                           f"{len(self.unreadable)} skipped so far")
         raise ValueError(f"data '{self.name}': none of its {len(self)} images could be decoded")
 
     def load(self, indices: Sequence[int]) -> Tensor:
@@ -316,7 +375,7 @@ class FolderImages(EncodedImages):
         hint = f"; {how_to_get}" if how_to_get else ""
         if not root.is_dir():
             raise FileNotFoundError(f"data '{name}': image folder {root} does not exist{hint}")
-        paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        paths = _image_files(root)
         if not paths:
             raise FileNotFoundError(
                 f"data '{name}': no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root}{hint}"
@@ -336,25 +395,29 @@ class FolderImages(EncodedImages):
         listing = "\n".join(str(p.relative_to(root)) for p in paths)
         super().__init__(name, len(paths), geometry, options, {
             "root": str(root.resolve()), "count": len(paths),
-            "files_sha1": hashlib.sha1(listing.encode()).hexdigest(), **key,
+            "files_sha1": hashlib.sha1(listing.encode(errors="surrogateescape")).hexdigest(), **key,
         })
 
     @staticmethod
     def _usable(paths: list[Path], geometry: Geometry, name: str) -> list[Path]:
         usable, bad = [], []
-        for path in paths:
-            try:
-                with Image.open(path) as img:
-                    size = img.size
-            except _DECODE_ERRORS:
-                bad.append(path)
-                continue
-            geometry.check_size(size, str(path))
-            usable.append(path)
+        with warnings.catch_warnings():
+            # an over-large image is counted below with the other unreadable files, not warned apart
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            for path in paths:
+                try:
+                    with Image.open(path) as img:
+                        _check_pixels(img)
+                        size = img.size
+                except _DECODE_ERRORS:
+                    bad.append(path)
+                    continue
+                geometry.check_size(size, str(path))
+                usable.append(path)
         if bad:
-            warnings.warn(f"data '{name}': skipping {len(bad)} unreadable image file(s), e.g. {bad[0]}", stacklevel=3)
+            _warn_once(f"data '{name}': skipping {len(bad)} unreadable image file(s), e.g. {_shown(bad[0])}")
         if not usable:
-            raise ValueError(f"data '{name}': none of the {len(paths)} image files could be read (e.g. {bad[0]})")
+            raise ValueError(f"data '{name}': none of the {len(paths)} image files could be read (e.g. {_shown(bad[0])})")
         return usable
 
     def describe(self, index: int) -> str:
