@@ -145,6 +145,8 @@ def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu",
         except CheckpointMismatch:
             raise
         except CheckpointError as err:
+            if not path.exists():  # rotated away by a training run since the listing: not damage
+                continue
             skipped.append(err)
             continue
         for err in skipped:
