@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from fdrl import __version__, seeding
-from fdrl.data.columns import TableCodec, project
+from fdrl.data.columns import TableCodec, decode_rows, project
 from fdrl.data.scaling import Standardizer
 from fdrl.checkpoint import load_checkpoint, load_latest
 from fdrl.config import DEVICE_PATTERN, FLOW_SWITCHES, RUN_CONFIG, FlowConfig
@@ -256,8 +256,9 @@ class FDRL:
         samples = torch.cat(out) if out else torch.empty(0, *self.prior.shape)
         if standardized:
             return self.as_rows(samples)
-        samples = samples if self.scaler is None else self.scaler.inverse(samples)
-        return samples if self.codec is None else self.codec.output(self.codec.decode(samples.double().numpy()))
+        if self.codec is not None:
+            return self.codec.output(decode_rows(samples, self.codec, self.scaler))
+        return samples if self.scaler is None else self.scaler.inverse(samples)
 
     def meta(self) -> dict[str, Any]:
         return {

@@ -402,6 +402,13 @@ def _type_column(series: Any, name: Any, kind: str | None, missing: str, where: 
     return column
 
 
+def decode_rows(features: Any, codec: TableCodec, scaler: Any = None) -> Any:
+    """Model features (a tensor, standardised by ``scaler`` if given) -> the table's rows, a
+    DataFrame (:meth:`TableCodec.decode`)."""
+    units = features if scaler is None else scaler.inverse(features)
+    return codec.decode(units.detach().cpu().double().numpy())
+
+
 def project(features: Any, codec: TableCodec, scaler: Any = None) -> Any:
     """Model features (a tensor, standardised by ``scaler`` if given) -> the features of the rows
     they decode to: one-hot blocks exactly 0/1, integers rounded into range, constants and
@@ -409,7 +416,5 @@ def project(features: Any, codec: TableCodec, scaler: Any = None) -> Any:
     gets, not as the continuous particles (a classifier would tell 0.97 from 1 at once)."""
     import torch
 
-    units = features if scaler is None else scaler.inverse(features)
-    rows = codec.decode(units.detach().cpu().double().numpy())
-    back = torch.from_numpy(codec.encode(rows)).to(features.device)
+    back = torch.from_numpy(codec.encode(decode_rows(features, codec, scaler))).to(features.device)
     return back if scaler is None else scaler.forward(back)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from fdrl import seeding
-from fdrl.data.columns import TableCodec, project
+from fdrl.data.columns import TableCodec, decode_rows, project
 from fdrl.data.files import line_of_row, read_data
 from fdrl.data.images import IMAGE_DATASETS, build_held_out_images, build_image_data
 from fdrl.data.order import SampleOrder
@@ -95,8 +95,7 @@ class ArrayData:
         only for data read from a table or a 2-D array (:attr:`codec` set)."""
         if self.codec is None:
             raise ValueError(f"data '{self.name}' is not a table")
-        units = features if self.scaler is None else self.scaler.inverse(features)
-        return self.codec.decode(units.detach().cpu().double().numpy())
+        return decode_rows(features, self.codec, self.scaler)
 
     def project(self, features: Tensor) -> Tensor:
         """Model-unit rows -> the model units of the table rows they decode to
