@@ -395,7 +395,7 @@ class Trainer:
                         self.data, self.prior, self.step, t.batch_size, t.seed, self.dist.world, [self.dist.rank],
                         self.device)
                     if self.smoother is not None:  # the data side is the smoothed p_h (fdrl.smoothing)
-                        x_data = self.smoother(x_data, seeding.generator(t.seed, "augment", self.step, self.dist.rank))
+                        x_data = self.smoother(x_data, seeding.generator(t.seed, "smooth", self.step, self.dist.rank))
                     out = training_step(self.net, self.objective, self.optimizer, x_data, x_prior,
                                         f.steps, eta, f.noise, gen, options=self.flow_options, ddp=self.ddp)
                     # divergence guard: every rank rolls back if one went wrong
