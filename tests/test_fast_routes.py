@@ -11,7 +11,7 @@ default for MLPs no wider in input than in width), the CPU default for this wide
 (closed-form gradient, compiled, several steps per call), compile of the autograd step, bf16,
 and compile with bf16.
 
-Tolerances (README "Speed and scale" lists the measured differences):
+Tolerances (docs/performance.md, "Which switch is on where", lists the measured differences):
 
 * fp32 routes (compile, channels_last, the closed form, the C++ kernel): the same maths in another order of
   float operations, so the particles (values of order 1) agree to 1e-5, the losses to 1e-6

@@ -82,7 +82,7 @@ class FlowConfig:
     eta_scaling: str = "none"
     #: Switches of the training and sampling flow (fdrl.flow.FlowOptions.from_config decides both).
     #: null = the device's default from the table fdrl.flow.DEVICE_DEFAULTS, which says which
-    #: switch is on for which device and why (README "Speed and scale" has the measured effects).
+    #: switch is on for which device and why (docs/performance.md has the measured effects).
     #: Convolutional estimators and image particles in channels_last; null = on CUDA for the
     #: estimators in fdrl.flow.CHANNELS_LAST_ESTIMATORS only
     channels_last: bool | None = None

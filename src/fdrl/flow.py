@@ -174,7 +174,7 @@ class DeviceDefault:
 
 #: Which fast-path switch is on by default on which device, and why: the one place
 #: :meth:`FlowOptions.for_device` (so ``fdrl train`` and sampling) reads its defaults from.
-#: README "Speed and scale" has this table with each switch's measured effect. No row has run
+#: docs/performance.md has this table with each switch's measured effect. No row has run
 #: on a GPU: every CUDA default is unverified there.
 DEVICE_DEFAULTS: dict[str, DeviceDefault] = {
     "autocast_bf16": DeviceDefault(
