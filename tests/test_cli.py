@@ -25,7 +25,7 @@ def test_help_and_presets_from_a_subprocess():
     assert listed == preset_names() and "swissroll" in listed
     # descriptions are not cut: the vectors preset's whole leading comment is there, wrapped
     printed = " ".join(result.stdout.split())
-    assert "Choices\"." in printed and "Gaussian mixture and the floor" in printed
+    assert "docs/choices.md." in printed and "Gaussian mixture and the floor" in printed
 
 
 def test_output_into_a_closed_pipe_is_not_a_traceback():

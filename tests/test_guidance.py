@@ -283,7 +283,7 @@ def test_composition_benchmark_runs_on_a_tiny_configuration(digits_setup, tmp_pa
                        "--phis", "0.1,1", "--n-per-class", "4", "--steps", "3"])
     metrics = json.loads((tmp_path / "cond" / "metrics.json").read_text())
     assert code == (0 if metrics["passed"] else 1)
-    selection = metrics["phi_selection"]  # the README's rule: the smallest phi the validator accepts
+    selection = metrics["phi_selection"]  # docs/studies/conditional.md's rule: the smallest phi the validator accepts
     accepted = [row["phi"] for row in selection["table"] if row["min_class_accuracy"] >= selection["threshold"]]
     assert metrics["phi"] == (accepted[0] if accepted else selection["table"][-1]["phi"])
     assert metrics["phi"] in (0.1, 1.0) and [row["phi"] for row in metrics["phi_selection"]["table"]] == [0.1, 1.0]

@@ -15,7 +15,7 @@ def test_chasm_study(tmp_path):
     """Section 3.1: FDRL crosses the chasm for every seed with its one step size. The stale
     estimator crosses the easy gap at its best eta; across the chasm it lands farther from p than
     FDRL at every eta of the sweep, and is within 0.5 of p only inside a narrow eta window (what
-    this implementation measured: see README, "The density chasm")."""
+    this implementation measured: see docs/studies/chasm.md)."""
     metrics = run_chasm_study(tmp_path, ChasmSettings(), progress=False)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["summary"] == metrics["summary"]

@@ -1,5 +1,5 @@
 """Table 4's protocol (Sec. 6.5, App. F): ``fdrl evaluate RUN --translate-from A --against B`` on
-the digits 3 -> 8 stand-in (the MNIST 3 -> 8 of the README at 8 x 8, so that it trains in seconds)."""
+the digits 3 -> 8 stand-in (the MNIST 3 -> 8 of docs/studies/translation.md at 8 x 8, so that it trains in seconds)."""
 
 from __future__ import annotations
 
