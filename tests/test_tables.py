@@ -49,6 +49,19 @@ def test_columns_are_typed_and_rows_round_trip_exactly():
     assert codec.columns[0].decimals == 3 and codec.columns[-1].decimals == 4
 
 
+def test_a_fractional_column_of_few_recurring_values_is_categorical():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"sex": rng.choice([-0.0446, 0.0507], 200), "rating": rng.choice([1.0, 1.5, 2.0, 4.5], 200),
+                          "x": rng.normal(size=200), "few": rng.normal(size=200).round(2)})
+    frame.loc[:5, "few"] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    codec = TableCodec.fit(frame)
+    assert codec.kinds == {"sex": "categorical", "rating": "categorical", "x": "continuous", "few": "continuous"}
+    back = codec.decode(codec.encode(frame) + rng.normal(scale=0.2, size=(200, codec.width)))
+    assert set(back["sex"]) <= {-0.0446, 0.0507} and set(back["rating"]) <= {1.0, 1.5, 2.0, 4.5}
+    # the same values once each (a column of 8 distinct numbers in 8 rows) stay continuous
+    assert TableCodec.fit(pd.DataFrame({"v": np.linspace(0.1, 0.8, 8)})).kinds == {"v": "continuous"}
+
+
 def test_decoding_puts_values_back_in_their_type_and_range():
     frame = _mixed()
     codec = TableCodec.fit(frame)

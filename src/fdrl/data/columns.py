@@ -7,8 +7,9 @@ loaded model gives back exactly the columns, labels and dtypes it was trained on
 
 * ``continuous``: the value itself (standardised later, with every other feature);
 * ``integer``: the value, rounded back to an integer inside the observed range;
-* ``categorical`` (strings, booleans, pandas categories, and integer-valued columns with at
-  most :data:`MAX_INTEGER_LEVELS` distinct values): one one-hot feature per label, decoded by
+* ``categorical`` (strings, booleans, pandas categories, integer-valued columns with at most
+  :data:`MAX_INTEGER_LEVELS` distinct values, and fractional columns of that few values that
+  recur): one one-hot feature per label, decoded by
   the largest feature. One-hot rather than one numeric code per column because codes put an
   order and distances between labels that the data does not have (a flow between "red" and
   "blue" would pass through "green"), and an argmax cannot return a label that is not one;
@@ -34,8 +35,9 @@ import numpy as np
 
 TABLE_FILE = "table.json"
 COLUMN_KINDS = ("continuous", "integer", "categorical", "constant", "drop")
-#: integer-valued columns with at most this many distinct values are categorical (class labels,
-#: counts of a few levels, 0/1 flags): their shares then come back as in the data
+#: numeric columns with at most this many distinct values are categorical (class labels, counts of
+#: a few levels, 0/1 flags; fractional ones only if each value recurs): their shares then come
+#: back as in the data
 MAX_INTEGER_LEVELS = 10
 #: a string column with more distinct labels than this (and than half its rows) is an identifier
 MAX_LABELS = 500
@@ -51,6 +53,16 @@ def _native(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def _few_levels(values: np.ndarray) -> int:
+    """The number of distinct ``values`` if at most :data:`MAX_INTEGER_LEVELS`, else that plus one.
+
+    Counting every distinct value of a big continuous column is the slow part of typing it, so a
+    sample of rows answers first: more than the maximum there is more than the maximum overall."""
+    if len(np.unique(values[:1000])) > MAX_INTEGER_LEVELS:
+        return MAX_INTEGER_LEVELS + 1
+    return min(len(np.unique(values)), MAX_INTEGER_LEVELS + 1)
 
 
 def _is_missing(values: Any) -> np.ndarray:
@@ -367,9 +379,8 @@ def _type_column(series: Any, name: Any, kind: str | None, missing: str, where: 
             at = f"line {line_of_row(row)}" if line_of_row is not None else f"row {row}"
             raise ValueError(f"{where}, {at}: column '{name}' holds inf; replace it by a number or leave the cell "
                              "empty (a missing cell)")
-        # counting distinct values is the slow part on big tables: only integral columns need it
         integral = bool(np.all(finite == np.round(finite)))
-        levels = 1 if finite.min() == finite.max() else len(np.unique(finite)) if integral else 2
+        levels = 1 if finite.min() == finite.max() else len(np.unique(finite)) if integral else _few_levels(finite)
     else:
         levels = present.nunique()
     if kind is None:
@@ -378,7 +389,10 @@ def _type_column(series: Any, name: Any, kind: str | None, missing: str, where: 
         elif numbers is None:
             kind = "categorical"
         else:
-            kind = "categorical" if integral and levels <= MAX_INTEGER_LEVELS else "integer" if integral else "continuous"
+            # a fractional column of a few values (a 0/1 flag stored as -0.05/0.05, ratings in half
+            # steps) is a set of labels too, when each value recurs (at least twice on average)
+            discrete = levels <= MAX_INTEGER_LEVELS and (integral or 2 * levels <= len(finite))
+            kind = "categorical" if discrete else "integer" if integral else "continuous"
     if kind == "constant":
         if levels != 1:
             raise ValueError(f"data.params.columns.{name}=constant, but the column has more than one value")
