@@ -2,6 +2,10 @@
 
 A config is validated when built: unknown keys, values of the wrong type and out-of-range
 numbers raise :class:`ConfigError` with one line naming the key and what is allowed.
+
+One module over 400 lines: the sections' dataclasses, their checks and the reading of presets,
+files and overrides are one schema, and the commands that only read a config (``fdrl config``,
+``presets``, ``info``) import this module alone, without torch.
 """
 
 from __future__ import annotations

@@ -22,15 +22,16 @@ import contextlib
 import dataclasses
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from fdrl import native
 from fdrl.config import ROUTE_NAMES, FlowPlan
+# the options and the freezing of a flow belong to this module's interface (fdrl.flow_setup defines them)
 from fdrl.flow_setup import (CHANNELS_LAST_ESTIMATORS, CPU_STEPS_PER_CALL, DEVICE_DEFAULTS, FlowOptions,  # noqa: F401
-                             cpu_compiler_found, frozen, prepare_estimator)
+                             frozen, prepare_estimator)
 from fdrl.native import route as native_route
 from fdrl.nets.mlp import MLP, mlp_input_gradient
 from fdrl.objectives import Objective

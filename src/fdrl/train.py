@@ -4,7 +4,8 @@ Each iteration draws a data batch x_p ~ p and prior particles x_0 ~ q', flows th
 K steps along f'(r_theta) with the *current* network (Eq. 9), and takes one optimiser step on
 the Bregman loss (Eq. 11) between x_p and the flowed x_K. :func:`training_step` is that
 iteration on its own; :class:`Trainer` adds the run directory, EMA, learning-rate decay,
-checkpoints, logging, figures, resume and a divergence guard.
+checkpoints, logging, figures, resume and a divergence guard. One module over 400 lines: the
+loop and the state it checkpoints, resumes and rolls back are one object.
 """
 
 from __future__ import annotations
