@@ -7,6 +7,7 @@ import importlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +19,8 @@ from fdrl.flow import ROUTES, FlowOptions, FlowPlan, flow, flow_route, frozen, p
 from fdrl.model import FDRL
 from fdrl.nets import MLP
 from fdrl.objectives import get_objective
-from fdrl.route_table import route_table
+from fdrl.flow_setup import cpu_compiler_found
+from fdrl.route_table import route_table, route_table_markdown
 from fdrl.train import Trainer
 
 flow_module = importlib.import_module("fdrl.flow")
@@ -167,3 +169,13 @@ def test_the_route_table_comes_from_plan_flow():
     with frozen(net):
         assert flow_route(ratio_potential(net, get_objective("lr-kl")), torch.zeros(3, 2),
                           FlowOptions(cpu_kernel=False, closed_form=True)) == "closed_form"
+
+
+@needs_kernel
+def test_the_docs_route_table_is_what_the_code_prints():
+    """docs/flow-routes.md shows `python -m fdrl.route_table` (on a machine where the kernel builds
+    and torch.compile has a compiler, which decide the CPU rows)."""
+    if not cpu_compiler_found():
+        pytest.skip("no C++ compiler for torch.compile")
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "flow-routes.md").read_text()
+    assert route_table_markdown() in doc
