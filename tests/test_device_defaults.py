@@ -65,7 +65,7 @@ def test_sampling_runs_the_training_flow_numerics(tmp_path):
     first = loaded.sample(16, seed=3)
     assert all(torch.equal(a, b) for a, b in zip(_snapshot(loaded.estimator), before))
     assert torch.equal(loaded.sample(16, seed=3), first)
-    loaded.flow_switches["autocast_bf16"] = False
+    loaded.flow_switches.autocast_bf16 = False
     fp32 = loaded.sample(16, seed=3)
     assert not torch.equal(fp32, first)
     torch.testing.assert_close(fp32, first, rtol=0.05, atol=0.05)  # bf16 rounding, not another flow

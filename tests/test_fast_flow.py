@@ -12,6 +12,7 @@ from fdrl.nets import MLP, build_estimator
 from fdrl.objectives import get_objective
 
 flow_module = importlib.import_module("fdrl.flow")  # fdrl.flow the attribute is the function
+flow_setup = importlib.import_module("fdrl.flow_setup")
 
 
 def _flows(net, x0, options, steps=6, objective="lsif-chi2"):
@@ -106,7 +107,7 @@ def test_flow_options_defaults_per_device(monkeypatch):
     none where it does not; CUDA: no CPU kernel, compile everything,
     TF32, channels_last only for the estimators checked in it; bf16 autocast off everywhere
     unless asked for (then on any device)."""
-    monkeypatch.setattr(flow_module, "cpu_compiler_found", lambda: True)
+    monkeypatch.setattr(flow_setup, "cpu_compiler_found", lambda: True)
     cpu, cuda = FlowOptions.for_device("cpu", estimator="resnet32"), FlowOptions.for_device("cuda", estimator="resnet32")
     assert cpu == FlowOptions(compile=None, closed_form=True, steps_per_call=flow_module.CPU_STEPS_PER_CALL,
                               cpu_kernel=None)
@@ -116,7 +117,7 @@ def test_flow_options_defaults_per_device(monkeypatch):
     assert FlowOptions.for_device("cpu", autocast_bf16=True).autocast_bf16
     assert FlowOptions.for_device("cuda", tf32=False).tf32 is False
     assert FlowOptions.for_device("cpu", compile=True).compile
-    monkeypatch.setattr(flow_module, "cpu_compiler_found", lambda: False)
+    monkeypatch.setattr(flow_setup, "cpu_compiler_found", lambda: False)
     assert FlowOptions.for_device("cpu").compile is False
     with pytest.raises(ValueError, match="compile_mode"):
         FlowOptions.for_device("cpu", compile_mode="fast")
@@ -128,13 +129,13 @@ def test_compiler_check_without_a_compiler_warns_once_and_says_no(monkeypatch):
     from torch._inductor import cpp_builder
 
     monkeypatch.setattr(cpp_builder, "get_cpp_compiler", lambda: "/nonexistent/c++")
-    flow_module.cpu_compiler_found.cache_clear()
+    flow_setup.cpu_compiler_found.cache_clear()
     try:
         with pytest.warns(UserWarning, match="no working C\\+\\+ compiler"):
-            assert flow_module.cpu_compiler_found() is False
-        assert flow_module.cpu_compiler_found() is False  # cached: no second check, no second notice
+            assert flow_setup.cpu_compiler_found() is False
+        assert flow_setup.cpu_compiler_found() is False  # cached: no second check, no second notice
     finally:
-        flow_module.cpu_compiler_found.cache_clear()
+        flow_setup.cpu_compiler_found.cache_clear()
 
 
 def test_sharded_noise_generators_draw_each_shard_from_its_own_stream():
@@ -158,7 +159,7 @@ def test_narrow_input_weights_are_column_major_only_inside_a_flow(monkeypatch):
     assert first.data_ptr() == storage and first.is_contiguous() and first.requires_grad
     x0 = torch.randn(64, 2)
     column_major = _flows(net, x0, None)
-    monkeypatch.setattr(flow_module, "NARROW_INPUT_FEATURES", 0)
+    monkeypatch.setattr(flow_setup, "NARROW_INPUT_FEATURES", 0)
     with frozen(net):
         assert first.is_contiguous()
     torch.testing.assert_close(column_major, _flows(net, x0, None), rtol=1e-6, atol=1e-6)

@@ -2,6 +2,10 @@
 
 A config is validated when built: unknown keys, values of the wrong type and out-of-range
 numbers raise :class:`ConfigError` with one line naming the key and what is allowed.
+
+One module over 400 lines: the sections' dataclasses, their checks and the reading of presets,
+files and overrides are one schema, and the commands that only read a config (``fdrl config``,
+``presets``, ``info``) import this module alone, without torch.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -26,6 +31,9 @@ from fdrl.table_paths import PARQUET_SUFFIX, TEXT_SUFFIXES, is_table_path, table
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: how spectral norm's power iteration runs during the flow (fdrl.flow.FlowOptions.spectral_norm_power)
 SPECTRAL_NORM_POWERS = ("once", "per_step")
+#: the flow routes of fdrl.flow.ROUTES, in the order they are tried (listed here so that a saved
+#: flow plan is read without torch)
+ROUTE_NAMES = ("cpu_kernel", "closed_form", "autograd")
 #: the metrics of fdrl.evaluate.METRICS (listed here so that configs are checked without torch)
 METRIC_NAMES = ("energy", "mmd", "sliced_wasserstein", "c2st", "fid", "classifier_fd")
 #: the largest seed (NumPy and scikit-learn take seeds in 0..2**32 - 1)
@@ -70,8 +78,54 @@ class Component:
 
 
 @dataclass
-class FlowConfig:
-    """Eq. 9: step size eta, noise nu; K steps in training, K + kappa when sampling (Alg. 2)."""
+class FlowSwitches:
+    """The switches of the flow's numerics and fast path: one dataclass, kept whole by a trained
+    model (:class:`fdrl.model.FDRL`) so that sampling runs the training flow's numerics, and
+    resolved by :meth:`fdrl.flow.FlowOptions.for_device` into the options of one device.
+
+    ``null`` has one meaning for every switch: fdrl decides, per device, estimator and flow
+    route, by the rules of :data:`fdrl.flow.DEVICE_DEFAULTS` and :mod:`fdrl.flow` (the plan a run
+    records, :class:`fdrl.flow.FlowPlan`, says what it decided); ``true`` / ``false`` force it.
+    docs/flow-routes.md lists which route runs for which estimator, device and switches.
+    """
+
+    #: convolutional estimators and image particles in channels_last
+    channels_last: bool | None = None
+    #: bf16 autocast of the estimator during the flow (particles, update and sampling stay fp32);
+    #: it changes the maths, so it is off on every device unless true
+    autocast_bf16: bool | None = False
+    #: TF32 matmuls/convolutions allowed during the flow (CUDA, Ampere and later; no effect elsewhere)
+    tf32: bool = True
+    #: torch.compile of the flow steps; each route has its own rule for null (fdrl.flow.ROUTES);
+    #: sampling compiles only when true, since every new batch shape recompiles
+    compile: bool | None = None
+    #: torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs
+    compile_mode: str = "default"
+    #: spectral norm in the flow: "once" = weights normalised once per flow, no power iteration
+    #: in it (one per training step, in the update's forward); "per_step" = one power iteration
+    #: at every flow step, as the authors' train-mode flow (K + 1 per training step)
+    spectral_norm_power: str = "once"
+    #: the fused C++ MLP flow on the CPU (fdrl.native); null = for the flow shapes where a short
+    #: measurement on this machine found it faster (fdrl.native.route), true = any MLP, false = never
+    cpu_kernel: bool | None = None
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> "FlowSwitches":
+        """The switches named in ``values`` (a saved model's or run's ``flow`` mapping; keys that
+        are not switches, such as ``eta``, are left out), the defaults for the rest: a model
+        saved before a switch existed loads with that switch's default."""
+        names = {f.name for f in dataclasses.fields(FlowSwitches)}
+        return cls(**{k: v for k, v in (values or {}).items() if k in names})
+
+    def switches(self) -> "FlowSwitches":
+        """These switches alone (a :class:`FlowConfig`'s without its step size and counts)."""
+        return FlowSwitches.from_mapping(dataclasses.asdict(self))
+
+
+@dataclass
+class FlowConfig(FlowSwitches):
+    """Eq. 9: step size eta, noise nu; K steps in training, K + kappa when sampling (Alg. 2);
+    and the flow's switches (:class:`FlowSwitches`)."""
 
     eta: float = 3.0
     noise: float = 1e-2
@@ -80,40 +134,53 @@ class FlowConfig:
     #: "none": eta as given; "curvature": eta is LSIF-chi2's step and other pairings get
     #: eta * 2 / f''(1) (fdrl.objectives.scaled_step_size)
     eta_scaling: str = "none"
-    #: Switches of the training and sampling flow (fdrl.flow.FlowOptions.from_config decides both).
-    #: null = the device's default from the table fdrl.flow.DEVICE_DEFAULTS, which says which
-    #: switch is on for which device and why (docs/performance.md has the measured effects).
-    #: Convolutional estimators and image particles in channels_last; null = on CUDA for the
-    #: estimators in fdrl.flow.CHANNELS_LAST_ESTIMATORS only
-    channels_last: bool | None = None
-    #: bf16 autocast of the estimator during the flow (particles, update and sampling stay fp32):
-    #: changes the maths, so opt-in on every device (true); null (runs before issue 14) = off
-    autocast_bf16: bool | None = False
-    #: TF32 matmuls/convolutions allowed during the flow (CUDA, Ampere and later; no effect elsewhere)
-    tf32: bool = True
-    #: torch.compile of the flow steps; null = CUDA: all, CPU: closed-form MLP steps where a C++
-    #: compiler runs; sampling compiles only when true
-    compile: bool | None = None
-    #: torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs
-    compile_mode: str = "default"
-    #: spectral norm in the flow: "once" = weights normalised once per flow, no power iteration
-    #: in it (one per training step, in the update's forward); "per_step" = one power iteration
-    #: at every flow step, as the authors' train-mode flow (K + 1 per training step)
+
+    @property
+    def sampling_steps(self) -> int:
+        """K + kappa: the flow steps of a sample (Alg. 2)."""
+        return self.steps + self.refine_steps
+
+
+@dataclass(frozen=True)
+class FlowPlan:
+    """A flow's route and numerics, decided once by :func:`fdrl.flow.plan_flow` from the switches:
+    what :func:`fdrl.flow.flow` runs, what ``fdrl train`` records (``fdrl info RUN`` shows it) and
+    what the model's samples follow.
+
+    ``route``: a name of :data:`ROUTE_NAMES` (:data:`fdrl.flow.ROUTES`); ``compiled``: its steps
+    run under ``torch.compile``; ``steps_per_call``: the most steps one call runs for the
+    particles it was planned for (the kernel's is bounded by the noise drawn for a call, so it is
+    worked out again for each batch). The other fields are the :class:`fdrl.flow.FlowOptions` of
+    the same name, which the route runs under.
+    """
+
+    route: str
+    compiled: bool = False
+    steps_per_call: int = 1
+    autocast_bf16: bool = False
+    channels_last: bool = False
+    tf32: bool = False
     spectral_norm_power: str = "once"
-    #: the fused C++ MLP flow on the CPU (fdrl.native); null = where measured to gain (x86-64 where a
-    #: C++ compiler builds it; MLPs up to width 256 with AVX-512, input features <= width <= 64 with
-    #: AVX2: fdrl.native.suits_by_default), true = any MLP, false = never
-    cpu_kernel: bool | None = None
+    compile_mode: str = "default"
 
-    def switches(self) -> dict[str, Any]:
-        """The numerics and fast-path switches (:data:`FLOW_SWITCHES`), which a trained model
-        keeps so that sampling runs the training flow's numerics (fdrl.model.FDRL.flow_options)."""
-        return {key: getattr(self, key) for key in FLOW_SWITCHES}
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "FlowPlan":
+        """A plan saved as a mapping (:func:`dataclasses.asdict`; other keys are left out);
+        ValueError for a route that is not one of :data:`ROUTE_NAMES`."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        plan = cls(**{k: v for k, v in values.items() if k in names})
+        if plan.route not in ROUTE_NAMES:
+            raise ValueError(f"flow plan route must be one of {', '.join(ROUTE_NAMES)}, got '{plan.route}'")
+        return plan
 
-
-#: the keys of FlowConfig that are switches of fdrl.flow.FlowOptions (not eta, noise, step counts)
-FLOW_SWITCHES = ("channels_last", "autocast_bf16", "tf32", "compile", "compile_mode", "spectral_norm_power",
-                 "cpu_kernel")
+    def describe(self) -> str:
+        """One line: the route, compiled or eager, steps per call, and the numerics that are on."""
+        n = self.steps_per_call
+        parts = ["compiled" if self.compiled else "eager", f"{n} step{'s' * (n != 1)} per call"]
+        parts += [name for name in ("autocast_bf16", "channels_last", "tf32") if getattr(self, name)]
+        if self.spectral_norm_power != "once":
+            parts.append(f"spectral_norm_power={self.spectral_norm_power}")
+        return f"{self.route} ({', '.join(parts)})"
 
 
 @dataclass

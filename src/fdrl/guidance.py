@@ -199,7 +199,7 @@ def transport(model: "FDRL", x: Tensor, steps: int | None = None, seed: int = 0,
     """Flow the given images ``x`` (instead of prior draws) for ``steps`` (default K + kappa) steps
     of Eq. 9 with the model's potential. Returns the result (CPU) and, when ``record`` lists flow
     steps, the snapshots at those steps, shape (len(record), n, ...)."""
-    total = model.steps + model.refine_steps if steps is None else int(steps)
+    total = model.total_steps(steps)
     if total < 0:
         raise ValueError(f"steps must be >= 0, got {total}")
     shape = tuple(model.prior.shape) if hasattr(model.prior, "shape") else None
@@ -245,7 +245,7 @@ def translate(model: "FDRL", x: Tensor, steps: int | None = None, seed: int = 0,
     """Unpaired translation (Sec. 6.5) of source images ``x`` with a model trained on a
     source-domain prior: returns the results, snapshots at ``columns`` evenly spaced flow steps
     (source first, result last; (columns, n, ...)) and those steps."""
-    total = model.steps + model.refine_steps if steps is None else int(steps)
+    total = model.total_steps(steps)
     columns = max(2, min(int(columns), total + 1))
     show = sorted({round(i * total / (columns - 1)) for i in range(columns)})
     result, snaps = transport(model, x, total, seed, batch_size, record=show)

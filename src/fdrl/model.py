@@ -13,9 +13,10 @@ and dtypes, in the form the data came in (a DataFrame, a NumPy array or a tensor
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -28,8 +29,8 @@ from fdrl import __version__, seeding
 from fdrl.data.columns import TableCodec, decode_rows, project
 from fdrl.data.scaling import Standardizer
 from fdrl.checkpoint import load_checkpoint, load_latest
-from fdrl.config import DEVICE_PATTERN, FLOW_SWITCHES, RUN_CONFIG, FlowConfig
-from fdrl.flow import FlowOptions, Potential, flow, frozen, prepare_estimator, ratio_potential
+from fdrl.config import DEVICE_PATTERN, RUN_CONFIG, FlowSwitches
+from fdrl.flow import FlowOptions, FlowPlan, Potential, flow, frozen, prepare_estimator, ratio_potential
 from fdrl.nets import build_estimator
 from fdrl.objectives import Objective, get_objective, scaled_step_size
 from fdrl.priors import Prior, load_prior
@@ -66,9 +67,10 @@ class FDRL:
 
     Parameters mirror App. F: ``eta`` (step size), ``noise`` (nu), ``steps`` (K, the training
     flow length) and ``refine_steps`` (kappa, the extra refinement steps of Sec. 4.1).
-    ``flow_switches``: the training config's flow switches (:data:`fdrl.config.FLOW_SWITCHES`;
-    absent ones take :class:`fdrl.config.FlowConfig`'s defaults), so that sampling runs the
-    training flow's numerics (:meth:`flow_options`). ``scaler`` and ``codec``: the
+    ``flow_switches``: the training config's flow switches (:class:`fdrl.config.FlowSwitches`, or
+    a mapping of some of them: absent ones take their defaults), so that sampling runs the
+    training flow's numerics (:meth:`flow_options`); ``flow_plan``: the route the training flow
+    took (:class:`fdrl.flow.FlowPlan`), which sampling follows. ``scaler`` and ``codec``: the
     standardisation and the table columns of the data (:mod:`fdrl.data`), None for data taken
     as it is.
     """
@@ -84,8 +86,9 @@ class FDRL:
         refine_steps: int = 0,
         estimator_spec: dict[str, Any] | None = None,
         scaler: Standardizer | None = None,
-        flow_switches: dict[str, Any] | None = None,
+        flow_switches: FlowSwitches | Mapping[str, Any] | None = None,
         codec: TableCodec | None = None,
+        flow_plan: FlowPlan | Mapping[str, Any] | None = None,
     ):
         self.estimator = estimator.eval()
         self.objective = get_objective(objective) if isinstance(objective, str) else objective
@@ -94,7 +97,9 @@ class FDRL:
         self.steps, self.refine_steps = int(steps), int(refine_steps)
         self.estimator_spec = estimator_spec or {}
         self.scaler, self.codec = scaler, codec
-        self.flow_switches = {k: v for k, v in (flow_switches or {}).items() if k in FLOW_SWITCHES}
+        self.flow_switches = FlowSwitches.from_mapping(
+            dataclasses.asdict(flow_switches) if isinstance(flow_switches, FlowSwitches) else flow_switches)
+        self.flow_plan = FlowPlan.from_mapping(flow_plan) if isinstance(flow_plan, Mapping) else flow_plan
         #: the run checkpoint :meth:`load` read the weights from (None otherwise)
         self.checkpoint: Path | None = None
         #: the run directory :meth:`load` read (None for a saved model or one built in memory)
@@ -134,6 +139,15 @@ class FDRL:
             x = torch.from_numpy(self.codec.encode(frame))
         x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x, dtype=torch.float32)
         return x if self.scaler is None else self.scaler.forward(x)
+
+    @property
+    def sampling_steps(self) -> int:
+        """K + kappa: the flow steps of a sample (Alg. 2)."""
+        return self.steps + self.refine_steps
+
+    def total_steps(self, steps: int | None) -> int:
+        """The flow steps a sample takes when ``steps`` are asked for (None: :attr:`sampling_steps`)."""
+        return self.sampling_steps if steps is None else int(steps)
 
     @property
     def device(self) -> torch.device:
@@ -181,7 +195,7 @@ class FDRL:
     ) -> Tensor:
         """Flow ``x`` for ``steps`` steps (default K + kappa) of Eq. 9 with :meth:`flow_options`;
         the model is left as it was (spectral norm's power-iteration vectors included)."""
-        steps = self.steps + self.refine_steps if steps is None else steps
+        steps = self.total_steps(steps)
         options = self.flow_options()
         prepare_estimator(self.estimator, options)
         with frozen(self.estimator, options, keep_power_iterations=False):
@@ -193,9 +207,11 @@ class FDRL:
     def flow_options(self) -> FlowOptions:
         """The sampling flow's options on this model's device, decided by the function that decides
         the training flow's (:meth:`fdrl.flow.FlowOptions.from_config`, ``sampling=True``): the same
-        precision, TF32, layout and spectral-norm handling as training."""
-        return FlowOptions.from_config(self.device, FlowConfig(**self.flow_switches), self.estimator_spec.get("name"),
-                                       sampling=True)
+        precision, TF32, layout and spectral-norm handling as training, and the route the training
+        flow took (:attr:`flow_plan`) where this device runs it."""
+        options = FlowOptions.from_config(self.device, self.flow_switches, self.estimator_spec.get("name"),
+                                          sampling=True)
+        return options.following(None if self.flow_plan is None else self.flow_plan.route)
 
     def prior_batches(self, n: int, seed: int = 0, batch_size: int | None = None) -> Iterator[tuple[int, Tensor, torch.Generator]]:
         """The starting points of Algorithm 2 in batches: (first index, x_0, flow-noise generator),
@@ -268,7 +284,8 @@ class FDRL:
             "noise": self.noise,
             "steps": self.steps,
             "refine_steps": self.refine_steps,
-            "flow": self.flow_switches,
+            "flow": dataclasses.asdict(self.flow_switches),
+            "flow_plan": None if self.flow_plan is None else dataclasses.asdict(self.flow_plan),
             "fdrl_version": __version__,
         }
 
@@ -315,7 +332,8 @@ class FDRL:
             raise ValueError(f"the prior in '{path}' draws shape {tuple(prior.shape)} but the estimator takes "
                              f"{tuple(spec['in_shape'])}; {fix}")
         model = cls(estimator, meta["objective"], prior, meta["eta"], meta["noise"], meta["steps"],
-                    meta["refine_steps"], estimator_spec=spec, scaler=scaler, flow_switches=meta.get("flow"), codec=codec)
+                    meta["refine_steps"], estimator_spec=spec, scaler=scaler, flow_switches=meta.get("flow"), codec=codec,
+                    flow_plan=meta.get("flow_plan"))
         model.checkpoint = None if checkpoint is None else Path(checkpoint)
         model.run_dir = path if (path / RUN_CONFIG).exists() and not (path / META_FILE).exists() else None
         return model.to(resolve_device(str(device)) if isinstance(device, str) else device)
@@ -363,7 +381,8 @@ def _run_model(run_dir: Path, checkpoint: str | Path | None) -> tuple[tuple[dict
             "estimator": state["estimator_spec"],
             "eta": scaled_step_size(flow_config["eta"], flow_config.get("eta_scaling", "none"), config["objective"]),
             **{k: flow_config[k] for k in ("noise", "steps", "refine_steps")},
-            "flow": {k: flow_config[k] for k in FLOW_SWITCHES if k in flow_config},
+            "flow": flow_config,
+            "flow_plan": state.get("flow_plan"),
         }
         return meta, _estimator(state["estimator_spec"], state["ema"])
 

@@ -4,12 +4,14 @@ Each iteration draws a data batch x_p ~ p and prior particles x_0 ~ q', flows th
 K steps along f'(r_theta) with the *current* network (Eq. 9), and takes one optimiser step on
 the Bregman loss (Eq. 11) between x_p and the flowed x_K. :func:`training_step` is that
 iteration on its own; :class:`Trainer` adds the run directory, EMA, learning-rate decay,
-checkpoints, logging, figures, resume and a divergence guard.
+checkpoints, logging, figures, resume and a divergence guard. One module over 400 lines: the
+loop and the state it checkpoints, resumes and rolls back are one object.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections import Counter
 import random
 import signal
@@ -31,7 +33,7 @@ from fdrl.checkpoint import CheckpointMismatch
 from fdrl.config import Config, ConfigError
 from fdrl.data import DataSource, build_data
 from fdrl.data.scaling import Standardizer
-from fdrl.flow import FlowOptions, Generators, flow, frozen, prepare_estimator, ratio_potential
+from fdrl.flow import FlowOptions, FlowPlan, Generators, flow, frozen, plan_flow, prepare_estimator, ratio_potential
 from fdrl.model import FDRL, resolve_device
 from fdrl.nets import build_estimator
 from fdrl.objectives import Objective, get_objective
@@ -64,12 +66,13 @@ def training_step(
     eta: float,
     noise: float,
     generator: Generators = None,
-    options: FlowOptions | None = None,
+    options: FlowOptions | FlowPlan | None = None,
     ddp: nn.Module | None = None,
 ) -> StepOutput:
     """One iteration of Algorithm 1 (flow K steps with the current net, then one update).
 
-    ``options``: the flow's fast path (:class:`fdrl.flow.FlowOptions`). ``ddp``: ``net``
+    ``options``: the flow's switches (:class:`fdrl.flow.FlowOptions`) or its plan
+    (:class:`fdrl.flow.FlowPlan`). ``ddp``: ``net``
     wrapped in DistributedDataParallel; the flow always runs on the raw ``net`` (no gradient
     hooks, no communication) and only the update's forward goes through ``ddp``, so only the
     parameter gradients are all-reduced. ``generator`` may be one generator per shard.
@@ -186,6 +189,8 @@ class Trainer:
         self.data = data if data is not None else build_data(config.data.name, **config.data.params)
         self._on_main(lambda: self.run.prepare(config))  # writable, not in use, same run, same data
         self.flow_options = FlowOptions.from_config(self.device, config.flow, config.model.name)
+        #: the training flow's route, planned at its first flow (:meth:`plan_training_flow`)
+        self.flow_plan: FlowPlan | None = None
         if config.train.threads > 0:
             torch.set_num_threads(config.train.threads)
         self.objective = get_objective(config.objective)
@@ -275,6 +280,7 @@ class Trainer:
             "best": self.best,
             "config": self.config.to_dict(),
             "estimator_spec": self.estimator_spec,
+            "flow_plan": None if self.flow_plan is None else dataclasses.asdict(self.flow_plan),
             "version": __version__,
         }
 
@@ -350,7 +356,8 @@ class Trainer:
         """The trained model with the EMA weights (what sampling and evaluation use)."""
         f = self.config.flow
         return FDRL(self.ema, self.objective, self.prior, self.config.step_size(), f.noise, f.steps, f.refine_steps,
-                    self.estimator_spec, scaler=self.scaler, flow_switches=f.switches(), codec=self.codec)
+                    self.estimator_spec, scaler=self.scaler, flow_switches=f.switches(), codec=self.codec,
+                    flow_plan=self.flow_plan)
 
     def _save_samples_figure(self) -> None:
         samples = self.model().sample(self.config.train.sample_n, seed=self.config.train.seed, standardized=True)
@@ -369,6 +376,16 @@ class Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
             "steps_per_s": (self.step - since[1]) / max(time.perf_counter() - since[0], 1e-9),
         }
+
+    def plan_training_flow(self, x_prior: Tensor) -> FlowPlan:
+        """The training flow's plan (:func:`fdrl.flow.plan_flow`), decided at the first flow of this
+        process from ``x_prior`` and then kept: every training flow and the model's samples take
+        its route. Recorded in ``metrics.jsonl`` (``fdrl info RUN`` shows it) and the checkpoints."""
+        if self.flow_plan is None:
+            with frozen(self.net, self.flow_options):
+                self.flow_plan = plan_flow(ratio_potential(self.net, self.objective), x_prior, self.flow_options)
+            self.run.log({"event": "flow_plan", "step": self.step, **dataclasses.asdict(self.flow_plan)})
+        return self.flow_plan
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self) -> FDRL:
@@ -397,7 +414,8 @@ class Trainer:
                     if self.smoother is not None:  # the data side is the smoothed p_h (fdrl.smoothing)
                         x_data = self.smoother(x_data, seeding.generator(t.seed, "smooth", self.step, self.dist.rank))
                     out = training_step(self.net, self.objective, self.optimizer, x_data, x_prior,
-                                        f.steps, eta, f.noise, gen, options=self.flow_options, ddp=self.ddp)
+                                        f.steps, eta, f.noise, gen, options=self.plan_training_flow(x_prior),
+                                        ddp=self.ddp)
                     # divergence guard: every rank rolls back if one went wrong
                     problem = self.guard.problem(out.loss, torch.cat([out.out_data, out.out_particles]), self.net,
                                                  self.objective, out.out_particles)
@@ -451,7 +469,7 @@ class Trainer:
         or fresh draws of an infinite toy distribution."""
         report = evaluate_heldout(self.model(), self.config, self.data, n or self.config.train.eval_n)
         metrics = {"step": self.step, "objective": self.config.objective,
-                   "samples_steps": self.config.flow.steps + self.config.flow.refine_steps,
+                   "samples_steps": self.config.flow.sampling_steps,
                    "data_bandwidth": 0.0 if self.smoother is None else self.smoother.bandwidth, **report}
         self.run.write_metrics(metrics)
         return metrics

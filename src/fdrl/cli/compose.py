@@ -145,7 +145,7 @@ def cmd_refine(args: argparse.Namespace) -> int:
     result = refine(model, x, steps=args.steps, seed=args.seed, batch_size=args.batch)
     save_pngs(result, names, args.out)
     save_file({"samples": result.contiguous()}, str(args.out / "refined.safetensors"))
-    steps = model.steps + model.refine_steps if args.steps is None else args.steps
+    steps = model.total_steps(args.steps)
     print(f"refined {len(x)} image(s) in {steps} flow steps; PNGs and refined.safetensors in {args.out}")
     return 0
 

@@ -187,7 +187,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.steps is not None and args.steps < 0:
         raise ValueError(f"--steps must be >= 0, got {args.steps}")
     ev = _Evaluation(args, "fid" if args.fid else args.metric)
-    steps = ev.model.steps + ev.model.refine_steps if args.steps is None else args.steps
+    steps = ev.model.total_steps(args.steps)
     samples = ev.samples(steps, progress=not args.quiet)
     if samples is None:  # a rank other than 0: its share is with rank 0
         return 0

@@ -225,7 +225,7 @@ def cmd_classifier_report(args: argparse.Namespace) -> int:
     report = classifier_report(*(_as_images(x, classifier.in_shape, label) for x, label in (
         (samples, "samples"), (prior, "prior"), (images["train"], "train"), (images["test"], "test"))), classifier)
     report.update(classifier=str(args.classifier), seed=args.seed,
-                  steps=args.steps or model.steps + model.refine_steps)
+                  steps=model.total_steps(args.steps or None))
     metrics_path = args.run / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     metrics["classifier_report"] = report
@@ -274,7 +274,7 @@ def cmd_image_figure(args: argparse.Namespace) -> int:
     elif kind == "prior":
         path = figs.prior_figure(model, args.out, args.n, args.seed, args.nrow, args.scale)
     elif kind == "flow":
-        show = args.show or figs.default_flow_steps(model.steps + model.refine_steps, args.columns)
+        show = args.show or figs.default_flow_steps(model.sampling_steps, args.columns)
         path = figs.flow_figure(model, args.out, args.n, show, args.seed, scale=args.scale)
         detail = f" (columns at flow steps {','.join(map(str, show))})"
     elif kind == "interpolate":

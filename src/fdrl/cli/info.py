@@ -1,7 +1,8 @@
 """``fdrl info RUN``: what a run directory holds, read from its files without PyTorch.
 
 The config, the newest checkpoint's step (checkpoint names carry it), the last training
-record of ``metrics.jsonl``, the held-out report of ``metrics.json`` (verdict, scores with
+record of ``metrics.jsonl`` and the route its training flow took (:class:`fdrl.config.FlowPlan`,
+which sampling follows), the held-out report of ``metrics.json`` (verdict, scores with
 their uncertainty, memorisation; :func:`fdrl.report_text.report_lines`) and the checkpoints. A
 damaged file is named in the output and skipped; nothing here loads a checkpoint.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fdrl.cli.common import run_dir
-from fdrl.config import read_run_config
+from fdrl.config import FlowPlan, read_run_config
 from fdrl.report_text import report_lines
 
 _CHECKPOINT = re.compile(r"^ckpt_(\d{9})\.pt$")
@@ -28,12 +29,12 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_info)
 
 
-def _last_training_record(path: Path) -> tuple[dict[str, Any] | None, int]:
-    """The last record with a loss in ``metrics.jsonl`` and the number of unreadable lines (a
-    run killed mid-write leaves a partial line)."""
-    last, bad = None, 0
+def _last_records(path: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None, int]:
+    """The last record with a loss in ``metrics.jsonl``, the last flow plan recorded there, and the
+    number of unreadable lines (a run killed mid-write leaves a partial line)."""
+    last, plan, bad = None, None, 0
     if not path.is_file():
-        return None, 0
+        return None, None, 0
     for line in path.read_text(errors="replace").splitlines():
         try:
             record = json.loads(line)
@@ -42,7 +43,9 @@ def _last_training_record(path: Path) -> tuple[dict[str, Any] | None, int]:
             continue
         if isinstance(record, dict) and "loss" in record:
             last = record
-    return last, bad
+        elif isinstance(record, dict) and record.get("event") == "flow_plan":
+            plan = record
+    return last, plan, bad
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -57,7 +60,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"name      {config.get('name')}   objective {config.get('objective')}   "
           f"data {(config.get('data') or {}).get('name')}   model {(config.get('model') or {}).get('name')}")
     print(f"step      {step} of {train.get('steps')}")
-    record, bad = _last_training_record(run / "metrics.jsonl")
+    record, plan, bad = _last_records(run / "metrics.jsonl")
+    if plan is not None:
+        try:
+            print(f"flow      {FlowPlan.from_mapping(plan).describe()}; samples follow it")
+        except (ValueError, TypeError):
+            print("flow      the recorded flow plan in metrics.jsonl is unreadable (skipped)")
     if record is not None:
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
         print(f"latest    {shown}")

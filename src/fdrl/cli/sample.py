@@ -40,6 +40,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     samples = model.sample(args.n, steps=args.steps, seed=args.seed, batch_size=args.batch,
                            progress=not args.quiet, guidance=guidance_from_args(args, model, args.n))
     what = write_samples(samples, out, folder=folder, columns=model.columns, codec=model.codec)
-    steps = model.steps + model.refine_steps if args.steps is None else args.steps
+    steps = model.total_steps(args.steps)
     print(f"wrote {what} ({steps} flow steps)")
     return 0

@@ -32,7 +32,7 @@ def _plot(steps: list[int], values: list[float], metric_name: str, model: FDRL, 
     ax.plot(steps, values, marker="o", color="tab:blue")
     ax.axvline(model.steps, color="0.5", ls="--", lw=1, label=f"K = {model.steps} (training)")
     if model.refine_steps:
-        total = model.steps + model.refine_steps
+        total = model.sampling_steps
         ax.axvline(total, color="tab:orange", ls=":", lw=1, label=f"K + kappa = {total} (sampling)")
     ax.set_xlabel("total flow length (steps of Eq. 9)")
     ax.set_ylabel(metric_name)

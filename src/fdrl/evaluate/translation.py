@@ -78,7 +78,7 @@ def translation_report(model: "FDRL", source: Tensor, target: Tensor, floor: Ten
     for name, images in (("test-A", source), ("test-B", target), ("floor", floor)):
         if len(images) < 2:
             raise ValueError(f"the {name} set holds {len(images)} image(s); a Frechet distance needs at least 2")
-    total = model.steps + model.refine_steps if steps is None else int(steps)
+    total = model.total_steps(steps)
     translated, _ = transport(model, source, total, seed, batch_size)
     reference = feature_stats(target, extractor, feature_batch)
 

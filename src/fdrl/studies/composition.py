@@ -131,7 +131,7 @@ def conditional_study(run: str | Path, out: str | Path, guide: str | Path | None
     per_class = _per_class_accuracy(judge_model, guided, labels, n_classes)
     metrics = {
         "run": str(run), "guide": guide_path, "judge": judge_path, "phi": phi, "phi_selection": selection,
-        "n_per_class": n_per_class, "steps": steps if steps is not None else model.steps + model.refine_steps,
+        "n_per_class": n_per_class, "steps": model.total_steps(steps),
         "seed": seed,
         "per_class_accuracy": per_class,
         "min_class_accuracy": min(per_class.values()),
@@ -303,7 +303,7 @@ def refinement_study(out: str | Path, run: str | Path | None = None, dataset: st
     features = PenultimateFeatures(clf)
     metrics = {
         "run": str(run), "classifier": clf_path, "dataset": dataset, "blur_sigma": blur_sigma, "noise": noise,
-        "n": len(test_clean), "steps": steps if steps is not None else model.steps + model.refine_steps, "seed": seed,
+        "n": len(test_clean), "steps": model.total_steps(steps), "seed": seed,
         "frechet_degraded": frechet_feature_distance(degraded_test, test_clean, features),
         "frechet_refined": frechet_feature_distance(refined, test_clean, features),
         "frechet_floor_train_vs_test": frechet_feature_distance(train_clean, test_clean, features),

@@ -156,7 +156,7 @@ def flow_figure(model: FDRL, out: str | Path, n: int = 8, show: Sequence[int] | 
     """Fig. 8: one row per sample, one column per flow step in ``show`` (default ``columns``
     steps from 0, the prior draw, to K + kappa, the sample)."""
     if show is None:
-        show = default_flow_steps(model.steps + model.refine_steps, columns)
+        show = default_flow_steps(model.sampling_steps, columns)
     stack = flow_snapshots(model, n, show, seed)
     return save_png(_rows_of(stack, scale or default_scale(stack.shape)), out)
 
