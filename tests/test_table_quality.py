@@ -38,6 +38,21 @@ def test_the_jitter_keeps_each_features_mean_and_variance_and_moves_every_row():
     assert torch.equal(BatchSmoother.fit(rows, 1.0)(rows, torch.Generator().manual_seed(2))[:, 2], rows[:, 2])
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.5, 1.0])
+def test_the_jitter_keeps_the_share_of_each_correlation_it_is_told_to(weight):
+    """The jitter's covariance is h^2 (w R + (1 - w) I) in z-scores, R the rows' correlation
+    matrix: a correlation rho comes out as rho (1 + w h^2) / (1 + h^2); w = 1 keeps it exactly."""
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(400, 2, generator=g) @ torch.tensor([[1.0, 0.9], [0.0, 0.436]]) * torch.tensor([2.0, 0.5])
+    smoother = BatchSmoother.fit(rows, 20.0, correlation=weight)
+    h = smoother.bandwidth
+    assert h > 0.6  # large enough to tell the three weights apart
+    out = smoother(rows.repeat(500, 1), g)
+    rho = float(torch.corrcoef(rows.T)[0, 1])
+    assert float(torch.corrcoef(out.T)[0, 1]) == pytest.approx(rho * (1 + weight * h ** 2) / (1 + h ** 2), abs=0.01)
+    assert torch.allclose(out.std(0), rows.std(0, correction=0), rtol=0.02)  # every variance kept
+
+
 def test_the_bandwidth_is_the_rows_spacing_and_shrinks_with_more_rows():
     g = torch.Generator().manual_seed(0)
     few, many = torch.randn(100, 2, generator=g), torch.randn(10000, 2, generator=g)

@@ -51,6 +51,7 @@ UPPER_BOUNDS: dict[str, tuple[float, str]] = {
     "train.steps": (10**10, "training would not finish"),
     "train.keep_checkpoints": (10_000, "that many checkpoints would fill the disk"),
     "train.threads": (4096, "no machine has that many cores"),
+    "train.data_smoothing_correlation": (1, "it is the weight of the correlations in the jitter's shape, from 0 to 1"),
 }
 
 
@@ -229,6 +230,10 @@ class TrainConfig:
     #: nearest-neighbour distance, so that the estimator learns a smoothed p and samples do not
     #: collapse onto training rows; 0 = the rows as they are
     data_smoothing: float = 0.0
+    #: the jitter's shape: its covariance is h^2 (w R + (1 - w) I) in z-scores, R the rows'
+    #: correlation matrix, w this weight; 0 = the same in every direction (correlations shrink by
+    #: 1 + h^2), 1 = along the data's correlations (kept exactly, but nothing off a flat table)
+    data_smoothing_correlation: float = 0.0
     #: torch.distributed backend when launched by torchrun (WORLD_SIZE > 1): auto (nccl on
     #: CUDA, gloo on the CPU), nccl or gloo. batch_size is the global batch, split over ranks.
     dist_backend: str = "auto"
@@ -279,6 +284,7 @@ class Config:
             "train.guard_retries": self.train.guard_retries,
             "train.threads": self.train.threads,
             "train.data_smoothing": self.train.data_smoothing,
+            "train.data_smoothing_correlation": self.train.data_smoothing_correlation,
             "train.guard_particle_ratio": self.train.guard_particle_ratio,
         }
         for key, value in non_negative.items():

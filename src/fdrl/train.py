@@ -252,7 +252,7 @@ class Trainer:
         if rows is None or rows.ndim != 2:
             raise ConfigError(f"train.data_smoothing={smoothing:g} needs a finite table of vectors (a .npy/.csv "
                               f"file or an array), not data '{self.config.data.name}'; set train.data_smoothing=0")
-        return BatchSmoother.fit(rows, smoothing)
+        return BatchSmoother.fit(rows, smoothing, self.config.train.data_smoothing_correlation)
 
     def _build_prior(self) -> Prior:
         prior = build_prior(self.config.prior.name, self.config.prior.params, self.data)
