@@ -50,15 +50,13 @@ from torch import Tensor, nn
 
 from fdrl import seeding
 from fdrl.flow import Potential, frozen
+from fdrl.image_io import default_scale, rows_grid, save_png
 
 if TYPE_CHECKING:
     from fdrl.model import FDRL
 
 __all__ = ["ClassGuidance", "conditional_sample", "guided_potential", "transport", "refine", "translate",
-           "load_input_images", "IMAGE_SUFFIXES"]
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-TENSOR_SUFFIXES = (".pt", ".safetensors", ".npy")
+           "process_figure"]
 
 
 # -- class guidance -----------------------------------------------------------------------------
@@ -252,85 +250,10 @@ def translate(model: "FDRL", x: Tensor, steps: int | None = None, seed: int = 0,
     return result, snaps, show
 
 
-# -- reading inputs -----------------------------------------------------------------------------
-
-def load_input_images(path: str | Path, shape: Sequence[int]) -> tuple[Tensor, list[str]]:
-    """Images in [-1, 1] of exactly ``shape`` (C, H, W) from a folder of image files, one image
-    file, or a tensor file (.pt / .safetensors with ``samples``, or .npy). Returns the images and
-    a name for each. A wrong size or channel count, or an empty folder, is a one-line ValueError."""
-    from PIL import Image, UnidentifiedImageError
-
-    path, shape = Path(path), tuple(int(s) for s in shape)
-    if not path.exists():
-        raise FileNotFoundError(f"input '{path}' does not exist")
-    if path.is_file() and path.suffix.lower() in TENSOR_SUFFIXES:
-        from fdrl.sample_files import read_samples
-
-        x = read_samples(path)
-        if x.ndim == 2 and x.shape[1] == math.prod(shape):
-            x = x.reshape(-1, *shape)
-        if x.ndim == 3 and shape[0] == 1 and tuple(x.shape[1:]) == shape[1:]:
-            x = x[:, None]
-        if tuple(x.shape[1:]) != shape or len(x) == 0:
-            raise ValueError(f"{path} holds {len(x)} image(s) of shape {tuple(x.shape[1:])}; the model takes {shape}")
-        return x.float(), [f"{i:05d}" for i in range(len(x))]
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise ValueError(f"input folder '{path}' holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    elif path.suffix.lower() in IMAGE_SUFFIXES:
-        files = [path]
-    else:
-        raise ValueError(f"input '{path.name}' is neither an image ({', '.join(IMAGE_SUFFIXES)}), a tensor file "
-                         f"({', '.join(TENSOR_SUFFIXES)}) nor a folder")
-    c, h, w = shape
-    images = []
-    for f in files:
-        try:
-            with Image.open(f) as img:
-                img.load()
-                bands, size = len(img.getbands()), img.size
-                if img.mode == "P":
-                    img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-                    bands = len(img.getbands())
-                if img.mode in ("RGBA", "LA"):
-                    img = img.convert("RGB" if img.mode == "RGBA" else "L")
-                    bands -= 1
-                if size != (w, h):
-                    raise ValueError(f"image {f} is {size[0]}x{size[1]}; the model takes {w}x{h} "
-                                     f"(resize or centre-crop it first)")
-                if bands != c:
-                    raise ValueError(f"image {f} has {bands} channel(s); the model takes {c}")
-                arr = np.asarray(img, dtype=np.float32)
-        except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"cannot read image {f} ({type(err).__name__})") from None
-        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-        images.append(torch.from_numpy(arr / 127.5 - 1.0))
-    return torch.stack(images).float(), [f.stem for f in files]
-
-
-def save_pngs(images: Tensor, names: Sequence[str], out: str | Path) -> list[Path]:
-    """Write each image (C, H, W) in [-1, 1] as ``out/NAME.png``."""
-    from PIL import Image
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for img, name in zip(images, names):
-        arr = ((img.detach().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        arr = arr[0].numpy() if arr.shape[0] == 1 else arr.permute(1, 2, 0).numpy()
-        p = out / f"{name}.png"
-        Image.fromarray(arr).save(p)
-        paths.append(p)
-    return paths
-
+# -- figure ------------------------------------------------------------------------------------
 
 def process_figure(snapshots: Tensor, out: str | Path, rows: int = 8, scale: int | None = None) -> Path:
     """Fig. 7-like figure: one row per image, columns the flow snapshots (source ... result)."""
-    from fdrl.studies.image_figures import default_scale, image_grid, save_png
-
-    cols, n = snapshots.shape[:2]
-    rows = min(rows, n)
-    chosen = snapshots[:, :rows].transpose(0, 1).reshape(rows * cols, *snapshots.shape[2:])
+    rows = min(rows, snapshots.shape[1])
     scale = scale or default_scale(snapshots.shape[2:])
-    return save_png(image_grid(chosen, cols, scale), out)
+    return save_png(rows_grid(snapshots[:, :rows].transpose(0, 1), scale), out)

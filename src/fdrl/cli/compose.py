@@ -48,9 +48,28 @@ def add_guidance_arguments(p: argparse.ArgumentParser, required: bool = False) -
     p.add_argument("--num-classes", type=int, metavar="N", help="classes of a torchvision weights file")
 
 
+def load_any_classifier(spec: Path, device: Any, arch: str | None = None, num_classes: int | None = None) -> Any:
+    """A classifier named on the command line: a directory from ``fdrl train-classifier``, or a
+    weights file with ``arch`` (``robust_cifar10_resnet50``, or a torchvision name plus
+    ``num_classes``)."""
+    from fdrl.classifier import load_classifier, load_torchvision_classifier
+
+    if spec.is_dir():
+        return load_classifier(spec, device, num_classes)
+    if arch is None:
+        raise ValueError(f"'{spec}' is not a classifier directory; for a weights file pass --arch "
+                         "(robust_cifar10_resnet50 or a torchvision name) and --num-classes")
+    if arch == "robust_cifar10_resnet50":
+        from fdrl_studies.robust_cifar import load_robust_cifar10_resnet50
+
+        return load_robust_cifar10_resnet50(spec, device)
+    if num_classes is None:
+        raise ValueError(f"--num-classes is needed for a {arch} weights file")
+    return load_torchvision_classifier(spec, arch, num_classes, device)
+
+
 def guidance_from_args(args: argparse.Namespace, model: Any, n: int) -> Any:
     """A :class:`~fdrl.guidance.ClassGuidance` from the flags, or None without ``--classifier``."""
-    from fdrl.classifier import load_any_classifier
     from fdrl.guidance import ClassGuidance, all_labels
 
     if getattr(args, "classifier", None) is None:
@@ -73,7 +92,7 @@ def guidance_from_args(args: argparse.Namespace, model: Any, n: int) -> Any:
 def _save_samples(samples: torch.Tensor, out: Path, labels: torch.Tensor | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".png":
-        from fdrl.studies.image_figures import default_scale, image_grid, save_png
+        from fdrl.image_io import default_scale, image_grid, save_png
 
         if samples.ndim != 4:
             raise ValueError("a .png output needs image samples; use .pt, .safetensors or .npy")
@@ -111,8 +130,8 @@ def cmd_sample_conditional(args: argparse.Namespace) -> int:
 
 
 def _load_for_transport(args: argparse.Namespace) -> tuple[Any, torch.Tensor, list[str]]:
-    from fdrl.guidance import load_input_images
     from fdrl.model import FDRL
+    from fdrl.sample_files import load_input_images
 
     if args.steps is not None and args.steps < 0:
         raise ValueError(f"--steps must be >= 0, got {args.steps}")
@@ -125,7 +144,8 @@ def _load_for_transport(args: argparse.Namespace) -> tuple[Any, torch.Tensor, li
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from fdrl.guidance import process_figure, save_pngs, translate
+    from fdrl.guidance import process_figure, translate
+    from fdrl.image_io import save_pngs
 
     model, x, names = _load_for_transport(args)
     result, snaps, show = translate(model, x, args.steps, args.seed, args.batch, args.columns)
@@ -139,7 +159,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
 def cmd_refine(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
-    from fdrl.guidance import refine, save_pngs
+    from fdrl.guidance import refine
+    from fdrl.image_io import save_pngs
 
     model, x, names = _load_for_transport(args)
     result = refine(model, x, steps=args.steps, seed=args.seed, batch_size=args.batch)

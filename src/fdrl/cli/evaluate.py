@@ -256,7 +256,7 @@ def _evaluate_translation(args: argparse.Namespace) -> int:
     from fdrl.data import build_data
     from fdrl.evaluate.binding import dataset_identity
     from fdrl.evaluate.translation import FEATURE_BATCH, TRANSLATION_PRIORS, translation_extractor, translation_report
-    from fdrl.guidance import load_input_images
+    from fdrl.sample_files import load_input_images
     from fdrl.model import FDRL
 
     if args.translate_from is None or args.against is None:

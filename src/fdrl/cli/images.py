@@ -10,7 +10,7 @@
   ``NAME[:SPLIT]`` (every image of it; e.g. ``digits:test``).
 * ``fdrl image-figure KIND RUN --out FILE.png [options]`` with KIND one of ``samples`` (Fig. 4),
   ``flow`` (Fig. 8), ``interpolate`` (Fig. 9), ``neighbours`` (App. G), ``prior`` (Fig. 11);
-  see :mod:`fdrl.studies.image_figures`.
+  see :mod:`fdrl_studies.image_figures`.
 
 Handlers return 0, and raise ValueError or FileNotFoundError with a one-line message on bad
 input.
@@ -45,7 +45,8 @@ def _int_list(text: str) -> list[int]:
 
 def register(subparsers: Any) -> None:
     """Add ``train-classifier``, ``classifier-fd`` and ``image-figure`` to ``subparsers``."""
-    from fdrl.classifier import ARCHITECTURES, LABELLED_DATASETS
+    from fdrl.classifier import ARCHITECTURES
+    from fdrl_studies.classifier_training import LABELLED_DATASETS
 
     p = subparsers.add_parser("train-classifier", help="train a digit classifier (for guidance and classifier_fd)")
     p.add_argument("dataset", choices=LABELLED_DATASETS, help="labelled dataset (its train split)")
@@ -132,7 +133,7 @@ def _device(name: str) -> torch.device:
 # -- train-classifier ---------------------------------------------------------------------------
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
-    from fdrl.classifier import train_classifier
+    from fdrl_studies.classifier_training import train_classifier
 
     if args.epochs is not None and args.epochs < 1:
         raise ValueError(f"--epochs must be a positive integer, got {args.epochs}")
@@ -189,7 +190,8 @@ def _as_images(x: Tensor, shape: tuple[int, ...], label: str) -> Tensor:
 
 
 def cmd_classifier_fd(args: argparse.Namespace) -> int:
-    from fdrl.classifier import classifier_frechet_distance, load_classifier
+    from fdrl.classifier import load_classifier
+    from fdrl.evaluate.classifier_report import classifier_frechet_distance
 
     if args.batch < 1:
         raise ValueError(f"--batch must be a positive integer, got {args.batch}")
@@ -259,7 +261,7 @@ def _training_data(args: argparse.Namespace) -> Any:
 
 
 def cmd_image_figure(args: argparse.Namespace) -> int:
-    from fdrl.studies import image_figures as figs
+    from fdrl_studies import image_figures as figs
 
     for flag in ("n", "scale", "nrow", "columns", "points", "k", "steps"):
         value = getattr(args, flag, None)
