@@ -23,7 +23,7 @@ keeps the norm. ``mode="linear"`` interpolates z linearly. Priors without a Gaus
 prior draws ``prior.sample(rows, seeding.generator(seed, "prior", 0 | 1))``.
 
 Every grid has 1 pixel of padding between cells; images are scaled up by an integer
-``scale`` (nearest neighbour; default :func:`default_scale`, 4 for 8x8 digits), so a grid of
+``scale`` (nearest neighbour; default :func:`fdrl.image_io.default_scale`, 4 for 8x8 digits), so a grid of
 ``r`` rows and ``c`` columns of H x W images is ``r (sH + 1) + 1`` by ``c (sW + 1) + 1``
 pixels (the neighbours figure adds a 3-pixel red bar and one padding column).
 """
