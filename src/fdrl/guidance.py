@@ -41,7 +41,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,9 +51,7 @@ from torch import Tensor, nn
 from fdrl import seeding
 from fdrl.flow import Potential, frozen
 from fdrl.image_io import default_scale, rows_grid, save_png
-
-if TYPE_CHECKING:
-    from fdrl.model import FDRL
+from fdrl.model import FDRL
 
 __all__ = ["ClassGuidance", "conditional_sample", "guided_potential", "transport", "refine", "translate",
            "process_figure"]
@@ -135,7 +133,7 @@ class ClassGuidance:
         return self.labels
 
     @torch.no_grad()
-    def check(self, model: "FDRL") -> int:
+    def check(self, model: FDRL) -> int:
         """Probe the classifier on one prior draw: it must take the model's samples and return
         (1, N) logits with N matching ``num_classes`` and the labels. Returns N."""
         probe = model.prior.sample(1, torch.Generator().manual_seed(0), device=model.device)
@@ -159,7 +157,7 @@ class ClassGuidance:
         return width
 
     @contextlib.contextmanager
-    def bound(self, model: "FDRL", n: int) -> Iterator["ClassGuidance"]:
+    def bound(self, model: FDRL, n: int) -> Iterator["ClassGuidance"]:
         """Check against ``model`` and ``n`` samples, move the classifier to the model's device and
         freeze it (eval mode, no parameter gradients) for the duration."""
         self.labels_for(n)
@@ -168,14 +166,14 @@ class ClassGuidance:
         with frozen(self.classifier):
             yield self
 
-    def potential(self, model: "FDRL", labels: Tensor) -> Potential:
+    def potential(self, model: FDRL, labels: Tensor) -> Potential:
         """The guided potential of ``model`` for particles with ``labels``."""
         if self.num_classes is None:
             self.check(model)
         return guided_potential(model.estimator, model.objective, self.classifier, labels, self.phi, self.num_classes)
 
 
-def conditional_sample(model: "FDRL", classifier: nn.Module, labels: int | Sequence[int] | Tensor, phi: float = 0.1,
+def conditional_sample(model: FDRL, classifier: nn.Module, labels: int | Sequence[int] | Tensor, phi: float = 0.1,
                        n: int | None = None, steps: int | None = None, seed: int = 0, batch_size: int | None = None,
                        num_classes: int | None = None) -> Tensor:
     """Class-conditional samples (Eq. 12 with weight ``phi``): one per label, or ``n`` of one label."""
@@ -192,7 +190,7 @@ def all_labels(n: int, num_classes: int) -> Tensor:
 
 # -- translation and refinement -----------------------------------------------------------------
 
-def transport(model: "FDRL", x: Tensor, steps: int | None = None, seed: int = 0, batch_size: int | None = None,
+def transport(model: FDRL, x: Tensor, steps: int | None = None, seed: int = 0, batch_size: int | None = None,
               record: Sequence[int] | None = None) -> tuple[Tensor, Tensor | None]:
     """Flow the given images ``x`` (instead of prior draws) for ``steps`` (default K + kappa) steps
     of Eq. 9 with the model's potential. Returns the result (CPU) and, when ``record`` lists flow
@@ -217,7 +215,7 @@ def transport(model: "FDRL", x: Tensor, steps: int | None = None, seed: int = 0,
     return torch.cat(outs), (torch.cat(snaps, dim=1) if record else None)
 
 
-def refine(model: "FDRL", source: Tensor | Callable[[int], Tensor], n: int | None = None, steps: int | None = None,
+def refine(model: FDRL, source: Tensor | Callable[[int], Tensor], n: int | None = None, steps: int | None = None,
            seed: int = 0, batch_size: int | None = None) -> Tensor:
     """DGflow-style refinement: flow another generator's samples with ``model``'s estimator.
 
@@ -238,7 +236,7 @@ def refine(model: "FDRL", source: Tensor | Callable[[int], Tensor], n: int | Non
     return transport(model, x.to(model.device), steps, seed, batch_size)[0]
 
 
-def translate(model: "FDRL", x: Tensor, steps: int | None = None, seed: int = 0, batch_size: int | None = None,
+def translate(model: FDRL, x: Tensor, steps: int | None = None, seed: int = 0, batch_size: int | None = None,
               columns: int = 6) -> tuple[Tensor, Tensor, list[int]]:
     """Unpaired translation (Sec. 6.5) of source images ``x`` with a model trained on a
     source-domain prior: returns the results, snapshots at ``columns`` evenly spaced flow steps

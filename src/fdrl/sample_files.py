@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fdrl import plots
+from fdrl.data.files import read_array
 from fdrl.image_io import IMAGE_SUFFIXES, read_image_files, save_pngs
 from fdrl.outputs import check_writable
 
@@ -137,9 +139,7 @@ def write_samples(samples: Any, out: Path, folder: bool = False, columns: Sequen
 def _write_file(samples: Tensor, out: Path, columns: Sequence[str] | None) -> None:
     """``samples`` in the one-file format of ``out``'s suffix."""
     if out.suffix == ".png":
-        from fdrl.plots import save_samples_figure
-
-        save_samples_figure(samples, out)
+        plots.save_samples_figure(samples, out)
     elif out.suffix == ".npy":
         np.save(out, samples.numpy())
     elif out.suffix == ".pt":
@@ -160,8 +160,6 @@ def read_samples(path: Path) -> Tensor:
     """Samples from ``.npy``, ``.csv``, a ``.pt`` file (a tensor, or a mapping with the key
     ``samples``) or ``.safetensors`` with the key ``samples``."""
     if path.suffix in (".npy", ".csv"):
-        from fdrl.data.files import read_array
-
         return torch.from_numpy(read_array(path).values)
     if path.suffix not in (".pt", ".safetensors"):
         raise ValueError(f"sample files must end in .pt, .safetensors, .npy or .csv, got '{path.name}'")
