@@ -46,14 +46,7 @@ and geometry) and :mod:`~fdrl.data.images.catalogue` (the named datasets and the
 from fdrl.data.images.catalogue import IMAGE_DATASETS, build_held_out_images, build_image_data
 from fdrl.data.images.source import ImageData, held_out_split
 from fdrl.data.images.storage import (
-    IMAGE_EXTENSIONS,
-    EncodedImages,
-    FileOptions,
-    FolderImages,
-    Geometry,
-    ImageTooSmallError,
-    LmdbImages,
-    TensorImages,
+    IMAGE_EXTENSIONS, EncodedImages, FileOptions, FolderImages, Geometry, ImageTooSmallError, LmdbImages, TensorImages,
 )
 
 __all__ = [
