@@ -41,7 +41,7 @@ import json
 import sys
 from pathlib import Path
 
-from fdrl.studies.composition import conditional_study, domain_translation_study, refinement_study, translation_study
+from fdrl_studies.composition import conditional_study, domain_translation_study, refinement_study, translation_study
 
 
 def _study(sub, name: str, seed: int = 0, run_required: bool = False, overrides: str | None = None):

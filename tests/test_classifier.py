@@ -15,15 +15,14 @@ from fdrl.classifier import (
     WEIGHTS_FILE,
     DigitClassifier,
     PenultimateFeatures,
-    classifier_frechet_distance,
-    labelled_images,
     load_classifier,
     save_classifier,
-    train_classifier,
     weights_digest,
 )
 from fdrl.cli.images import register
 from fdrl.evaluate import METRICS
+from fdrl.evaluate.classifier_report import classifier_frechet_distance
+from fdrl_studies.classifier_training import labelled_images, train_classifier
 
 
 @pytest.fixture(scope="module")

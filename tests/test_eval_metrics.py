@@ -26,7 +26,7 @@ from fdrl.evaluate import (
 )
 from fdrl.evaluate.frechet import cache_path
 from fdrl.evaluate.metrics import _wasserstein_1d
-from fdrl.plots import save_image_grid
+from fdrl.image_io import save_grid
 
 
 def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +187,7 @@ def test_uint8_conversion_matches_a_saved_png(tmp_path):
     g = torch.Generator().manual_seed(0)
     images = torch.rand(1, 3, 9, 7, generator=g) * 2.4 - 1.2  # values beyond [-1, 1] are clamped
     images[0, 0, 0, :5] = torch.tensor([-1.0, 1.0, 0.0, 1 / 255, -1 / 255])
-    save_image_grid(images, tmp_path / "one.png")
+    save_grid(images, tmp_path / "one.png")
     png = torch.from_numpy(np.array(Image.open(tmp_path / "one.png"))).permute(2, 0, 1)
     converted = to_uint8_rgb(images)
     assert converted.dtype == torch.uint8 and torch.equal(converted[0], png)

@@ -10,10 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from fdrl.classifier import (
-    DigitClassifier, load_classifier, load_robust_cifar10_resnet50, load_torchvision_classifier, pgd_l2,
-    train_classifier,
-)
+from fdrl.classifier import DigitClassifier, load_classifier, load_torchvision_classifier
 from fdrl.cli.compose import register as register_compose
 from fdrl.config import load_config
 from fdrl.flow import potential_gradient
@@ -23,6 +20,8 @@ from fdrl.nets import MLP
 from fdrl.objectives import OBJECTIVES
 from fdrl.priors import StandardNormalPrior
 from fdrl.train import Trainer
+from fdrl_studies.classifier_training import pgd_l2, train_classifier
+from fdrl_studies.robust_cifar import load_robust_cifar10_resnet50
 from table2 import f_prime
 
 SHAPE = (1, 8, 8)
@@ -250,7 +249,8 @@ def test_robustness_library_checkpoint_layout(tmp_path):
     module.model.*, module.attacker.model.*, module.normalizer.*; CIFAR stem; ``linear``)."""
     import torchvision
 
-    from fdrl.classifier import CIFAR10_MEAN, CIFAR10_STD, _cifar_stem
+    from fdrl.classifier import _cifar_stem
+    from fdrl_studies.robust_cifar import CIFAR10_MEAN, CIFAR10_STD
 
     torch.manual_seed(0)
     net = _cifar_stem(torchvision.models.resnet50(weights=None, num_classes=10)).eval()
@@ -315,7 +315,7 @@ def test_composition_benchmark_runs_on_a_tiny_configuration(digits_setup, tmp_pa
 
 
 def test_degrade_blurs_and_noises_within_the_image_range():
-    from fdrl.studies.composition import degrade
+    from fdrl_studies.composition import degrade
 
     x = torch.zeros(2, 1, 8, 8)
     x[:, :, 4, 4] = 1.0
@@ -341,7 +341,7 @@ class _PhiStub:
 
 
 def test_select_phi_takes_the_smallest_phi_the_validator_accepts():
-    from fdrl.studies.composition import select_phi
+    from fdrl_studies.composition import select_phi
 
     validator = nn.Identity()  # logits = the one-hot sample
     picked = select_phi(_PhiStub(), nn.Linear(4, 4), validator, [3.0, 0.1, 1.0], 5, None, 0, 8, 0.95)

@@ -136,7 +136,7 @@ def translation_inputs(tmp_path_factory) -> Path:
     from PIL import Image
 
     from fdrl.classifier import DigitClassifier, save_classifier
-    from fdrl.studies.composition import translation_config
+    from fdrl_studies.composition import translation_config
     from fdrl.train import Trainer
 
     root = tmp_path_factory.mktemp("translation-inputs")

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from fdrl import seeding
-from fdrl.classifier import DigitClassifier, save_classifier, train_classifier
+from fdrl.classifier import DigitClassifier, save_classifier
 from fdrl.cli.evaluate import register as register_eval
 from fdrl.cli.images import register
 from fdrl.config import load_config
@@ -21,8 +21,9 @@ from fdrl.data.images import TensorImages
 from fdrl.model import FDRL
 from fdrl.nets import MLP
 from fdrl.priors import GaussianPrior, LowRankGaussianPrior, StandardNormalPrior, UniformPrior
-from fdrl.studies import image_figures as figs
 from fdrl.train import Trainer
+from fdrl_studies import image_figures as figs
+from fdrl_studies.classifier_training import train_classifier
 
 ROWS, CELL = 3, 8 * 4 + 1  # default scale 4 for 8x8 digits, 1 pixel of padding
 

@@ -85,7 +85,7 @@ def test_best_checkpoint_is_kept_beside_the_last_n_and_survives_resume(tmp_path)
 def test_periodic_evaluation_of_images_keeps_the_best_by_classifier_fd(tmp_path):
     """Image runs evaluate too: train.eval_metric=classifier_fd scores eval_n EMA samples in a
     digit classifier's features; best.pt is the checkpoint with the lowest distance."""
-    from fdrl.classifier import train_classifier
+    from fdrl_studies.classifier_training import train_classifier
 
     train_classifier("digits", tmp_path / "clf", epochs=1)
     overrides = ["flow.steps=3", "flow.refine_steps=1", "train.batch_size=32", "model.params.width=32",

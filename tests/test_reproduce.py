@@ -6,7 +6,7 @@ import math
 import pytest
 
 from fdrl.cli import main
-from fdrl.studies.chasm import ChasmSettings, run_chasm_study
+from fdrl_studies.chasm import ChasmSettings, run_chasm_study
 
 pytestmark = pytest.mark.slow
 

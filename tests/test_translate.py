@@ -12,7 +12,8 @@ from PIL import Image
 
 from fdrl.cli.compose import register
 from fdrl.config import load_config
-from fdrl.guidance import load_input_images, refine, transport, translate
+from fdrl.guidance import refine, transport, translate
+from fdrl.sample_files import load_input_images
 from fdrl.model import FDRL
 from fdrl.priors import DataSourcePrior, DatasetPrior
 from fdrl.train import Trainer

@@ -12,12 +12,13 @@ import pytest
 import scipy.linalg
 import torch
 
-from fdrl.classifier import load_classifier, train_classifier
+from fdrl.classifier import load_classifier
 from fdrl.cli import main
 from fdrl.guidance import translate
 from fdrl.model import FDRL
-from fdrl.studies.composition import translation_config
 from fdrl.train import Trainer
+from fdrl_studies.classifier_training import train_classifier
+from fdrl_studies.composition import translation_config
 from test_fid import random_weights  # noqa: F401 (a fixture: FID Inception weights, randomly initialised)
 
 

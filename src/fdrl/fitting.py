@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from fdrl.config import Config, load_config, load_raw
+from fdrl.model import FDRL
+from fdrl.train import Trainer
 
 #: in-memory data is written into the run as one of these (a DataFrame keeps its dtypes in parquet)
 ARRAY_FILE, TABLE_FILE = "data.npy", "data.parquet"
@@ -97,8 +99,6 @@ def fit(data: Any, *, preset: str | None = None, out: str | Path | None = None, 
     The run is scored on held-out data beside a Gaussian, a Gaussian mixture and the floor:
     ``model.metrics`` (also in ``RUN/metrics.json``).
     """
-    from fdrl.model import FDRL
-
     table = None if isinstance(data, (str, Path)) else _as_data(data)  # checked before any folder is made
     fresh = out is None or not Path(out).exists()
     run_dir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="fdrl-"))
@@ -167,8 +167,6 @@ def train_and_score(config: Config, run_dir: str | Path, progress: bool = True) 
     """Algorithm 1 to ``train.steps`` in ``run_dir``, then the held-out report
     (``metrics.json``) if training finished; what ``fdrl train`` and :func:`fit` both run.
     Returns the trainer and the report (None if training stopped early or on ranks > 0)."""
-    from fdrl.train import Trainer
-
     trainer = Trainer(config, run_dir, progress=progress)
     trainer.fit()
     if not trainer.dist.is_main or trainer.step < config.train.steps:

@@ -41,7 +41,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,15 +50,11 @@ from torch import Tensor, nn
 
 from fdrl import seeding
 from fdrl.flow import Potential, frozen
-
-if TYPE_CHECKING:
-    from fdrl.model import FDRL
+from fdrl.image_io import default_scale, rows_grid, save_png
+from fdrl.model import FDRL
 
 __all__ = ["ClassGuidance", "conditional_sample", "guided_potential", "transport", "refine", "translate",
-           "load_input_images", "IMAGE_SUFFIXES"]
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-TENSOR_SUFFIXES = (".pt", ".safetensors", ".npy")
+           "process_figure"]
 
 
 # -- class guidance -----------------------------------------------------------------------------
@@ -137,7 +133,7 @@ class ClassGuidance:
         return self.labels
 
     @torch.no_grad()
-    def check(self, model: "FDRL") -> int:
+    def check(self, model: FDRL) -> int:
         """Probe the classifier on one prior draw: it must take the model's samples and return
         (1, N) logits with N matching ``num_classes`` and the labels. Returns N."""
         probe = model.prior.sample(1, torch.Generator().manual_seed(0), device=model.device)
@@ -161,7 +157,7 @@ class ClassGuidance:
         return width
 
     @contextlib.contextmanager
-    def bound(self, model: "FDRL", n: int) -> Iterator["ClassGuidance"]:
+    def bound(self, model: FDRL, n: int) -> Iterator["ClassGuidance"]:
         """Check against ``model`` and ``n`` samples, move the classifier to the model's device and
         freeze it (eval mode, no parameter gradients) for the duration."""
         self.labels_for(n)
@@ -170,14 +166,14 @@ class ClassGuidance:
         with frozen(self.classifier):
             yield self
 
-    def potential(self, model: "FDRL", labels: Tensor) -> Potential:
+    def potential(self, model: FDRL, labels: Tensor) -> Potential:
         """The guided potential of ``model`` for particles with ``labels``."""
         if self.num_classes is None:
             self.check(model)
         return guided_potential(model.estimator, model.objective, self.classifier, labels, self.phi, self.num_classes)
 
 
-def conditional_sample(model: "FDRL", classifier: nn.Module, labels: int | Sequence[int] | Tensor, phi: float = 0.1,
+def conditional_sample(model: FDRL, classifier: nn.Module, labels: int | Sequence[int] | Tensor, phi: float = 0.1,
                        n: int | None = None, steps: int | None = None, seed: int = 0, batch_size: int | None = None,
                        num_classes: int | None = None) -> Tensor:
     """Class-conditional samples (Eq. 12 with weight ``phi``): one per label, or ``n`` of one label."""
@@ -194,7 +190,7 @@ def all_labels(n: int, num_classes: int) -> Tensor:
 
 # -- translation and refinement -----------------------------------------------------------------
 
-def transport(model: "FDRL", x: Tensor, steps: int | None = None, seed: int = 0, batch_size: int | None = None,
+def transport(model: FDRL, x: Tensor, steps: int | None = None, seed: int = 0, batch_size: int | None = None,
               record: Sequence[int] | None = None) -> tuple[Tensor, Tensor | None]:
     """Flow the given images ``x`` (instead of prior draws) for ``steps`` (default K + kappa) steps
     of Eq. 9 with the model's potential. Returns the result (CPU) and, when ``record`` lists flow
@@ -219,7 +215,7 @@ def transport(model: "FDRL", x: Tensor, steps: int | None = None, seed: int = 0,
     return torch.cat(outs), (torch.cat(snaps, dim=1) if record else None)
 
 
-def refine(model: "FDRL", source: Tensor | Callable[[int], Tensor], n: int | None = None, steps: int | None = None,
+def refine(model: FDRL, source: Tensor | Callable[[int], Tensor], n: int | None = None, steps: int | None = None,
            seed: int = 0, batch_size: int | None = None) -> Tensor:
     """DGflow-style refinement: flow another generator's samples with ``model``'s estimator.
 
@@ -240,7 +236,7 @@ def refine(model: "FDRL", source: Tensor | Callable[[int], Tensor], n: int | Non
     return transport(model, x.to(model.device), steps, seed, batch_size)[0]
 
 
-def translate(model: "FDRL", x: Tensor, steps: int | None = None, seed: int = 0, batch_size: int | None = None,
+def translate(model: FDRL, x: Tensor, steps: int | None = None, seed: int = 0, batch_size: int | None = None,
               columns: int = 6) -> tuple[Tensor, Tensor, list[int]]:
     """Unpaired translation (Sec. 6.5) of source images ``x`` with a model trained on a
     source-domain prior: returns the results, snapshots at ``columns`` evenly spaced flow steps
@@ -252,85 +248,10 @@ def translate(model: "FDRL", x: Tensor, steps: int | None = None, seed: int = 0,
     return result, snaps, show
 
 
-# -- reading inputs -----------------------------------------------------------------------------
-
-def load_input_images(path: str | Path, shape: Sequence[int]) -> tuple[Tensor, list[str]]:
-    """Images in [-1, 1] of exactly ``shape`` (C, H, W) from a folder of image files, one image
-    file, or a tensor file (.pt / .safetensors with ``samples``, or .npy). Returns the images and
-    a name for each. A wrong size or channel count, or an empty folder, is a one-line ValueError."""
-    from PIL import Image, UnidentifiedImageError
-
-    path, shape = Path(path), tuple(int(s) for s in shape)
-    if not path.exists():
-        raise FileNotFoundError(f"input '{path}' does not exist")
-    if path.is_file() and path.suffix.lower() in TENSOR_SUFFIXES:
-        from fdrl.sample_files import read_samples
-
-        x = read_samples(path)
-        if x.ndim == 2 and x.shape[1] == math.prod(shape):
-            x = x.reshape(-1, *shape)
-        if x.ndim == 3 and shape[0] == 1 and tuple(x.shape[1:]) == shape[1:]:
-            x = x[:, None]
-        if tuple(x.shape[1:]) != shape or len(x) == 0:
-            raise ValueError(f"{path} holds {len(x)} image(s) of shape {tuple(x.shape[1:])}; the model takes {shape}")
-        return x.float(), [f"{i:05d}" for i in range(len(x))]
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise ValueError(f"input folder '{path}' holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    elif path.suffix.lower() in IMAGE_SUFFIXES:
-        files = [path]
-    else:
-        raise ValueError(f"input '{path.name}' is neither an image ({', '.join(IMAGE_SUFFIXES)}), a tensor file "
-                         f"({', '.join(TENSOR_SUFFIXES)}) nor a folder")
-    c, h, w = shape
-    images = []
-    for f in files:
-        try:
-            with Image.open(f) as img:
-                img.load()
-                bands, size = len(img.getbands()), img.size
-                if img.mode == "P":
-                    img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-                    bands = len(img.getbands())
-                if img.mode in ("RGBA", "LA"):
-                    img = img.convert("RGB" if img.mode == "RGBA" else "L")
-                    bands -= 1
-                if size != (w, h):
-                    raise ValueError(f"image {f} is {size[0]}x{size[1]}; the model takes {w}x{h} "
-                                     f"(resize or centre-crop it first)")
-                if bands != c:
-                    raise ValueError(f"image {f} has {bands} channel(s); the model takes {c}")
-                arr = np.asarray(img, dtype=np.float32)
-        except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"cannot read image {f} ({type(err).__name__})") from None
-        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-        images.append(torch.from_numpy(arr / 127.5 - 1.0))
-    return torch.stack(images).float(), [f.stem for f in files]
-
-
-def save_pngs(images: Tensor, names: Sequence[str], out: str | Path) -> list[Path]:
-    """Write each image (C, H, W) in [-1, 1] as ``out/NAME.png``."""
-    from PIL import Image
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for img, name in zip(images, names):
-        arr = ((img.detach().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        arr = arr[0].numpy() if arr.shape[0] == 1 else arr.permute(1, 2, 0).numpy()
-        p = out / f"{name}.png"
-        Image.fromarray(arr).save(p)
-        paths.append(p)
-    return paths
-
+# -- figure ------------------------------------------------------------------------------------
 
 def process_figure(snapshots: Tensor, out: str | Path, rows: int = 8, scale: int | None = None) -> Path:
     """Fig. 7-like figure: one row per image, columns the flow snapshots (source ... result)."""
-    from fdrl.studies.image_figures import default_scale, image_grid, save_png
-
-    cols, n = snapshots.shape[:2]
-    rows = min(rows, n)
-    chosen = snapshots[:, :rows].transpose(0, 1).reshape(rows * cols, *snapshots.shape[2:])
+    rows = min(rows, snapshots.shape[1])
     scale = scale or default_scale(snapshots.shape[2:])
-    return save_png(image_grid(chosen, cols, scale), out)
+    return save_png(rows_grid(snapshots[:, :rows].transpose(0, 1), scale), out)

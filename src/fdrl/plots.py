@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from fdrl.image_io import save_grid  # noqa: E402
+
 
 def scatter_panels(
     panels: Sequence[tuple[str, Tensor]],
@@ -48,17 +50,6 @@ def scatter_panels(
     return path
 
 
-def save_image_grid(images: Tensor, path: str | Path, nrow: int | None = None) -> Path:
-    """Images in [-1, 1] (n, C, H, W) saved as one PNG grid."""
-    from torchvision.utils import save_image
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nrow = nrow or max(1, int(images.shape[0] ** 0.5))
-    save_image(images.float().clamp(-1, 1) * 0.5 + 0.5, path, nrow=nrow, padding=1)
-    return path
-
-
 def histogram(samples: Tensor, path: str | Path, reference: Tensor | None = None, title: str = "samples") -> Path:
     """One-feature samples as a density histogram, over the ``reference`` data's if given."""
     path = Path(path)
@@ -82,9 +73,9 @@ def save_samples_figure(samples: Tensor, path: str | Path, data: Tensor | None =
     """Images -> a grid; one feature -> a histogram; vectors -> a scatter of the first two
     coordinates over the data."""
     if samples.ndim == 4:
-        return save_image_grid(samples[:64], path)
+        return save_grid(samples[:64], path)
     if samples.ndim == 3:
-        return save_image_grid(samples[:64].unsqueeze(1), path)
+        return save_grid(samples[:64].unsqueeze(1), path)
     if samples.shape[1] == 1:
         return histogram(samples, path, data, title)
     both = samples if data is None else torch.cat([samples, data])

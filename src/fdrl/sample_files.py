@@ -13,13 +13,16 @@ Formats, chosen by the output path:
 Image samples are clamped to the data's range [-1, 1] in every format, as a saved PNG is.
 Every single-file format is written atomically (a temporary file beside it, then renamed): a
 process killed mid-write, or a full disk, never leaves a half file under the requested name.
-:func:`check_output` validates a path before any sampling work is done.
+:func:`check_output` validates a path before any sampling work is done;
+:func:`read_samples` and :func:`load_input_images` read samples back (the inputs of
+translation, refinement and evaluation).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,11 +32,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fdrl import plots
+from fdrl.data.files import read_array
+from fdrl.image_io import IMAGE_SUFFIXES, read_image_files, save_pngs
 from fdrl.outputs import check_writable
 
 #: the most images a ``.png`` grid shows
 GRID_MAX = 64
 SAMPLE_SUFFIXES = (".pt", ".safetensors", ".npy", ".csv", ".png")
+#: sample files that hold images as tensors (the inputs of translation and refinement)
+TENSOR_SUFFIXES = (".pt", ".safetensors", ".npy")
 
 
 def is_folder_target(out: Path, text: str | None = None) -> bool:
@@ -116,8 +124,6 @@ def write_samples(samples: Any, out: Path, folder: bool = False, columns: Sequen
         samples = samples.clamp(-1.0, 1.0)
     n = samples.shape[0]
     if folder:
-        from fdrl.guidance import save_pngs
-
         width = len(str(n - 1))
         save_pngs(samples if samples.ndim == 4 else samples.unsqueeze(1), [f"{i:0{width}d}" for i in range(n)], out)
         return f"{n} images as PNG files in {out}"
@@ -133,9 +139,7 @@ def write_samples(samples: Any, out: Path, folder: bool = False, columns: Sequen
 def _write_file(samples: Tensor, out: Path, columns: Sequence[str] | None) -> None:
     """``samples`` in the one-file format of ``out``'s suffix."""
     if out.suffix == ".png":
-        from fdrl.plots import save_samples_figure
-
-        save_samples_figure(samples, out)
+        plots.save_samples_figure(samples, out)
     elif out.suffix == ".npy":
         np.save(out, samples.numpy())
     elif out.suffix == ".pt":
@@ -156,8 +160,6 @@ def read_samples(path: Path) -> Tensor:
     """Samples from ``.npy``, ``.csv``, a ``.pt`` file (a tensor, or a mapping with the key
     ``samples``) or ``.safetensors`` with the key ``samples``."""
     if path.suffix in (".npy", ".csv"):
-        from fdrl.data.files import read_array
-
         return torch.from_numpy(read_array(path).values)
     if path.suffix not in (".pt", ".safetensors"):
         raise ValueError(f"sample files must end in .pt, .safetensors, .npy or .csv, got '{path.name}'")
@@ -179,3 +181,31 @@ def read_samples(path: Path) -> Tensor:
         keys = ", ".join(tensors) if isinstance(tensors, dict) else type(tensors).__name__
         raise ValueError(f"{path} has no 'samples' tensor (found: {keys})")
     return tensors["samples"].float()
+
+
+def load_input_images(path: str | Path, shape: Sequence[int]) -> tuple[Tensor, list[str]]:
+    """Images in [-1, 1] of exactly ``shape`` (C, H, W) from a folder of image files, one image
+    file, or a tensor file (.pt / .safetensors with ``samples``, or .npy). Returns the images and
+    a name for each. A wrong size or channel count, or an empty folder, is a one-line ValueError."""
+    path, shape = Path(path), tuple(int(s) for s in shape)
+    if not path.exists():
+        raise FileNotFoundError(f"input '{path}' does not exist")
+    if path.is_file() and path.suffix.lower() in TENSOR_SUFFIXES:
+        x = read_samples(path)
+        if x.ndim == 2 and x.shape[1] == math.prod(shape):
+            x = x.reshape(-1, *shape)
+        if x.ndim == 3 and shape[0] == 1 and tuple(x.shape[1:]) == shape[1:]:
+            x = x[:, None]
+        if tuple(x.shape[1:]) != shape or len(x) == 0:
+            raise ValueError(f"{path} holds {len(x)} image(s) of shape {tuple(x.shape[1:])}; the model takes {shape}")
+        return x.float(), [f"{i:05d}" for i in range(len(x))]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"input folder '{path}' holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        files = [path]
+    else:
+        raise ValueError(f"input '{path.name}' is neither an image ({', '.join(IMAGE_SUFFIXES)}), a tensor file "
+                         f"({', '.join(TENSOR_SUFFIXES)}) nor a folder")
+    return read_image_files(files, shape), [f.stem for f in files]

@@ -16,6 +16,7 @@ import os
 import sys
 import warnings
 
+from fdrl import __version__
 from fdrl.cli.common import UsageError, _Parser
 
 #: command -> (module of fdrl.cli that registers it, one-line help for `fdrl --help`)
@@ -49,8 +50,6 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     entry for every other command (only the chosen command's module is imported)."""
     parser = _Parser(prog="fdrl", description="Flow-Guided Density Ratio Learning. "
                      "Start with: fdrl train TABLE.csv|ARRAY.npy|IMAGE_DIR, or fdrl train swissroll")
-    from fdrl import __version__
-
     parser.add_argument("--version", action="version", version=f"fdrl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules = [COMMANDS[command][0]] if command in COMMANDS else []

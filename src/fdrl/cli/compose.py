@@ -24,7 +24,12 @@ from typing import Any
 
 import torch
 
+from fdrl.classifier import load_classifier, load_torchvision_classifier
 from fdrl.cli.common import out_dir, out_file, seed
+from fdrl.guidance import ClassGuidance, all_labels, process_figure, refine, translate
+from fdrl.image_io import default_scale, image_grid, save_png, save_pngs
+from fdrl.model import FDRL
+from fdrl.sample_files import load_input_images
 
 
 def _label(text: str) -> int | str:
@@ -48,11 +53,26 @@ def add_guidance_arguments(p: argparse.ArgumentParser, required: bool = False) -
     p.add_argument("--num-classes", type=int, metavar="N", help="classes of a torchvision weights file")
 
 
+def load_any_classifier(spec: Path, device: Any, arch: str | None = None, num_classes: int | None = None) -> Any:
+    """A classifier named on the command line: a directory from ``fdrl train-classifier``, or a
+    weights file with ``arch`` (``robust_cifar10_resnet50``, or a torchvision name plus
+    ``num_classes``)."""
+    if spec.is_dir():
+        return load_classifier(spec, device, num_classes)
+    if arch is None:
+        raise ValueError(f"'{spec}' is not a classifier directory; for a weights file pass --arch "
+                         "(robust_cifar10_resnet50 or a torchvision name) and --num-classes")
+    if arch == "robust_cifar10_resnet50":
+        from fdrl_studies.robust_cifar import load_robust_cifar10_resnet50
+
+        return load_robust_cifar10_resnet50(spec, device)
+    if num_classes is None:
+        raise ValueError(f"--num-classes is needed for a {arch} weights file")
+    return load_torchvision_classifier(spec, arch, num_classes, device)
+
+
 def guidance_from_args(args: argparse.Namespace, model: Any, n: int) -> Any:
     """A :class:`~fdrl.guidance.ClassGuidance` from the flags, or None without ``--classifier``."""
-    from fdrl.classifier import load_any_classifier
-    from fdrl.guidance import ClassGuidance, all_labels
-
     if getattr(args, "classifier", None) is None:
         if getattr(args, "label", None) is not None:
             raise ValueError("--label needs --classifier")
@@ -73,8 +93,6 @@ def guidance_from_args(args: argparse.Namespace, model: Any, n: int) -> Any:
 def _save_samples(samples: torch.Tensor, out: Path, labels: torch.Tensor | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".png":
-        from fdrl.studies.image_figures import default_scale, image_grid, save_png
-
         if samples.ndim != 4:
             raise ValueError("a .png output needs image samples; use .pt, .safetensors or .npy")
         classes = len(set(labels.tolist())) if labels is not None else 1
@@ -96,8 +114,6 @@ def _save_samples(samples: torch.Tensor, out: Path, labels: torch.Tensor | None 
 
 
 def cmd_sample_conditional(args: argparse.Namespace) -> int:
-    from fdrl.model import FDRL
-
     if args.n < 1:
         raise ValueError(f"--n must be a positive integer, got {args.n}")
     model = FDRL.load(args.run, device=args.device or "auto")
@@ -111,9 +127,6 @@ def cmd_sample_conditional(args: argparse.Namespace) -> int:
 
 
 def _load_for_transport(args: argparse.Namespace) -> tuple[Any, torch.Tensor, list[str]]:
-    from fdrl.guidance import load_input_images
-    from fdrl.model import FDRL
-
     if args.steps is not None and args.steps < 0:
         raise ValueError(f"--steps must be >= 0, got {args.steps}")
     model = FDRL.load(args.run, device=args.device or "auto")
@@ -125,8 +138,6 @@ def _load_for_transport(args: argparse.Namespace) -> tuple[Any, torch.Tensor, li
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from fdrl.guidance import process_figure, save_pngs, translate
-
     model, x, names = _load_for_transport(args)
     result, snaps, show = translate(model, x, args.steps, args.seed, args.batch, args.columns)
     save_pngs(result, names, args.out)
@@ -138,8 +149,6 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 def cmd_refine(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
-
-    from fdrl.guidance import refine, save_pngs
 
     model, x, names = _load_for_transport(args)
     result = refine(model, x, steps=args.steps, seed=args.seed, batch_size=args.batch)

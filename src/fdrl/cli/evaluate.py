@@ -24,7 +24,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fdrl import distributed
+from fdrl.checkpoint import list_checkpoints
 from fdrl.cli.common import out_dir, out_file, seed
+from fdrl.cli.train import heldout_summary
+from fdrl.config import METRIC_NAMES, load_config
+from fdrl.data import build_data
+from fdrl.evaluate import ablate_steps, get_metric
+from fdrl.evaluate.binding import bind_metric, dataset_identity
+from fdrl.evaluate.heldout import evaluate_heldout
+from fdrl.evaluate.translation import FEATURE_BATCH, TRANSLATION_PRIORS, translation_extractor, translation_report
+from fdrl.model import FDRL, resolve_device
+from fdrl.plots import save_samples_figure
+from fdrl.rundir import run_config
+from fdrl.sample_files import load_input_images
 
 
 #: Samples per FID evaluation by default (App. F: 50000 generated images).
@@ -52,8 +65,6 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers: Any) -> None:
     """Add ``evaluate`` and ``ablate-steps`` to ``subparsers`` (from ``add_subparsers``)."""
-    from fdrl.config import METRIC_NAMES
-
     names = ", ".join(METRIC_NAMES)
     p = subparsers.add_parser("evaluate", help="score samples on held-out data beside baselines, or with FID / another metric")
     _add_common(p)
@@ -98,10 +109,6 @@ def _parse_steps(text: str) -> list[int]:
 def _run_config(run: Path, checkpoint: Path | None) -> Any:
     """The validated config of the training run ``run`` (from its checkpoints if its
     ``config.yaml`` is damaged); ``checkpoint``, if given, must exist, else the run needs one."""
-    from fdrl.checkpoint import list_checkpoints
-    from fdrl.config import load_config
-    from fdrl.rundir import run_config
-
     if not run.is_dir() or not (run / "config.yaml").is_file():
         raise FileNotFoundError(f"'{run}' is not a training run directory (no config.yaml)")
     if checkpoint is not None and not checkpoint.is_file():
@@ -117,12 +124,6 @@ class _Evaluation:
     samples; only rank 0 binds the metric, scores and writes."""
 
     def __init__(self, args: argparse.Namespace, metric: str):
-        from fdrl import distributed
-        from fdrl.data import build_data
-        from fdrl.evaluate import get_metric
-        from fdrl.evaluate.binding import bind_metric, dataset_identity
-        from fdrl.model import FDRL, resolve_device
-
         run = Path(args.run)
         _positive(args.n, "--n")
         _positive(args.batch, "--batch")
@@ -158,8 +159,6 @@ class _Evaluation:
 
     def samples(self, steps: int, progress: bool = False) -> Any:
         """``n`` samples after ``steps`` flow steps (on rank 0; None on the others)."""
-        from fdrl import distributed
-
         # in the model's units, those of the reference rows the metric is bound to
         return distributed.sample_sharded(self.model, self.n, self.dist, steps, self.seed, self.sample_batch,
                                           progress, standardized=True)
@@ -176,8 +175,6 @@ class _Evaluation:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``fdrl evaluate``: the held-out report, or one metric of ``--n`` samples merged into
     RUN_DIR/eval/metrics.json."""
-    from fdrl.plots import save_samples_figure
-
     if args.translate_from is not None or args.against is not None:
         return _evaluate_translation(args)
     if args.out is not None:
@@ -206,8 +203,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_ablate_steps(args: argparse.Namespace) -> int:
     """``fdrl ablate-steps``: the metric at each of ``--steps``; table and plot in ``--out``."""
-    from fdrl.evaluate import ablate_steps
-
     steps = _parse_steps(args.steps)
     ev = _Evaluation(args, args.metric)
     if not ev.dist.is_main:  # the ablation runs on one process (rank 0)
@@ -225,11 +220,6 @@ def _evaluate_heldout(args: argparse.Namespace) -> int:
     """``fdrl evaluate RUN_DIR``: :func:`fdrl.evaluate.heldout.evaluate_heldout` of the run's
     model (EMA weights of the newest or the given checkpoint), printed and written to
     RUN_DIR/eval/heldout.json."""
-    from fdrl.cli.train import heldout_summary
-    from fdrl.data import build_data
-    from fdrl.evaluate.heldout import evaluate_heldout
-    from fdrl.model import FDRL
-
     run = Path(args.run)
     _positive(args.n, "--n")
     if args.steps is not None:
@@ -252,12 +242,6 @@ def _evaluate_translation(args: argparse.Namespace) -> int:
     (Sec. 6.5, App. F) by :func:`fdrl.evaluate.translation.translation_report`, printed and
     written to ``--out`` (default RUN_DIR/eval/translation.json)."""
     import warnings
-
-    from fdrl.data import build_data
-    from fdrl.evaluate.binding import dataset_identity
-    from fdrl.evaluate.translation import FEATURE_BATCH, TRANSLATION_PRIORS, translation_extractor, translation_report
-    from fdrl.guidance import load_input_images
-    from fdrl.model import FDRL
 
     if args.translate_from is None or args.against is None:
         raise ValueError("--translate-from A_TEST and --against B_TEST go together (domain-A test images to "

@@ -1,8 +1,8 @@
 """The image subcommands; ``register`` adds them to a parser (from ``add_subparsers``).
 
 * ``fdrl train-classifier digits|mnist [--out DIR] [--seed N] [--arch cnn|mlp] [--epochs N]
-  [--width W] [--device D] [--adversarial-eps E --pgd-steps S --pgd-step-size A]``: train a digit classifier (:mod:`fdrl.classifier`), print its
-  held-out accuracy, write it to DIR (default ``runs/classifier-DATASET-ARCH-seedN``).
+  [--width W] [--device D] [--adversarial-eps E --pgd-steps S --pgd-step-size A]``: train a digit
+  classifier (:mod:`fdrl_studies.classifier_training`), print its held-out accuracy, write it to DIR (default ``runs/classifier-DATASET-ARCH-seedN``).
 * ``fdrl classifier-fd --classifier DIR A B [--n N] [--steps S] [--seed N]``: the Frechet
   distance between image sets A and B in the classifier's penultimate features. A set is a
   sample file (``.pt`` / ``.safetensors`` holding ``samples``, as ``fdrl sample`` writes, or
@@ -10,9 +10,10 @@
   ``NAME[:SPLIT]`` (every image of it; e.g. ``digits:test``).
 * ``fdrl image-figure KIND RUN --out FILE.png [options]`` with KIND one of ``samples`` (Fig. 4),
   ``flow`` (Fig. 8), ``interpolate`` (Fig. 9), ``neighbours`` (App. G), ``prior`` (Fig. 11);
-  see :mod:`fdrl.studies.image_figures`.
+  see :mod:`fdrl_studies.image_figures`.
 
-Handlers return 0, and raise ValueError or FileNotFoundError with a one-line message on bad
+The commands that train a classifier or draw a figure reach :mod:`fdrl_studies` inside the
+handler (the library never imports the experiments). Handlers return 0, and raise ValueError or FileNotFoundError with a one-line message on bad
 input.
 """
 
@@ -27,7 +28,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fdrl.classifier import ARCHITECTURES, PenultimateFeatures, load_classifier
 from fdrl.cli.common import out_dir, out_file, seed
+from fdrl.data import IMAGE_DATASETS, ImageData, build_data, build_image_data
+from fdrl.evaluate.classifier_report import classifier_frechet_distance, classifier_report
+from fdrl.model import FDRL, resolve_device
+from fdrl.rundir import run_config
 from fdrl.sample_files import read_samples
 
 FIGURE_KINDS = ("samples", "flow", "interpolate", "neighbours", "prior")
@@ -45,7 +51,7 @@ def _int_list(text: str) -> list[int]:
 
 def register(subparsers: Any) -> None:
     """Add ``train-classifier``, ``classifier-fd`` and ``image-figure`` to ``subparsers``."""
-    from fdrl.classifier import ARCHITECTURES, LABELLED_DATASETS
+    from fdrl_studies.classifier_training import LABELLED_DATASETS
 
     p = subparsers.add_parser("train-classifier", help="train a digit classifier (for guidance and classifier_fd)")
     p.add_argument("dataset", choices=LABELLED_DATASETS, help="labelled dataset (its train split)")
@@ -124,15 +130,13 @@ def register(subparsers: Any) -> None:
 
 
 def _device(name: str) -> torch.device:
-    from fdrl.model import resolve_device
-
     return resolve_device(name)
 
 
 # -- train-classifier ---------------------------------------------------------------------------
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
-    from fdrl.classifier import train_classifier
+    from fdrl_studies.classifier_training import train_classifier
 
     if args.epochs is not None and args.epochs < 1:
         raise ValueError(f"--epochs must be a positive integer, got {args.epochs}")
@@ -163,13 +167,9 @@ def load_image_set(spec: str, n: int = 1000, seed: int = 0, steps: int | None = 
     if path.is_dir():
         if not ((path / "config.yaml").is_file() or (path / "fdrl.json").is_file()):
             raise FileNotFoundError(f"'{spec}' is a folder but neither a run directory nor a saved model")
-        from fdrl.model import FDRL
-
         if n < 1:
             raise ValueError(f"--n must be a positive integer, got {n}")
         return FDRL.load(path, device=device).sample(n, steps=steps, seed=seed, batch_size=batch)
-    from fdrl.data import IMAGE_DATASETS, build_image_data
-
     name, _, split = spec.partition(":")
     if name not in IMAGE_DATASETS:
         raise FileNotFoundError(f"'{spec}' is neither a sample file, a run directory nor a dataset "
@@ -189,8 +189,6 @@ def _as_images(x: Tensor, shape: tuple[int, ...], label: str) -> Tensor:
 
 
 def cmd_classifier_fd(args: argparse.Namespace) -> int:
-    from fdrl.classifier import classifier_frechet_distance, load_classifier
-
     if args.batch < 1:
         raise ValueError(f"--batch must be a positive integer, got {args.batch}")
     device = _device(args.device)
@@ -206,11 +204,6 @@ def cmd_classifier_fd(args: argparse.Namespace) -> int:
 
 
 def cmd_classifier_report(args: argparse.Namespace) -> int:
-    from fdrl.classifier import load_classifier
-    from fdrl.evaluate.classifier_report import classifier_report
-    from fdrl.model import FDRL
-    from fdrl.rundir import run_config
-
     if args.n < 2:
         raise ValueError(f"--n must be at least 2, got {args.n}")
     if not (args.run / "config.yaml").is_file():
@@ -240,8 +233,6 @@ def cmd_classifier_report(args: argparse.Namespace) -> int:
 
 def _training_data(args: argparse.Namespace) -> Any:
     """The data searched for neighbours: ``--data NAME[:SPLIT]``, else the run's data config."""
-    from fdrl.data import ImageData, build_data
-
     if args.data:
         name, _, split = args.data.partition(":")
         data = build_data(name, **({"split": split} if split else {}))
@@ -249,8 +240,6 @@ def _training_data(args: argparse.Namespace) -> Any:
         if not (args.run / "config.yaml").is_file():
             raise FileNotFoundError(f"'{args.run}' has no config.yaml naming its training data; "
                                     "pass --data NAME[:SPLIT]")
-        from fdrl.rundir import run_config
-
         config = run_config(args.run)
         data = build_data(config["data"]["name"], **config["data"].get("params", {}))
     if not isinstance(data, ImageData):
@@ -259,7 +248,7 @@ def _training_data(args: argparse.Namespace) -> Any:
 
 
 def cmd_image_figure(args: argparse.Namespace) -> int:
-    from fdrl.studies import image_figures as figs
+    from fdrl_studies import image_figures as figs
 
     for flag in ("n", "scale", "nrow", "columns", "points", "k", "steps"):
         value = getattr(args, flag, None)
@@ -283,8 +272,6 @@ def cmd_image_figure(args: argparse.Namespace) -> int:
     else:
         extractor = None
         if args.classifier is not None:
-            from fdrl.classifier import PenultimateFeatures, load_classifier
-
             extractor = PenultimateFeatures(load_classifier(args.classifier, device=model.device))
         path = figs.neighbours_figure(model, _training_data(args), args.out, args.n, args.k, extractor, args.seed,
                                       args.steps, args.scale)

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from fdrl.cli.common import positive_int, run_dir, seed
-from fdrl.cli.compose import add_guidance_arguments
+from fdrl.cli.compose import add_guidance_arguments, guidance_from_args
+from fdrl.model import FDRL
+from fdrl.sample_files import check_output, is_folder_target, write_samples
 
 
 def register(subparsers: Any) -> None:
@@ -29,10 +31,6 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from fdrl.cli.compose import guidance_from_args
-    from fdrl.model import FDRL
-    from fdrl.sample_files import check_output, is_folder_target, write_samples
-
     model = FDRL.load(args.run, device=args.device or "auto", checkpoint=args.checkpoint)
     out = Path(args.out) if args.out else args.run / "samples.pt"
     folder = is_folder_target(out, args.out)

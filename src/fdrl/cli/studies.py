@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_chasm(args: argparse.Namespace) -> int:
-    from fdrl.studies.chasm import ChasmSettings, run_chasm_study
+    from fdrl_studies.chasm import ChasmSettings, run_chasm_study
 
     settings = ChasmSettings(seeds=args.seeds, etas=args.etas, objective=args.objective)
     metrics = run_chasm_study(args.out, settings, progress=not args.quiet)
@@ -40,7 +40,7 @@ def cmd_chasm(args: argparse.Namespace) -> int:
 
 
 def cmd_figure(args: argparse.Namespace) -> int:
-    from fdrl.studies.figures import pairings_figure
+    from fdrl_studies.figures import pairings_figure
 
     path = pairings_figure(args.runs, args.out, n=args.n, seed=args.seed)
     print(f"wrote {path}")

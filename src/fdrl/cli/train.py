@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from fdrl.cli.common import UsageError, run_dir, seed
+from fdrl.config import load_config, load_raw, preset_names
+from fdrl.report_text import report_lines
 
 SOURCE_HELP = """\
 SOURCE is one of:
@@ -63,13 +65,11 @@ def register(subparsers: Any) -> None:
 
 def _resolve(args: argparse.Namespace) -> tuple[Any, Path]:
     """The validated config and run directory of ``fdrl train`` (or ``config``) arguments."""
-    from fdrl.config import load_config, preset_names
-
     overrides = list(args.overrides)
     resume = getattr(args, "resume", None)
     source: str | dict[str, Any]
     if resume is not None:
-        from fdrl.rundir import run_config
+        from fdrl.rundir import run_config  # torch: only a resumed config reads a checkpoint
 
         if args.config is not None:
             overrides.insert(0, args.config)
@@ -90,7 +90,7 @@ def _resolve(args: argparse.Namespace) -> tuple[Any, Path]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from fdrl.fitting import train_and_score
+    from fdrl.fitting import train_and_score  # torch: not for config and presets, which share this module
 
     config, out = _resolve(args)
     trainer, metrics = train_and_score(config, out, progress=not args.quiet)
@@ -105,8 +105,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 def heldout_summary(metrics: dict[str, Any]) -> str:
     """The held-out report as printed text: verdict, scores with their uncertainty, memorisation
     and per-column scores (:func:`fdrl.report_text.report_lines`; all of it is in metrics.json)."""
-    from fdrl.report_text import report_lines
-
     return "\n".join(report_lines(metrics))
 
 
@@ -123,8 +121,6 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
     import shutil
     import textwrap
-
-    from fdrl.config import load_raw, preset_names
 
     width = shutil.get_terminal_size((100, 24)).columns
     for name in preset_names():

@@ -26,7 +26,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fdrl.evaluate.frechet import file_sha256
+from fdrl.classifier import PenultimateFeatures, load_classifier
+from fdrl.evaluate.fid import fid_from_samples, fid_reference_stats
+from fdrl.evaluate.frechet import cached_stats, default_cache_dir, feature_stats, file_sha256, frechet_feature_distance
+from fdrl.evaluate.metrics import METRICS, get_metric
 
 
 def dataset_identity(name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -86,8 +89,6 @@ def bind_metric(
     """Bind metric ``name`` to ``data`` (a :mod:`fdrl.data` source; ``dataset`` is its
     identity from :func:`dataset_identity`). Raises ValueError with one line when the metric
     cannot apply (FID on vectors, classifier_fd without a classifier or of the wrong shape)."""
-    from fdrl.evaluate import METRICS, fid_from_samples, fid_reference_stats, get_metric
-
     metric = get_metric(name)  # an unknown name raises, listing the valid ones
     dataset = dict(dataset)
     finite = hasattr(data, "iter_batches")
@@ -119,9 +120,6 @@ def bind_metric(
 def _bind_classifier(data: Any, dataset: dict[str, Any], n: int, seed: int, batch: int,
                      classifier: str | Path | None, stats_cache: str | Path | None,
                      device: str | torch.device) -> BoundMetric:
-    from fdrl.classifier import PenultimateFeatures, load_classifier
-    from fdrl.evaluate.frechet import cached_stats, default_cache_dir, feature_stats, frechet_feature_distance
-
     if classifier is None:
         raise ValueError("classifier_fd needs a feature extractor: pass --classifier DIR (in training: "
                          "train.eval_classifier=DIR; train one with: fdrl train-classifier digits --out DIR)")

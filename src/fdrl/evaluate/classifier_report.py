@@ -1,5 +1,8 @@
 """How a labelled-image model's samples look to a classifier trained on the data (digits, MNIST).
 
+:func:`classifier_frechet_distance` is the ``classifier_fd`` metric: the Frechet distance in a
+classifier's penultimate features.
+
 Three numbers per image set, each against held-out data: the Frechet distance in the
 classifier's penultimate features, the mean max-softmax confidence (blurry, in-between images
 score low), and the entropy of the predicted-class histogram (a collapse onto few classes
@@ -9,12 +12,24 @@ scores low; ln 10 is uniform over ten classes).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from fdrl.classifier import DigitClassifier, classifier_frechet_distance
+from fdrl.classifier import DigitClassifier, PenultimateFeatures, load_classifier
+from fdrl.evaluate.frechet import frechet_feature_distance
+
+
+def classifier_frechet_distance(
+    samples: Tensor, reference: Any, classifier: DigitClassifier | str | Path, batch_size: int = 256
+) -> float:
+    """The Frechet distance between ``samples`` and ``reference`` (images, or
+    :class:`~fdrl.evaluate.frechet.FeatureStats` of the same classifier) in the penultimate
+    features of ``classifier`` (a model or a saved classifier's directory)."""
+    model = load_classifier(classifier) if isinstance(classifier, (str, Path)) else classifier
+    return frechet_feature_distance(samples, reference, PenultimateFeatures(model), batch_size)
 
 
 @torch.no_grad()

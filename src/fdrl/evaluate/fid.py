@@ -1,6 +1,6 @@
 """Standard FID: pool3 features of the FID Inception network through torch-fidelity.
 
-Images are turned into uint8 exactly as a saved PNG would hold them (``fdrl.plots``:
+Images are turned into uint8 exactly as a saved PNG would hold them (:func:`fdrl.image_io.to_uint8`:
 ``floor(((x + 1) / 2) * 255 + 0.5)`` clamped to 0..255, grey repeated to RGB), then fed to
 torch-fidelity's TensorFlow-compatible Inception-v3 port, which resizes to 299 x 299 with
 TF1 bilinear interpolation and returns the 2048-d pool3 features FID is defined on.
@@ -31,6 +31,7 @@ from fdrl.evaluate.frechet import (
     file_sha256,
     frechet_feature_distance,
 )
+from fdrl.image_io import to_uint8
 
 WEIGHTS_ENV = "FDRL_INCEPTION_WEIGHTS"
 #: How images reach the network; part of every FID statistics key.
@@ -50,7 +51,7 @@ def to_uint8_rgb(images: Tensor) -> Tensor:
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"FID needs images (n, 1 or 3, H, W) or (n, H, W); got shape {tuple(images.shape)}")
     if images.dtype != torch.uint8:
-        images = (images.float().clamp(-1, 1) * 0.5 + 0.5).mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
+        images = to_uint8(images)
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 

@@ -35,8 +35,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fdrl import seeding
+from fdrl.data import build_held_out
 from fdrl.evaluate.metrics import c2st_counts, energy_distance
+from fdrl.evaluate.tabular import table_scores
 from fdrl.evaluate.uncertainty import energy_distance_se, wilson_interval
+from fdrl.priors import GaussianPrior
+from fdrl.report_text import verdict
 
 GMM_COMPONENTS = 10
 #: above this many features the mixture baseline is left out (its full covariances grow as d^2)
@@ -202,9 +207,6 @@ def heldout_report(samples: Tensor, train: Tensor, heldout: Tensor, prior_draws:
     the verdict's advice. ``decode`` (model-unit rows -> the user's pandas DataFrame) and
     ``column_kinds`` (column -> "continuous" | "integer" | "categorical") add per-column
     scores for fdrl and the mixture."""
-    from fdrl.priors import GaussianPrior
-    from fdrl.report_text import verdict
-
     m = min(samples.shape[0], heldout.shape[0])
     samples, heldout = samples[:m], heldout[:m]
     g = torch.Generator().manual_seed(seed)
@@ -239,8 +241,6 @@ def heldout_report(samples: Tensor, train: Tensor, heldout: Tensor, prior_draws:
         report["notes"] = [f"only {m} rows to score: the C2ST needs {C2ST_FOLDS} in each set, so its accuracies "
                            "are NaN; hold out more rows (data.test_fraction) or use more data"]
     if decode is not None and column_kinds is not None:
-        from fdrl.evaluate.tabular import table_scores
-
         real = decode(heldout)
         report["columns"] = table_scores(real, decode(samples), column_kinds, seed)
         if mixture is not None:
@@ -256,9 +256,6 @@ def evaluate_heldout(model: Any, config: Any, data: Any, n: int) -> dict[str, An
     nothing held out, the training data itself (then memorisation cannot be seen, and the
     report says so under ``reference``). A data source with ``decode`` and ``column_kinds``
     (a table's rows) gets per-column scores too."""
-    from fdrl import seeding
-    from fdrl.data import build_held_out
-
     seed = config.train.seed
     held = build_held_out(config.data.name, config.data.params, data)
     finite = hasattr(data, "iter_batches")

@@ -16,6 +16,7 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from fdrl.config import METRIC_NAMES
+from fdrl.evaluate.classifier_report import classifier_frechet_distance
 from fdrl.evaluate.fid import fid_from_samples
 from fdrl.evaluate.frechet import frechet_feature_distance
 
@@ -174,8 +175,6 @@ def classifier_fd(
         raise ValueError("classifier_fd needs exactly one of extractor= (a feature extractor) or classifier= "
                          "(a digit classifier or its directory)")
     if classifier is not None:
-        from fdrl.classifier import classifier_frechet_distance
-
         return classifier_frechet_distance(samples, reference, classifier, batch_size)
     return frechet_feature_distance(samples, reference, extractor, batch_size)
 

@@ -19,14 +19,15 @@ reference points in the same features and against the same test-B images:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import Tensor
 
+from fdrl.classifier import PenultimateFeatures, load_classifier
+from fdrl.evaluate.fid import WEIGHTS_ENV, load_inception, resolve_inception_weights
 from fdrl.evaluate.frechet import Extractor, feature_stats
-
-if TYPE_CHECKING:
-    from fdrl.model import FDRL
+from fdrl.guidance import transport
+from fdrl.model import FDRL
 
 #: Priors under which a run translates: the source domain as samples or as an image dataset.
 TRANSLATION_PRIORS = ("dataset", "data_source")
@@ -42,8 +43,6 @@ def translation_extractor(shape: tuple[int, ...], inception_weights: str | Path 
     no classifier is given), else the penultimate features of the ``fdrl train-classifier``
     classifier in ``classifier``. Returns (metric name, extractor, its identity). Neither, both,
     or a classifier for another image shape is a one-line ValueError."""
-    from fdrl.evaluate.fid import WEIGHTS_ENV, load_inception, resolve_inception_weights
-
     if inception_weights is not None and classifier is not None:
         raise ValueError("pass one of --inception-weights FILE (FID) or --classifier DIR (classifier Frechet "
                          "distance), not both")
@@ -55,8 +54,6 @@ def translation_extractor(shape: tuple[int, ...], inception_weights: str | Path 
                              f"(train one with: fdrl train-classifier mnist --out DIR)")
         network = load_inception(weights, device)
         return "fid", network, network.identity
-    from fdrl.classifier import PenultimateFeatures, load_classifier
-
     model = load_classifier(classifier, device=device)
     if tuple(model.in_shape) != tuple(shape):
         raise ValueError(f"classifier '{classifier}' takes images of shape {tuple(model.in_shape)}, "
@@ -65,7 +62,7 @@ def translation_extractor(shape: tuple[int, ...], inception_weights: str | Path 
     return "classifier_fd", extractor, {**extractor.identity, "path": str(classifier)}
 
 
-def translation_report(model: "FDRL", source: Tensor, target: Tensor, floor: Tensor, extractor: Extractor,
+def translation_report(model: FDRL, source: Tensor, target: Tensor, floor: Tensor, extractor: Extractor,
                        steps: int | None = None, seed: int = 0, batch_size: int = 500,
                        feature_batch: int = 256) -> dict[str, Any]:
     """Flow the test-A images ``source`` with ``model`` for ``steps`` (default K + kappa) steps
@@ -73,8 +70,6 @@ def translation_report(model: "FDRL", source: Tensor, target: Tensor, floor: Ten
     the same seed and ``--batch`` gives the same images), and return the squared Frechet
     distances in ``extractor``'s features of ``source`` (before), the translated images (after)
     and ``floor`` (B training images) to the test-B images ``target``."""
-    from fdrl.guidance import transport
-
     for name, images in (("test-A", source), ("test-B", target), ("floor", floor)):
         if len(images) < 2:
             raise ValueError(f"the {name} set holds {len(images)} image(s); a Frechet distance needs at least 2")

@@ -28,12 +28,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
+from torchvision.transforms.functional import gaussian_blur
 
-from fdrl.classifier import load_classifier, train_classifier
-from fdrl.guidance import ClassGuidance, all_labels, process_figure, translate
+from fdrl.classifier import PenultimateFeatures, load_classifier
+from fdrl.config import load_config
+from fdrl.data import build_image_data
+from fdrl.evaluate.frechet import frechet_feature_distance
+from fdrl.guidance import ClassGuidance, all_labels, process_figure, refine, translate
+from fdrl.image_io import default_scale, image_grid, save_png
 from fdrl.model import FDRL
+from fdrl.train import Trainer
+from fdrl_studies.classifier_training import train_classifier
 
 
 def _classifier(path: Path | None, out: Path, name: str, dataset: str, device: Any, **train_args: Any):
@@ -51,8 +59,6 @@ def _study_model(run: str | Path | None, out: Path, config: Callable[[], Any], d
     """The study's model: the given run, else one trained (or resumed) in ``out/run`` from
     ``config()``."""
     if run is None:
-        from fdrl.train import Trainer
-
         run = out / "run"
         Trainer(config(), run, progress=progress).fit()
     return FDRL.load(run, device=device), Path(run)
@@ -141,8 +147,6 @@ def conditional_study(run: str | Path, out: str | Path, guide: str | Path | None
         "threshold": threshold,
     }
     metrics["passed"] = metrics["min_class_accuracy"] >= threshold
-    from fdrl.studies.image_figures import default_scale, image_grid, save_png
-
     per_row = min(n_per_class, 10)
     shown = torch.cat([guided[labels == c][:per_row] for c in range(n_classes)])  # one row per class (Fig. 6)
     save_png(image_grid(shown, per_row, default_scale(shown.shape[1:])), out / "conditional.png")
@@ -154,8 +158,6 @@ def conditional_study(run: str | Path, out: str | Path, guide: str | Path | None
 def translation_config(dataset: str, source: int, target: int, overrides: list[str] | tuple[str, ...] = ()) -> Any:
     """The preset ``dataset`` (digits | mnist) with the prior = train images of digit ``source``
     and the data = train images of digit ``target`` (Sec. 6.5 with digits as domains)."""
-    from fdrl.config import load_config
-
     return load_config(dataset, [f"data.params.classes=[{target}]", "prior.name=dataset",
                                  f"prior.params.data={{name: {dataset}, params: {{split: train, classes: [{source}]}}}}",
                                  *overrides])
@@ -167,9 +169,6 @@ def translation_study(out: str | Path, run: str | Path | None = None, dataset: s
                       device: str | torch.device = "cpu", threshold: float = 0.8,
                       progress: bool = False) -> dict[str, Any]:
     """Translate held-out ``source`` digits into ``target`` digits (see the module docstring)."""
-    from fdrl.classifier import PenultimateFeatures
-    from fdrl.evaluate.frechet import frechet_feature_distance
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     judge_model, judge_path = _classifier(judge, out, "judge", dataset, device, seed=1, arch="mlp",
@@ -204,8 +203,6 @@ def domain_translation_config(source: str, target: str, preset: str = "digits",
                               overrides: list[str] | tuple[str, ...] = ()) -> Any:
     """The preset with the prior = the train split of dataset ``source`` and the data = the
     train split of dataset ``target`` (Sec. 6.5 with whole datasets as domains)."""
-    from fdrl.config import load_config
-
     return load_config(preset, [f"data.name={target}", "data.params={split: train}", "prior.name=dataset",
                                 f"prior.params.data={{name: {source}, params: {{split: train}}}}", *overrides])
 
@@ -220,10 +217,6 @@ def domain_translation_study(out: str | Path, run: str | Path | None = None, sou
     target domain gives each image its own digit before and after (class preservation), and the
     Frechet distance to the target's held-out images in that classifier's features before and
     after."""
-    from fdrl.classifier import PenultimateFeatures
-    from fdrl.data import build_image_data
-    from fdrl.evaluate.frechet import frechet_feature_distance
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     judge_model, judge_path = _classifier(judge, out, "judge", target, device, seed=1, arch="cnn",
@@ -252,8 +245,6 @@ def domain_translation_study(out: str | Path, run: str | Path | None = None, sou
 
 def _all_images(dataset: str, split: str, classes: Sequence[int] | None = None) -> Tensor:
     """Every clean image of a split (of ``classes`` only, when given)."""
-    from fdrl.data import build_image_data
-
     data = build_image_data(dataset, split=split, classes=classes)
     return data.images(range(len(data)))
 
@@ -261,8 +252,6 @@ def _all_images(dataset: str, split: str, classes: Sequence[int] | None = None) 
 def degrade(images: Tensor, blur_sigma: float = 1.0, noise: float = 0.2, seed: int = 0) -> Tensor:
     """A deliberately bad "generator": Gaussian blur (3 x 3 kernel, ``blur_sigma``) plus
     Gaussian pixel noise of std ``noise``, clamped to [-1, 1]."""
-    from torchvision.transforms.functional import gaussian_blur
-
     blurred = gaussian_blur(images, kernel_size=[3, 3], sigma=[blur_sigma, blur_sigma])
     jitter = noise * torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
     return (blurred + jitter).clamp(-1.0, 1.0)
@@ -278,20 +267,13 @@ def refinement_study(out: str | Path, run: str | Path | None = None, dataset: st
     and the clean training split as the data, then refines the degraded *held-out* images.
     Reports the digit-classifier Frechet distance to the clean held-out images before and after
     (and the floor: clean training vs held-out images)."""
-    import numpy as np
-
-    from fdrl.classifier import PenultimateFeatures
-    from fdrl.evaluate.frechet import frechet_feature_distance
-    from fdrl.guidance import refine
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     train_clean, test_clean = _all_images(dataset, "train"), _all_images(dataset, "test")
     degraded_train = degrade(train_clean, blur_sigma, noise, seed=seed)
     degraded_test = degrade(test_clean, blur_sigma, noise, seed=seed + 1)
-    def config() -> Any:
-        from fdrl.config import load_config
 
+    def config() -> Any:
         prior_file = out / "degraded_train.npy"
         np.save(prior_file, degraded_train.numpy())
         return load_config(dataset, ["prior.name=dataset", f"prior.params.path={prior_file}", *train_overrides])
@@ -309,8 +291,6 @@ def refinement_study(out: str | Path, run: str | Path | None = None, dataset: st
         "frechet_floor_train_vs_test": frechet_feature_distance(train_clean, test_clean, features),
     }
     metrics["passed"] = metrics["frechet_refined"] < metrics["frechet_degraded"]
-    from fdrl.studies.image_figures import default_scale, image_grid, save_png
-
     rows = torch.stack([test_clean[:10], degraded_test[:10], refined[:10]]).flatten(0, 1)
     save_png(image_grid(rows, 10, default_scale(rows.shape[1:])), out / "refinement.png")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

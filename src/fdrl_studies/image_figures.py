@@ -23,7 +23,7 @@ keeps the norm. ``mode="linear"`` interpolates z linearly. Priors without a Gaus
 prior draws ``prior.sample(rows, seeding.generator(seed, "prior", 0 | 1))``.
 
 Every grid has 1 pixel of padding between cells; images are scaled up by an integer
-``scale`` (nearest neighbour; default :func:`default_scale`, 4 for 8x8 digits), so a grid of
+``scale`` (nearest neighbour; default :func:`fdrl.image_io.default_scale`, 4 for 8x8 digits), so a grid of
 ``r`` rows and ``c`` columns of H x W images is ``r (sH + 1) + 1`` by ``c (sW + 1) + 1``
 pixels (the neighbours figure adds a 3-pixel red bar and one padding column).
 """
@@ -37,11 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import Tensor
-from torchvision.utils import make_grid
 
 from fdrl import seeding
+from fdrl.image_io import default_scale, image_grid, rows_grid, save_png
 from fdrl.model import FDRL
 from fdrl.priors import GaussianPrior, LowRankGaussianPrior, Prior, StandardNormalPrior
 
@@ -50,7 +49,7 @@ SEPARATOR = 3
 INTERPOLATION_MODES = ("slerp", "linear")
 
 
-# -- loading and grids -------------------------------------------------------------------------
+# -- loading -------------------------------------------------------------------------------
 
 def load_image_run(run: str | Path, device: str | torch.device = "cpu", checkpoint: str | Path | None = None) -> FDRL:
     """:meth:`FDRL.load` for a run (or saved model) of images; vector runs are refused."""
@@ -59,43 +58,6 @@ def load_image_run(run: str | Path, device: str | torch.device = "cpu", checkpoi
         raise ValueError(f"image figures need a run on images (C, H, W); '{run}' has samples of shape "
                          f"{tuple(model.prior.shape)} (use `fdrl figure swissroll` for 2-D runs)")
     return model
-
-
-def default_scale(shape: Sequence[int]) -> int:
-    """Upscaling for figures: cells of at least 32 pixels (8x8 digits: 4; MNIST, CIFAR: 1)."""
-    return max(1, 32 // max(int(shape[-2]), int(shape[-1])))
-
-
-def _upscale(images: Tensor, scale: int) -> Tensor:
-    if scale < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale}")
-    return images.repeat_interleave(scale, -2).repeat_interleave(scale, -1) if scale > 1 else images
-
-
-def image_grid(images: Tensor, nrow: int, scale: int = 1) -> Tensor:
-    """Images in [-1, 1] (n, C, H, W) -> one RGB grid (3, H', W') in [0, 1], ``nrow`` a row,
-    1 pixel of black padding."""
-    cells = _upscale(images.detach().float().cpu().clamp(-1, 1) * 0.5 + 0.5, scale)
-    if cells.shape[1] == 1:
-        cells = cells.expand(-1, 3, -1, -1)
-    return make_grid(cells, nrow=nrow, padding=1, pad_value=0.0)
-
-
-def save_png(grid: Tensor, path: str | Path) -> Path:
-    """Write an RGB grid (3, H, W) in [0, 1] as a PNG (lossless)."""
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise ValueError(f"figures are written as PNG; --out must end in .png, got '{path.name}'")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    array = grid.mul(255).add(0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    Image.fromarray(array).save(path)
-    return path
-
-
-def _rows_of(stack: Tensor, scale: int) -> Tensor:
-    """(rows, cols, C, H, W) -> a grid with one row per first index."""
-    rows, cols = stack.shape[:2]
-    return image_grid(stack.reshape(rows * cols, *stack.shape[2:]), nrow=cols, scale=scale)
 
 
 def _positive(value: int, name: str) -> None:
@@ -158,7 +120,7 @@ def flow_figure(model: FDRL, out: str | Path, n: int = 8, show: Sequence[int] | 
     if show is None:
         show = default_flow_steps(model.sampling_steps, columns)
     stack = flow_snapshots(model, n, show, seed)
-    return save_png(_rows_of(stack, scale or default_scale(stack.shape)), out)
+    return save_png(rows_grid(stack, scale or default_scale(stack.shape)), out)
 
 
 # -- interpolation in prior space (Fig. 9) -----------------------------------------------------
@@ -263,7 +225,7 @@ def interpolation_figure(model: FDRL, out: str | Path, rows: int = 4, points: in
                          mode: str | None = None, steps: int | None = None, scale: int | None = None) -> Path:
     """Fig. 9: one row per pair of prior draws, ``points`` columns from one to the other."""
     _, flowed = interpolate_prior(model, rows, points, seed, mode, steps)
-    return save_png(_rows_of(flowed, scale or default_scale(flowed.shape)), out)
+    return save_png(rows_grid(flowed, scale or default_scale(flowed.shape)), out)
 
 
 # -- nearest neighbours in the training set (App. G) --------------------------------------------

@@ -229,7 +229,7 @@ def run_chasm_study(out: str | Path, settings: ChasmSettings | None = None, prog
         "stale_easy_best_eta": results["stale_easy"]["best_eta"],
         "stale_easy_best_mean_distance_avg": results["stale_easy"]["best_mean_distance_avg"],
         "target_std": math.sqrt(VARIANCE),
-        "sampled_with": "raw trained weights (no EMA), see fdrl.studies.chasm",
+        "sampled_with": "raw trained weights (no EMA), see fdrl_studies.chasm",
         "seconds": round(time.perf_counter() - start, 1),
     }
     metrics = {"settings": asdict(settings) | {"etas": settings.eta_sweep()}, "summary": summary, **_public(results)}
