@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                     "fdrl.checkpoint", "fdrl.native.*")),
     ("settings and networks", ("fdrl.config", "fdrl.objectives", "fdrl.nets.*", "fdrl.guard")),
     ("data and priors", ("fdrl.data.*", "fdrl.priors.*")),
-    ("flow", ("fdrl.flow",)),
+    ("flow", ("fdrl.flow_setup", "fdrl.flow", "fdrl.route_table")),
     ("model and its products", ("fdrl.model", "fdrl.rundir", "fdrl.classifier", "fdrl.guidance", "fdrl.plots",
                                 "fdrl.sample_files")),
     ("evaluation", ("fdrl.evaluate.*",)),

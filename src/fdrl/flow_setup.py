@@ -14,17 +14,14 @@ import subprocess
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _SpectralNorm
 
-from fdrl.config import COMPILE_MODES, SPECTRAL_NORM_POWERS, FlowSwitches
-
-if TYPE_CHECKING:
-    from fdrl.flow import FlowPlan
+from fdrl.config import COMPILE_MODES, SPECTRAL_NORM_POWERS, FlowPlan, FlowSwitches
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,9 @@ filled with the column's median for training), and a categorical column a label 
 sampled rows then have missing cells at the data's rate. ``impute`` fills them (median, or the
 most frequent label) and returns complete rows; ``drop`` leaves out the rows that have one.
 Either way the count is said in a warning, so that no row is lost silently.
+
+Over 400 lines as one module because typing a column, encoding it and decoding it are one codec
+that a run stores and loads whole; split, each part would need the others' rules.
 """
 
 from __future__ import annotations
