@@ -71,6 +71,7 @@ TABLES: dict[str, Callable[[], np.ndarray]] = {
     "wine": _sklearn("wine"),
     "diabetes": _sklearn("diabetes"),
     "breast_cancer": _sklearn("breast_cancer"),
+    "digits": _sklearn("digits"),
     "collinear": collinear,
     "exactly_collinear": exactly_collinear,
     "mixed": mixed,
