@@ -40,8 +40,9 @@ class Spec:
     section: ClassVar[str]
     #: the ``SECTION.name`` values this spec is for
     names: ClassVar[tuple[str, ...]]
-    #: options the builder needs that have no default (None until the user gives them)
-    required: ClassVar[tuple[str, ...]] = ()
+    #: options the builder needs that have no default (None until the user gives them) -> what
+    #: to write after ``SECTION.params.OPTION=`` in the message that asks for one
+    required: ClassVar[dict[str, str]] = {}
 
     name: str = ""
 
@@ -64,10 +65,9 @@ class Spec:
 
     def require(self) -> None:
         """ConfigError naming the first :attr:`required` option that is not given."""
-        for option in self.required:
+        for option, value in self.required.items():
             if getattr(self, option) is None:
-                hint = " (the dataset directory)" if option == "root" else ""
-                raise ConfigError(f"{self.section} '{self.name}' needs {self.section}.params.{option}=...{hint}")
+                raise ConfigError(f"{self.section} '{self.name}' needs {self.section}.params.{option}={value}")
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -115,7 +115,7 @@ class ArraySpec(DataSpec):
     """Rows of a table or a ``.npy`` array (:meth:`fdrl.data.ArrayData.from_file`)."""
 
     names = ("array",)
-    required = ("path",)
+    required = {"path": "FILE (a table: .csv, .tsv, .parquet, ...; or .npy)"}
     path: str | None = None
     test_fraction: float = DEFAULT_TEST_FRACTION
     test_path: str | None = None
@@ -124,6 +124,9 @@ class ArraySpec(DataSpec):
     columns: dict[str, str] | None = None
     missing: str = "model"
     returns: str | None = None
+
+
+_ROOT = "DIR (the dataset directory)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,7 +145,7 @@ class FileImageSpec(ImageSpec):
     """Images decoded from files: ``channels`` 3 or 1 (grayscale), ``workers`` decoding threads,
     ``check_files`` opens every file's header once at start."""
 
-    required = ("root",)
+    required = {"root": _ROOT}
     root: str | None = None
     channels: int = 3
     workers: int = 4
@@ -159,7 +162,7 @@ class FileImageSpec(ImageSpec):
 @dataclass(frozen=True, kw_only=True)
 class Cifar10Spec(ImageSpec):
     names = ("cifar10",)
-    required = ("root",)
+    required = {"root": _ROOT}
     held_out_split = "test"
     root: str | None = None
     split: str = "train"
@@ -186,7 +189,7 @@ class FolderSpec(FileImageSpec):
     """Any folder of images; ``test_fraction`` of the files (a seeded choice) are held out."""
 
     names = ("folder",)
-    required = ("root", "image_size")
+    required = {"root": _ROOT, "image_size": "SIDE (the images' side in pixels)"}
     held_out_split = "test"
     image_size: int | None = None
     load_size: int | None = None
@@ -201,7 +204,7 @@ class TwoDomainSpec(FileImageSpec):
     """One domain (A or B) of the ``trainA/ trainB/ testA/ testB/`` layout."""
 
     names = ("two_domain",)
-    required = ("root", "domain", "image_size")
+    required = {"root": _ROOT, "domain": "A or B", "image_size": "SIDE (the images' side in pixels)"}
     held_out_split = "test"
     domain: str | None = None
     split: str = "train"
@@ -214,7 +217,7 @@ class TwoDomainSpec(FileImageSpec):
 @dataclass(frozen=True, kw_only=True)
 class Cat2dogSpec(FileImageSpec):
     names = ("cat2dog",)
-    required = ("root", "domain")
+    required = {"root": _ROOT, "domain": "A or B"}
     held_out_split = "test"
     domain: str | None = None
     split: str = "train"
