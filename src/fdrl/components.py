@@ -185,32 +185,35 @@ class LsunChurchSpec(FileImageSpec):
 
 
 @dataclass(frozen=True, kw_only=True)
-class FolderSpec(FileImageSpec):
-    """Any folder of images; ``test_fraction`` of the files (a seeded choice) are held out."""
+class ResizedImagesSpec(FileImageSpec):
+    """Files of any size, resized (shorter side, or both sides without ``keep_aspect``) to
+    ``load_size`` (default ``image_size``) after an optional centre crop ``pre_crop``, then
+    centre-cropped to ``image_size``; the test split held out."""
 
-    names = ("folder",)
     required = {"root": _ROOT, "image_size": "SIDE (the images' side in pixels)"}
     held_out_split = "test"
+    split: str = "train"
     image_size: int | None = None
     load_size: int | None = None
     pre_crop: int | None = None
     keep_aspect: bool = True
-    split: str = "train"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FolderSpec(ResizedImagesSpec):
+    """Any folder of images; ``test_fraction`` of the files (a seeded choice) are held out."""
+
+    names = ("folder",)
     test_fraction: float = DEFAULT_TEST_FRACTION
 
 
 @dataclass(frozen=True, kw_only=True)
-class TwoDomainSpec(FileImageSpec):
+class TwoDomainSpec(ResizedImagesSpec):
     """One domain (A or B) of the ``trainA/ trainB/ testA/ testB/`` layout."""
 
     names = ("two_domain",)
-    required = {"root": _ROOT, "domain": "A or B", "image_size": "SIDE (the images' side in pixels)"}
-    held_out_split = "test"
+    required = {**ResizedImagesSpec.required, "domain": "A or B"}
     domain: str | None = None
-    split: str = "train"
-    image_size: int | None = None
-    load_size: int | None = None
-    pre_crop: int | None = None
     keep_aspect: bool = False
 
 
