@@ -21,8 +21,8 @@ from fdrl.components import ToySpec
 def swissroll(n: int, rng: np.random.Generator, noise: float, scale: float) -> np.ndarray:
     """scikit-learn's ``make_swiss_roll``, the (x, z) plane, divided by ``scale``.
 
-    noise 1.0 and scale 5 (the defaults) are the common convention of the FFJORD toy suite: a roll of radius
-    about 2.5 in unit-ish coordinates, comparable to the N(0, I) prior of App. B.
+    noise 1.0 and scale 5 (the defaults) are the common convention of the FFJORD toy suite: a
+    roll of radius about 2.5 in unit-ish coordinates, comparable to the N(0, I) prior of App. B.
     """
     points, _ = make_swiss_roll(n, noise=noise, random_state=int(rng.integers(2**31)))
     return points[:, [0, 2]] / scale
