@@ -257,7 +257,7 @@ def evaluate_heldout(model: Any, config: Any, data: Any, n: int) -> dict[str, An
     report says so under ``reference``). A data source with ``decode`` and ``column_kinds``
     (a table's rows) gets per-column scores too."""
     seed = config.train.seed
-    held = build_held_out(config.data.name, config.data.params, data)
+    held = build_held_out(config.data.spec, data)
     finite = hasattr(data, "iter_batches")
     heldout_rows = None
     if held is not None:
