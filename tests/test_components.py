@@ -26,7 +26,7 @@ def test_data_tables_match_the_builders():
     file_options = {f for f in FileOptions.__dataclass_fields__}
     for name, builder in IMAGE_DATASETS.items():
         takes_files = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(builder).parameters.values())
-        expected = _keywords(builder) | (file_options if takes_files else set())
+        expected = _keywords(builder) | (file_options if takes_files else set()) | {"pca"}  # fdrl.data.principal
         assert set(DATA_OPTIONS[name]) == expected, name
     assert set(DATA_OPTIONS) == set(TOY_SAMPLERS) | {"array"} | set(IMAGE_DATASETS)
 

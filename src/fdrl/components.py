@@ -8,7 +8,9 @@ checks that the tables agree with the builders' signatures.
 
 from __future__ import annotations
 
-_FILE_OPTIONS = ("channels", "flip", "dequantize", "workers", "check_files")
+#: every image dataset may be modelled in a principal-component space (fdrl.data.principal)
+_SPACE = ("pca",)
+_FILE_OPTIONS = ("channels", "flip", "dequantize", "workers", "check_files", *_SPACE)
 _GEOMETRY = ("image_size", "load_size", "pre_crop", "keep_aspect")
 
 #: data.name -> its data.params
@@ -18,15 +20,15 @@ DATA_OPTIONS: dict[str, tuple[str, ...]] = {
     "25gaussians": ("spacing", "std"),
     "gaussian": ("mean", "variance"),
     "array": ("path", "test_fraction", "test_path", "standardize", "split_seed", "columns", "missing", "returns"),
-    "cifar10": ("root", "split", "flip", "dequantize"),
+    "cifar10": ("root", "split", "flip", "dequantize", *_SPACE),
     "celeba": ("root", "image_size", "pre_crop", *_FILE_OPTIONS),
     "lsun_church": ("root", "split", "image_size", "keep_aspect", *_FILE_OPTIONS),
     "folder": ("root", *_GEOMETRY, "split", "test_fraction", *_FILE_OPTIONS),
     "two_domain": ("root", "domain", "split", *_GEOMETRY, *_FILE_OPTIONS),
     "cat2dog": ("root", "domain", "split", "image_size", "load_size", *_FILE_OPTIONS),
-    "digits": ("split", "test_fraction", "flip", "dequantize", "classes"),
-    "mnist": ("split", "test_fraction", "flip", "dequantize", "classes", "image_size"),
-    "mnist8": ("split", "test_fraction", "flip", "dequantize", "classes"),
+    "digits": ("split", "test_fraction", "flip", "dequantize", "classes", *_SPACE),
+    "mnist": ("split", "test_fraction", "flip", "dequantize", "classes", "image_size", *_SPACE),
+    "mnist8": ("split", "test_fraction", "flip", "dequantize", "classes", *_SPACE),
 }
 
 #: prior.name -> its prior.params (fdrl.priors.build_prior)

@@ -216,8 +216,9 @@ class Trainer:
         self.smoother = self._build_smoother()
         self.scaler: Standardizer | None = getattr(self.data, "scaler", None)
         self.codec = getattr(self.data, "codec", None)
+        self.space = getattr(self.data, "space", None)
         if self.dist.is_main:
-            for part in (self.scaler, self.codec):
+            for part in (self.scaler, self.codec, self.space):
                 if part is not None:
                     part.save(self.run_dir)
         prior = self._on_main(lambda: self.run.prior(self._build_prior))
@@ -333,7 +334,8 @@ class Trainer:
         """``train.eval_metric`` bound to ``eval_n`` data draws or the dataset's statistics."""
         t = self.config.train
         try:
-            return bind_metric(t.eval_metric, self.data, dataset_identity(self.config.data.name, self.config.data.params),
+            # samples of a principal space come back as images: they are compared with the images
+            return bind_metric(t.eval_metric, getattr(self.data, "images", self.data), dataset_identity(self.config.data.name, self.config.data.params),
                                t.eval_n, t.seed + 2, classifier=t.eval_classifier,
                                inception_weights=t.eval_inception_weights, device=self.device)
         except (ValueError, FileNotFoundError) as err:
@@ -357,7 +359,7 @@ class Trainer:
         f = self.config.flow
         return FDRL(self.ema, self.objective, self.prior, self.config.step_size(), f.noise, f.steps, f.refine_steps,
                     self.estimator_spec, scaler=self.scaler, flow_switches=f.switches(), codec=self.codec,
-                    flow_plan=self.flow_plan)
+                    flow_plan=self.flow_plan, space=self.space)
 
     def _save_samples_figure(self) -> None:
         samples = self.model().sample(self.config.train.sample_n, seed=self.config.train.seed, standardized=True)

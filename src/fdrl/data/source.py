@@ -274,13 +274,14 @@ def build_held_out(name: str, params: dict[str, Any], data: DataSource) -> DataS
     if isinstance(data, ArrayData):
         return data.held_out()
     if name in IMAGE_DATASETS:
-        return build_held_out_images(name, **params)
+        return build_held_out_images(name, **{k: v for k, v in params.items() if k != "pca"})
     return None
 
 
 def build_data(name: str, **params: Any) -> DataSource:
     """The ``data`` section of a config: a toy distribution's name, ``array`` with ``path``, or
-    an image dataset of :mod:`fdrl.data.images` with its options."""
+    an image dataset of :mod:`fdrl.data.images` with its options; an image dataset with
+    ``pca`` set is given as its coefficients in a principal space (:mod:`fdrl.data.principal`)."""
     if name in TOY_SAMPLERS:
         return ToyDistribution(name, **params)
     if name == "array":
@@ -293,5 +294,12 @@ def build_data(name: str, **params: Any) -> DataSource:
             raise ValueError(f"unknown option(s) {', '.join(sorted(params))} for data 'array'; valid: path, "
                              "test_fraction, test_path, standardize, split_seed, columns, missing, returns") from None
     if name in IMAGE_DATASETS:
-        return build_image_data(name, **params)
+        params = dict(params)
+        pca = params.pop("pca", 0)
+        images = build_image_data(name, **params)
+        if not pca:
+            return images
+        from fdrl.data.principal import PrincipalImages, PrincipalSpace  # it needs fdrl.priors, which needs this module
+
+        return PrincipalImages(images, PrincipalSpace.fit(images, pca), build_held_out_images(name, **params))
     raise ValueError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
