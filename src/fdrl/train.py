@@ -335,7 +335,8 @@ class Trainer:
         t = self.config.train
         try:
             # samples of a principal space come back as images: they are compared with the images
-            return bind_metric(t.eval_metric, getattr(self.data, "images", self.data), dataset_identity(self.config.data.name, self.config.data.params),
+            data = getattr(self.data, "image_data", self.data)
+            return bind_metric(t.eval_metric, data, dataset_identity(self.config.data.name, self.config.data.params),
                                t.eval_n, t.seed + 2, classifier=t.eval_classifier,
                                inception_weights=t.eval_inception_weights, device=self.device)
         except (ValueError, FileNotFoundError) as err:

@@ -17,7 +17,7 @@ thousands of updates where a convolutional net on the pixels gets hundreds
 hold that share of the variance (at most :data:`MAX_K`); an integer k >= 1 takes k directions;
 0 or absent leaves the data in pixel space. :class:`PrincipalImages` is the training data in
 that space: the coefficients of the clean training images as vectors (``samples``), with the
-images (``images``) and the held-out images (:meth:`PrincipalImages.held_out`) kept in pixels,
+images (``image_data``) and the held-out images (:meth:`PrincipalImages.held_out`) kept in pixels,
 where samples are scored.
 """
 
@@ -143,13 +143,13 @@ class PrincipalSpace:
 
 class PrincipalImages(ArrayData):
     """Training images as their coefficients in a :class:`PrincipalSpace` (``samples``, (n, k));
-    ``images``: the training images in pixels; :meth:`held_out`: the held-out images in pixels
+    ``image_data``: the training images in pixels; :meth:`held_out`: the held-out images in pixels
     (samples decode to pixels and are scored there)."""
 
     def __init__(self, images: ImageData, space: PrincipalSpace, heldout: ImageData | None):
         batch = fit_batch_size(math.prod(images.shape))
         super().__init__(torch.cat([space.encode(b) for b in images.iter_batches(batch)]), name=images.name)
-        self.images, self.space, self.heldout_images = images, space, heldout
+        self.image_data, self.space, self.heldout_images = images, space, heldout
 
     def held_out(self) -> ImageData | None:
         return self.heldout_images

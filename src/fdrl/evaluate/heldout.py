@@ -259,7 +259,7 @@ def evaluate_heldout(model: Any, config: Any, data: Any, n: int) -> dict[str, An
     (a table's rows) gets per-column scores too."""
     seed = config.train.seed
     held = build_held_out(config.data.name, config.data.params, data)
-    data = getattr(data, "images", data)  # a principal space's samples are images, scored against images
+    data = getattr(data, "image_data", data)  # a principal space's samples are images, scored against images
     finite = hasattr(data, "iter_batches")
     heldout_rows = None
     if held is not None:
