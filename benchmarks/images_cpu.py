@@ -3,7 +3,8 @@ the CPU time of each run (one thread). Prints one JSON line per run, then all of
 
     python benchmarks/images_cpu.py --folders /tmp/folders images images_resnet "images:data.params.pca=0.95"
 
-Builds two folders of 400 images under ``--folders`` unless they are there: ``digits``
+Builds two folders of ``--images`` (400) images under ``--folders`` unless they are there (default: a
+temporary folder): ``digits``
 (scikit-learn's 8x8 digits upscaled to 32x32, grayscale PNG) and ``photos`` (32x32 patches cut
 at random from scikit-learn's two sample photos, china and flower, colour PNG). A candidate is
 a preset with optional ``KEY=VALUE`` overrides after a colon, separated by commas; each is
@@ -78,17 +79,19 @@ def run(folder: Path, candidate: str, out: Path) -> dict:
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser()
     ap.add_argument("candidates", nargs="+", help="PRESET[:KEY=VALUE,...]")
-    ap.add_argument("--folders", type=Path, required=True, help="where the digits and photos folders are (or go)")
+    ap.add_argument("--folders", type=Path, help="where the digits and photos folders are (or go)")
     ap.add_argument("--only", choices=FOLDERS, help="one folder only")
+    ap.add_argument("--images", type=int, default=400, help="images per folder written (default 400)")
     args = ap.parse_args(argv)
-    write_folders(args.folders)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
+        folders = args.folders or Path(tmp) / "folders"
+        write_folders(folders, args.images)
         for name in [args.only] if args.only else FOLDERS:
             for i, candidate in enumerate(args.candidates):
-                results.append(run(args.folders / name, candidate, Path(tmp) / f"{name}-{i}"))
+                results.append(run(folders / name, candidate, Path(tmp) / f"{name}-{i}"))
                 print(json.dumps(results[-1]), flush=True)
-    print(json.dumps(results))
+    print(json.dumps({"runs": results}))
     return results
 
 
