@@ -15,6 +15,7 @@ from fdrl.cli import main
 from fdrl.data import build_data
 from fdrl.data.images import TensorImages
 from fdrl.data.principal import MAX_K, PrincipalImages, PrincipalSpace, check_pca
+from fdrl.guidance import transport
 from fdrl.model import FDRL
 
 
@@ -108,6 +109,8 @@ def test_a_folder_trains_in_the_space_and_samples_full_images(tmp_path, monkeypa
     assert metrics["energy_distance"] < metrics["baselines"]["gaussian"]["energy_distance"]
     assert main(["sample", str(run), "--n", "6", "--out", "s.npy", "--quiet"]) == 0
     assert np.load(tmp_path / "s.npy").shape == (6, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"flowing given images \(translation, refinement\) needs a pixel-space"):
+        transport(model, samples)
     capsys.readouterr()
     for command in (["translate", str(run), "--input", "shapes", "--out", "t"],
                     ["image-figure", "samples", str(run), "--out", "f.png"]):
