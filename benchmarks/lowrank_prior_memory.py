@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
         data = build_data("folder", root=str(images), image_size=SIZE, flip=False)
         result["rss_before_fit_mib"] = peak_rss_mib()
         start = time.perf_counter()
-        prior = build_prior("data_gaussian", {"rank": args.rank, "cache_dir": str(Path(tmp) / "cache")}, data)
+        prior = build_prior("data_gaussian", data, rank=args.rank, cache_dir=str(Path(tmp) / "cache"))
         result["fit_s"] = time.perf_counter() - start
         result["peak_rss_after_fit_mib"] = peak_rss_mib()
         start = time.perf_counter()

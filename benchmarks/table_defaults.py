@@ -71,6 +71,7 @@ TABLES: dict[str, Callable[[], np.ndarray]] = {
     "wine": _sklearn("wine"),
     "diabetes": _sklearn("diabetes"),
     "breast_cancer": _sklearn("breast_cancer"),
+    "digits": _sklearn("digits"),
     "collinear": collinear,
     "exactly_collinear": exactly_collinear,
     "mixed": mixed,
@@ -114,7 +115,7 @@ def resample(run_dir: Path, n: int = 2000, sets: int = 5) -> str:
     from fdrl.evaluate.heldout import memorisation, scores
 
     config = load_config(str(run_dir / "config.yaml"))
-    data = build_data(config.data.name, **config.data.params)
+    data = build_data(config.data.spec)
     samples = FDRL.load(run_dir).sample(n, seed=1, standardized=True)
     m = data.heldout.shape[0]
     found = memorisation(samples, data.samples, data.heldout)

@@ -24,8 +24,8 @@ def test_conv_preset_builds_the_resnet_for_its_image_side_with_spectral_norm(pre
     config = load_config(preset)
     assert config.model.name == arch and config.model.params["spectral_norm"] is True
     assert config.prior.name == "data_gaussian" and config.objective == "lsif-chi2"
-    assert tuple(build_data(config.data.name, **config.data.params).shape) == shape
-    net = build_estimator(config.model.name, shape, **config.model.params)
+    assert tuple(build_data(config.data.spec).shape) == shape
+    net = build_estimator(config.model.spec, shape)
     layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert layers and all(parametrize.is_parametrized(m, "weight") for m in layers)
     # `resnet` (what an image folder of that side gets) picks the same configuration

@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from fdrl import distributed
-from fdrl.data.toy import ToyDistribution
+from fdrl.data import build_data
 from fdrl.flow import FlowOptions
 from fdrl.nets import MLP
 from fdrl.objectives import get_objective
@@ -32,7 +32,7 @@ def _setup():
 
 
 def _draw(world, ranks):
-    data = ToyDistribution("swissroll")
+    data = build_data("swissroll")
     prior = GaussianPrior.isotropic([0.0, 0.0], 1.0)
     return distributed.draw_step(data, prior, STEP, B, SEED, world, ranks)
 
@@ -73,7 +73,7 @@ def test_one_rank_draws_what_the_trainer_drew_before_distribution():
     so single-process runs (and their resumes) are unchanged."""
     from fdrl import seeding
 
-    data, prior = ToyDistribution("swissroll"), GaussianPrior.isotropic([0.0, 0.0], 1.0)
+    data, prior = build_data("swissroll"), GaussianPrior.isotropic([0.0, 0.0], 1.0)
     x_data, x_prior, gen = distributed.draw_step(data, prior, STEP, B, SEED, 1, [0])
     assert torch.equal(x_data, data.batch(STEP, B, SEED))
     assert torch.equal(x_prior, prior.sample(B, seeding.generator(SEED, "prior", STEP)))

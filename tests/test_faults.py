@@ -181,6 +181,7 @@ def test_a_skipped_image_is_warned_once_per_process_however_often_the_folder_is_
     same process): the skip is said once even where every warning is shown."""
     import warnings
 
+    from fdrl.components import FolderSpec
     from fdrl.data.images import build_held_out_images
 
     for i in range(6):
@@ -189,7 +190,7 @@ def test_a_skipped_image_is_warned_once_per_process_however_often_the_folder_is_
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         _folder(tmp_path)
-        build_held_out_images("folder", root=str(tmp_path), image_size=8, workers=1)
+        build_held_out_images(FolderSpec(root=str(tmp_path), image_size=8, workers=1))
         _folder(tmp_path)
     assert _skip_warnings(record) == [
         f"data 'folder': skipping 1 unreadable image file(s), e.g. {tmp_path / 'broken.png'}"]

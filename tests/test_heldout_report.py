@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from fdrl.cli import main
-from fdrl.config import load_config
+from fdrl.config import DataComponent, load_config
 from fdrl.data.source import ArrayData
 from fdrl.evaluate.heldout import evaluate_heldout, heldout_report, memorisation
 from fdrl.evaluate.metrics import c2st_accuracy, energy_distance
@@ -219,7 +219,7 @@ def test_evaluate_heldout_adds_column_scores_for_fdrl_and_the_mixture():
     model = SimpleNamespace(sample=lambda m, seed, batch_size, standardized: fresh[:m],
                             prior=SimpleNamespace(sample=lambda m, g: torch.randn(m, 3, generator=g)),
                             decode=lambda particles, g: particles)
-    config = SimpleNamespace(train=SimpleNamespace(seed=0), data=SimpleNamespace(name="array", params={}))
+    config = SimpleNamespace(train=SimpleNamespace(seed=0), data=DataComponent("array"))
     report = evaluate_heldout(model, config, data, 150)
     for columns in (report["columns"], report["baselines"]["gmm"]["columns"]):
         assert set(columns["per_column"]) == {"a", "b"} and columns["pairs_scored"] == 1

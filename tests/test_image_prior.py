@@ -43,7 +43,7 @@ def test_streaming_full_fit_equals_direct_fit(images):
             stats.update(batch)
         assert ((stats.mean - mean).norm() / mean.norm()).item() < 1e-6
         assert ((stats.covariance() - cov).norm() / cov.norm()).item() < 1e-6
-    prior = build_prior("data_gaussian", {"rank": "full", "cache": False, "batch_size": 256}, images)
+    prior = build_prior("data_gaussian", images, rank="full", cache=False, batch_size=256)
     assert isinstance(prior, GaussianPrior) and prior.clamp == (-1.0, 1.0)
     assert torch.allclose(prior.mean.double(), mean, rtol=1e-6, atol=1e-6)
     fitted = prior.covariance.double() - prior.jitter * torch.eye(cov.shape[0], dtype=torch.float64)
@@ -122,19 +122,19 @@ def test_low_rank_save_load_round_trip(images, tmp_path):
 
 def test_build_prior_chooses_the_form(images):
     base = {"cache": False, "batch_size": 1000}
-    assert isinstance(build_prior("data_gaussian", base, images), GaussianPrior)  # 192 <= MAX_FULL_DIM
-    auto = build_prior("data_gaussian", {**base, "max_full_dim": 100}, images)
+    assert isinstance(build_prior("data_gaussian", images, **base), GaussianPrior)  # 192 <= MAX_FULL_DIM
+    auto = build_prior("data_gaussian", images, **base, max_full_dim=100)
     assert isinstance(auto, LowRankGaussianPrior) and auto.rank == min(DEFAULT_RANK, 192)
-    assert build_prior("data_gaussian", {**base, "rank": 8}, images).rank == 8
+    assert build_prior("data_gaussian", images, **base, rank=8).rank == 8
     with pytest.raises(ValueError, match="rank"):
-        build_prior("data_gaussian", {**base, "rank": -2}, images)
+        build_prior("data_gaussian", images, **base, rank=-2)
     assert MAX_FULL_DIM >= 3 * 64 * 64 > 3 * 32 * 32 and 3 * 128 * 128 > MAX_FULL_DIM
 
 
 def test_fitted_priors_are_cached_by_dataset_and_preprocessing(tmp_path, monkeypatch):
     digits = build_data("digits")
     params = {"rank": 10, "cache_dir": str(tmp_path)}
-    first = build_prior("data_gaussian", params, digits)
+    first = build_prior("data_gaussian", digits, **params)
     entries = list(tmp_path.iterdir())
     assert len(entries) == 1 and entries[0].name.startswith("digits-")
     key = json.loads((entries[0] / "key.json").read_text())
@@ -144,18 +144,18 @@ def test_fitted_priors_are_cached_by_dataset_and_preprocessing(tmp_path, monkeyp
         raise AssertionError("the cached prior should have been reused")
 
     monkeypatch.setattr(LowRankGaussianPrior, "fit", no_refit)
-    again = build_prior("data_gaussian", params, digits)
+    again = build_prior("data_gaussian", digits, **params)
     assert torch.equal(again.components, first.components)
     # augmentation does not change the key (priors are fitted to clean images) ...
-    build_prior("data_gaussian", params, build_data("digits", flip=True, dequantize=0.1))
+    build_prior("data_gaussian", build_data("digits", flip=True, dequantize=0.1), **params)
     monkeypatch.undo()
     # ... but a different split, preprocessing or rank does
-    build_prior("data_gaussian", params, build_data("digits", split="test"))
-    build_prior("data_gaussian", {**params, "rank": 4}, digits)
+    build_prior("data_gaussian", build_data("digits", split="test"), **params)
+    build_prior("data_gaussian", digits, **{**params, "rank": 4})
     assert len(list(tmp_path.iterdir())) == 3
     # an entry whose key does not match is refitted, not trusted
     (entries[0] / "key.json").write_text(json.dumps({**key, "form": "tampered"}))
-    refit = build_prior("data_gaussian", params, digits)
+    refit = build_prior("data_gaussian", digits, **params)
     assert json.loads((entries[0] / "key.json").read_text()) == key
     assert math.isclose(refit.variance_kept(), first.variance_kept(), rel_tol=1e-5)
 
@@ -164,5 +164,5 @@ def test_unwritable_cache_is_reported_not_fatal(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.warns(UserWarning, match="could not cache"):
-        prior = build_prior("data_gaussian", {"cache_dir": str(blocker / "sub")}, build_data("digits"))
+        prior = build_prior("data_gaussian", build_data("digits"), cache_dir=str(blocker / "sub"))
     assert isinstance(prior, GaussianPrior) and prior.shape == (1, 8, 8)

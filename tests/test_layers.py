@@ -23,7 +23,7 @@ PACKAGES = ("fdrl", "fdrl_studies")
 #: module. The root package ``fdrl`` only holds the version and names it imports on first use.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("fdrl", "fdrl.seeding", "fdrl.outputs", "fdrl.table_paths", "fdrl.pairings",
-                    "fdrl.components", "fdrl.report_text", "fdrl.smoothing", "fdrl.image_io", "fdrl.presets.*",
+                    "fdrl.schema", "fdrl.components", "fdrl.report_text", "fdrl.smoothing", "fdrl.image_io", "fdrl.presets.*",
                     "fdrl.checkpoint", "fdrl.native.*")),
     ("settings and networks", ("fdrl.config", "fdrl.objectives", "fdrl.nets.*", "fdrl.guard")),
     ("data and priors", ("fdrl.data.*", "fdrl.priors.*")),

@@ -14,7 +14,8 @@ from PIL import Image
 from fdrl.cli import main
 from fdrl.data import build_data
 from fdrl.data.images import TensorImages
-from fdrl.data.principal import MAX_K, PrincipalImages, PrincipalSpace, check_pca
+from fdrl.components import check_pca
+from fdrl.data.principal import MAX_K, PrincipalSpace
 from fdrl.guidance import transport
 from fdrl.model import FDRL
 

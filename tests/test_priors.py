@@ -83,10 +83,10 @@ def test_save_load_round_trip_without_pickle(prior, tmp_path):
 
 def test_build_data_gaussian_from_array_data():
     x = _correlated(1000, 3).float()
-    prior = build_prior("data_gaussian", {"batch_size": 100}, ArrayData(x))
+    prior = build_prior("data_gaussian", ArrayData(x), batch_size=100)
     torch.testing.assert_close(prior.mean, x.mean(0), atol=1e-4, rtol=1e-4)
 
 
 def test_build_prior_refuses_unknown_names():
     with pytest.raises(ValueError, match="standard_normal"):
-        build_prior("laplace", {}, ArrayData(torch.randn(4, 2)))
+        build_prior("laplace", ArrayData(torch.randn(4, 2)))

@@ -344,7 +344,7 @@ def test_a_ratio_past_the_bound_triggers_the_guard(tmp_path):
     trainer = _trainer(tmp_path / "run", "train.steps=4", "train.guard_max_ratio=1e-6", "train.guard_retries=1")
     with pytest.raises(TrainingError, match=r"guard_max_ratio=1e-06 at step 0, after 1 rollback"):
         trainer.fit()
-    assert [r["event"] for r in _events(tmp_path / "run", None) if "event" in r] == ["rollback", "diverged"]
+    assert [r["event"] for r in _events(tmp_path / "run", None) if "event" in r] == ["flow_plan", "rollback", "diverged"]
 
 
 def test_divergence_after_the_retries_is_one_line_with_exit_code_2(tmp_path, monkeypatch, capsys):
@@ -354,7 +354,7 @@ def test_divergence_after_the_retries_is_one_line_with_exit_code_2(tmp_path, mon
                             "--out", str(run), "--quiet"], capsys)
     assert line.startswith("fdrl: error: the loss is nan at step 0, after 2 rollback(s)")
     assert "train.guard_retries" in line
-    assert [r["event"] for r in _events(run) if "event" in r] == ["rollback", "rollback", "diverged"]
+    assert [r["event"] for r in _events(run) if "event" in r] == ["flow_plan", "rollback", "rollback", "diverged"]
 
 
 # -- bad input: one line, exit code 2 (the other rows are in test_cli.py) -------------------------

@@ -155,9 +155,9 @@ def test_wrong_image_size_is_a_clear_error():
         build_estimator("resnet128", (3, 32, 32))
     with pytest.raises(ValueError, match="shape"):
         build_estimator("resnet32", (3072,))
-    with pytest.raises(ValueError, match="bad options"):
+    with pytest.raises(ValueError, match=r"unknown config key 'model\.params\.depth' for model 'resnet32'; valid keys here: "):
         build_estimator("resnet32", (3, 32, 32), depth=3)
     # a preset whose estimator does not fit the data's image size
     config = load_config("celeba64_lsif_chi2")
     with pytest.raises(ValueError, match="resnet64"):
-        build_estimator(config.model.name, (3, 32, 32), **config.model.params)
+        build_estimator(config.model.spec, (3, 32, 32))

@@ -10,7 +10,7 @@ from fdrl.evaluate import energy_distance
 from fdrl.nets import MLP
 from fdrl.objectives import get_objective
 from fdrl.priors import GaussianPrior
-from fdrl.data.toy import ToyDistribution
+from fdrl.data import build_data
 from fdrl.train import training_step
 
 FAST = ["flow.steps=5", "flow.refine_steps=2", "train.batch_size=64", "train.log_every=5",
@@ -32,7 +32,7 @@ def test_short_training_moves_particles_toward_the_data():
     net = MLP((2,), width=64, depth=2)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     prior = GaussianPrior.isotropic([0.0, 0.0], 0.1)
-    data = ToyDistribution("gaussian", mean=[3.0, 3.0], variance=0.1)
+    data = build_data("gaussian", mean=[3.0, 3.0], variance=0.1)
     for step in range(300):
         out = training_step(net, objective, opt, data.batch(step, 128, 0), prior.sample(128),
                             20, 0.01, 0.01)

@@ -11,20 +11,18 @@ files and overrides are one schema, and the commands that only read a config (``
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
-from fdrl.components import check_component
+from fdrl.components import Spec, component_spec
 from fdrl.pairings import ETA_SCALINGS, check_pairing, scaled_step_size
+from fdrl.schema import ConfigError, build_dataclass
 from fdrl.table_paths import PARQUET_SUFFIX, TEXT_SUFFIXES, is_table_path, table_stem
 
 #: torch.compile modes of the flow step (fdrl.flow.FlowOptions)
@@ -55,10 +53,6 @@ UPPER_BOUNDS: dict[str, tuple[float, str]] = {
 }
 
 
-class ConfigError(ValueError):
-    """A configuration problem the user can fix; the message says how."""
-
-
 class DamagedRunConfig(ConfigError):
     """A run directory's ``config.yaml`` cannot be used; ``problem`` says why (the message adds
     how to restore it)."""
@@ -72,10 +66,35 @@ class DamagedRunConfig(ConfigError):
 class Component:
     """A named, configurable part: ``data`` (``fdrl.data.build_data``), ``prior``
     (``fdrl.priors.build_prior``: standard_normal | gaussian | data_gaussian | uniform | dataset)
-    or ``model`` (``fdrl.nets.build_estimator``), with its options in ``params``."""
+    or ``model`` (``fdrl.nets.build_estimator``), with its options in ``params``, as the config
+    file writes them; :attr:`spec` is the typed form the builders take (:mod:`fdrl.components`)."""
+
+    #: the config section (a subclass per section)
+    section: ClassVar[str]
 
     name: str
     params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> Spec:
+        """The typed spec of this name and params; ConfigError for an unknown name or option,
+        or a value of the wrong type."""
+        return component_spec(self.section, self.name, self.params)
+
+
+@dataclass
+class DataComponent(Component):
+    section = "data"
+
+
+@dataclass
+class PriorComponent(Component):
+    section = "prior"
+
+
+@dataclass
+class ModelComponent(Component):
+    section = "model"
 
 
 @dataclass
@@ -244,9 +263,9 @@ class Config:
     name: str = "custom"
     objective: str = "lsif-chi2"
     device: str = "auto"
-    data: Component = field(default_factory=lambda: Component("swissroll"))
-    prior: Component = field(default_factory=lambda: Component("standard_normal"))
-    model: Component = field(default_factory=lambda: Component("mlp"))
+    data: DataComponent = field(default_factory=lambda: DataComponent("swissroll"))
+    prior: PriorComponent = field(default_factory=lambda: PriorComponent("standard_normal"))
+    model: ModelComponent = field(default_factory=lambda: ModelComponent("mlp"))
     flow: FlowConfig = field(default_factory=FlowConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -302,11 +321,8 @@ class Config:
         if self.train.eval_every and self.train.eval_metric == "classifier_fd" and not self.train.eval_classifier:
             raise ConfigError("train.eval_metric=classifier_fd needs train.eval_classifier=DIR "
                               "(train one with: fdrl train-classifier digits --out DIR)")
-        for section in ("data", "prior", "model"):
-            component = getattr(self, section)
-            problem = check_component(section, component.name, component.params)
-            if problem:
-                raise ConfigError(problem)
+        for component in (self.data, self.prior, self.model):
+            component.spec  # building the spec checks the name, the options and their types
         if self.flow.eta_scaling not in ETA_SCALINGS:
             raise ConfigError(f"flow.eta_scaling must be one of {', '.join(ETA_SCALINGS)}, got '{self.flow.eta_scaling}'")
         if not 0.0 <= self.train.ema < 1.0:
@@ -336,57 +352,6 @@ class Config:
         """``train.lr_decay_at`` resolved to absolute steps (negative entries count from the end)."""
         steps = self.train.steps
         return sorted(s if s >= 0 else steps + s for s in self.train.lr_decay_at)
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; ints are accepted where floats are."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping of keys, got {type(value).__name__}")
-        return _build(tp, value, key + ".")
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list of {_type_name(item_tp)}, got {value!r}")
-        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping, got {value!r}")
-        return dict(value)
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(tp):
-            if option is type(None) and value is None:
-                return None
-        return _coerce(value, next(a for a in typing.get_args(tp) if a is not type(None)), key)
-    if tp is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
-        try:
-            number = float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
-        except (ValueError, OverflowError):
-            number = math.nan
-        if not math.isfinite(number):
-            raise ConfigError(f"{key} must be a finite number, got {value!r}")
-        return number
-    if tp is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if tp in (str, bool) and isinstance(value, tp):
-        return value
-    raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-
-
-def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(str(k) for k in set(values) - set(names))  # YAML keys may be numbers
-    if unknown:
-        raise ConfigError(
-            f"unknown config key '{prefix}{unknown[0]}'; valid keys here: {', '.join(prefix + n for n in names)}"
-        )
-    return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in values.items()})
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any], into_params: bool = False) -> dict[str, Any]:
@@ -528,7 +493,7 @@ def load_config(source: str | dict[str, Any] | None = None, overrides: list[str]
     raw.pop("extends", None)
     for text in overrides:
         raw = _merge(raw, parse_override(text), into_params=True)
-    return _build(Config, _merge(Config().to_dict(), _test_fraction_into_params(raw))).validate()
+    return build_dataclass(Config, _merge(Config().to_dict(), _test_fraction_into_params(raw))).validate()
 
 
 #: a run directory's resolved config

@@ -13,11 +13,16 @@ multivariate smoothed bootstrap), but a table whose rows lie on a flat subspace 
 width off it and its ratio runs away; half of each (the vectors preset) keeps most of a
 correlation (rho (1 + h^2 / 2) / (1 + h^2)) and still widens every direction.
 
-The bandwidth follows the data's own spacing, so that it shrinks with the number of rows n as
-n^(-1/d) in d effective dimensions: h sqrt(d) (the length of the jitter, in standard deviations)
-is ``smoothing`` times the median distance from a training row to its nearest neighbour (in
-z-scores). Large tables in few dimensions get a negligible h (5000 rows of the 2-D moons:
-h ~ 0.01), a few hundred rows in 10-30 dimensions an h of 0.4-0.5.
+The bandwidth is the least that stops the smoothed bootstrap from copying, measured on the
+training rows themselves (:func:`copy_free_bandwidth`): a draw counts as a near-copy when it is
+closer to a row than 99% of held-out rows are (each row held out once in five folds: the held-out
+report's rule), and h is the smallest bandwidth whose jittered draws are near-copies at most
+:data:`COPY_SHARE` of the time. Blur beyond that costs fidelity (a wide table's correlations and
+shapes) and buys nothing against copying; less copies. The rule follows the data's spacing, so h
+shrinks with the number of rows (5000 rows of the 2-D moons: h ~ 0.01) and is larger where rows
+are few for their dimension (a few hundred rows in 4-13 dimensions: 0.2-0.6). The trained model
+copies less than its smoothed bootstrap (the network smooths p_h further), so this bounds it.
+``smoothing`` multiplies that h.
 """
 
 from __future__ import annotations
@@ -27,22 +32,50 @@ import math
 import torch
 from torch import Tensor
 
-#: the nearest-neighbour distances are measured on at most this many rows (a random subset beyond;
-#: the subset's spacing is wider than the whole table's, by (n / NN_ROWS)^(1/d))
-NN_ROWS = 20000
+#: the bandwidth is calibrated on at most this many rows (a seeded random subset beyond: its
+#: spacing is wider than the whole table's, so h comes out a little larger than needed there)
+CALIBRATION_ROWS = 5000
+#: the smoothed bootstrap's allowed share of near-copies (the report's "1% expected" rule)
+COPY_SHARE = 0.05
+#: jittered draws and bisection steps of the calibration
+CALIBRATION_DRAWS, BISECTIONS = 1000, 14
 
 
-def median_nearest_distance(rows: Tensor, generator: torch.Generator | None = None, chunk: int = 2048) -> float:
-    """The median Euclidean distance from a row of ``rows`` (n, d) to its nearest other row."""
-    if rows.shape[0] > NN_ROWS:
-        rows = rows[torch.randperm(rows.shape[0], generator=generator)[:NN_ROWS]]
-    rows = rows.double()
-    nearest = []
-    for start in range(0, rows.shape[0], chunk):
-        d = torch.cdist(rows[start:start + chunk], rows)
-        d[torch.arange(d.shape[0]), torch.arange(start, start + d.shape[0])] = math.inf  # not itself
-        nearest.append(d.min(1).values)
-    return float(torch.cat(nearest).median())
+def _nearest(x: Tensor, rows: Tensor, chunk: int = 1024) -> Tensor:
+    """The Euclidean distance from each row of ``x`` to its nearest row of ``rows``."""
+    return torch.cat([torch.cdist(x[i:i + chunk], rows).min(1).values for i in range(0, x.shape[0], chunk)])
+
+
+def copy_free_bandwidth(z: Tensor, shape: Tensor | None, generator: torch.Generator) -> float:
+    """The smallest h at which the jitter of the module docstring (noise ``shape`` L, or none)
+    makes at most :data:`COPY_SHARE` of draws of the distinct z-scored rows ``z`` near-copies. In five
+    folds, each fifth of the rows is held out once from the other four fifths; the threshold is
+    the 1% quantile of the held-out rows' distances to their four fifths (pooled over the folds, so
+    that it rests on every row), and the draws of each four fifths are judged against them."""
+    # repeated rows would put the threshold at distance 0, where no jitter counts as a copy
+    z = torch.unique(z, dim=0)
+    if z.shape[0] < 2:
+        return 0.0
+    if z.shape[0] > CALIBRATION_ROWS:
+        z = z[torch.randperm(z.shape[0], generator=generator)[:CALIBRATION_ROWS]]
+    folds = torch.randperm(z.shape[0], generator=generator) % min(5, z.shape[0])
+    kept = [z[folds != k] for k in range(int(folds.max()) + 1)]
+    threshold = torch.quantile(torch.cat([_nearest(z[folds == k], rows) for k, rows in enumerate(kept)]), 0.01)
+    each = -(-CALIBRATION_DRAWS // len(kept))
+    draws = [rows[torch.randint(rows.shape[0], (each,), generator=generator)] for rows in kept]
+    noises = [torch.randn(d.shape, generator=generator, dtype=z.dtype) for d in draws]
+    if shape is not None:
+        noises = [noise @ shape.T for noise in noises]
+    # z-scores have mean 0: the jitter is (x + h xi) / sqrt(1 + h^2); the same noise at every h,
+    # so that the share of copies falls as h grows (towards the 1% of fresh rows) and bisection
+    # finds where it crosses the allowed share
+    low, high = 0.0, 4.0
+    for _ in range(BISECTIONS):
+        h = (low + high) / 2
+        copies = torch.cat([_nearest((d + h * noise) / math.sqrt(1 + h * h), rows) < threshold
+                            for d, noise, rows in zip(draws, noises, kept)]).double().mean()
+        low, high = (h, high) if copies > COPY_SHARE else (low, h)
+    return high
 
 
 class BatchSmoother:
@@ -57,9 +90,9 @@ class BatchSmoother:
 
     @classmethod
     def fit(cls, rows: Tensor, smoothing: float, correlation: float = 0.0) -> "BatchSmoother":
-        """h = ``smoothing`` x (median nearest-neighbour distance of the z-scored ``rows``) / sqrt(d);
-        the noise's covariance ``correlation`` R + (1 - ``correlation``) I (its trace stays d, so
-        the jitter's mean squared length is h^2 d whatever its shape)."""
+        """h = ``smoothing`` x :func:`copy_free_bandwidth` of the z-scored ``rows``; the noise's
+        covariance ``correlation`` R + (1 - ``correlation``) I (its trace stays d, so the jitter's
+        mean squared length is h^2 d whatever its shape)."""
         if rows.ndim != 2 or rows.shape[0] < 2:
             raise ValueError(f"train.data_smoothing needs a table of at least 2 rows of vectors, got shape "
                              f"{tuple(rows.shape)}; set train.data_smoothing=0")
@@ -67,13 +100,13 @@ class BatchSmoother:
         mean, std = flat.mean(0), flat.std(0, correction=0)
         # a constant feature has std 0, so it gets no jitter and stays constant
         z = (flat - mean) / torch.where(std > 0, std, torch.ones_like(std))
-        spacing = median_nearest_distance(z, torch.Generator().manual_seed(0))
         factor = None
         if correlation > 0:
             shape = correlation * torch.cov(z.T, correction=0) + (1 - correlation) * torch.eye(z.shape[1], dtype=z.dtype)
             values, vectors = torch.linalg.eigh(shape)
-            factor = (vectors * values.clamp(min=0).sqrt()).float()
-        return cls(smoothing * spacing / math.sqrt(rows.shape[1]), mean.float(), std.float(), factor)
+            factor = vectors * values.clamp(min=0).sqrt()
+        bandwidth = copy_free_bandwidth(z, factor, torch.Generator().manual_seed(0))
+        return cls(smoothing * bandwidth, mean.float(), std.float(), None if factor is None else factor.float())
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``x`` jittered: mu + (x - mu + h sigma xi) / sqrt(1 + h^2), xi = L eps, eps ~ N(0, I) from ``generator``."""

@@ -186,7 +186,7 @@ class Trainer:
         self.run = RunDirectory(self.run_dir, writer=self.dist.is_main)
         weakref.finalize(self, self.run.release)  # the lock goes with the trainer at the latest
         # the data first: a file that cannot be read leaves no run directory behind
-        self.data = data if data is not None else build_data(config.data.name, **config.data.params)
+        self.data = data if data is not None else build_data(config.data.spec)
         self._on_main(lambda: self.run.prepare(config))  # writable, not in use, same run, same data
         self.flow_options = FlowOptions.from_config(self.device, config.flow, config.model.name)
         #: the training flow's route, planned at its first flow (:meth:`plan_training_flow`)
@@ -197,7 +197,7 @@ class Trainer:
         self.estimator_spec = {"name": config.model.name, "in_shape": list(self.data.shape),
                                "params": dict(config.model.params)}
         torch.manual_seed(seeding.derived_seed(config.train.seed, "init"))
-        self.net = build_estimator(config.model.name, self.data.shape, **config.model.params).to(self.device)
+        self.net = build_estimator(config.model.spec, self.data.shape).to(self.device)
         prepare_estimator(self.net, self.flow_options)
         self.ema = copy.deepcopy(self.net).eval()
         for p in self.ema.parameters():
@@ -256,7 +256,7 @@ class Trainer:
         return BatchSmoother.fit(rows, smoothing, self.config.train.data_smoothing_correlation)
 
     def _build_prior(self) -> Prior:
-        prior = build_prior(self.config.prior.name, self.config.prior.params, self.data)
+        prior = build_prior(self.config.prior.spec, self.data)
         if tuple(prior.shape) != tuple(self.data.shape):
             raise ConfigError(f"prior samples have shape {prior.shape} but data samples {self.data.shape}")
         return prior

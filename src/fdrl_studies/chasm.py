@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from fdrl import seeding
-from fdrl.data.toy import ToyDistribution
+from fdrl.data import build_data
 from fdrl.flow import flow, frozen, ratio_potential
 from fdrl.nets import MLP
 from fdrl.objectives import get_objective
@@ -104,7 +104,7 @@ def train_estimator(
     """
     objective = get_objective(settings.objective)
     prior = GaussianPrior.isotropic([0.0, 0.0], VARIANCE)
-    data = ToyDistribution("gaussian", mean=[offset, offset], variance=VARIANCE)
+    data = build_data("gaussian", mean=[offset, offset], variance=VARIANCE)
     net = _make_net(settings, seed)
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
     iterations = settings.fdrl_iterations if flow_steps else settings.stale_iterations

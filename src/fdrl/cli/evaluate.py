@@ -138,7 +138,7 @@ class _Evaluation:
             device = torch.device("cuda", self.dist.local_rank)
         self.model = FDRL.load(run, device=device, checkpoint=args.checkpoint)
         self.checkpoint = self.model.checkpoint
-        data = build_data(config.data.name, **config.data.params)
+        data = build_data(config.data.spec)
         self.n = args.n or (FID_DEFAULT_N if metric == "fid" else config.train.eval_n)
         self.sample_batch = args.batch or min(self.n, SAMPLE_BATCH)
         self.metric_name = metric
@@ -226,7 +226,7 @@ def _evaluate_heldout(args: argparse.Namespace) -> int:
         raise ValueError("--steps goes with --metric or --fid; the held-out report uses the run's K + kappa")
     config = _run_config(run, args.checkpoint)
     model = FDRL.load(run, device=args.device, checkpoint=args.checkpoint)
-    data = build_data(config.data.name, **config.data.params)
+    data = build_data(config.data.spec)
     config.train.seed = args.seed
     report = evaluate_heldout(model, config, data, args.n or config.train.eval_n)
     out = run / "eval"
@@ -271,7 +271,7 @@ def _evaluate_translation(args: argparse.Namespace) -> int:
     target, _ = load_input_images(args.against, shape)
     if args.n is not None:
         source, target = source[:args.n], target[:args.n]
-    floor = build_data(config.data.name, **config.data.params).subset(len(source), args.seed)
+    floor = build_data(config.data.spec).subset(len(source), args.seed)
     report = translation_report(model, source, target, floor, extractor, args.steps, args.seed,
                                 args.batch or SAMPLE_BATCH, args.batch or FEATURE_BATCH[metric])
     record = {"metric": metric, **report, "translate_from": str(args.translate_from), "against": str(args.against),

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fdrl.components import check_pca
 from fdrl.data.images import ImageData
 from fdrl.data.source import ArrayData
 from fdrl.priors.low_rank import LowRankGaussianPrior, fit_batch_size
@@ -40,16 +41,6 @@ RANK = 256
 #: the most coefficients a variance share chooses (the space stays a fraction of the Gaussian's rank)
 MAX_K = 128
 SPACE_FILE, GAUSSIAN_NAME = "space.json", "space_gaussian"
-
-
-def check_pca(value: Any) -> float | int:
-    """``data.params.pca`` as a variance share in (0, 1), a count of directions >= 1, or 0 for
-    pixel space; ValueError (one line) otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
-            or (value >= 1 and value != int(value)):
-        raise ValueError(f"data.params.pca must be a variance share in (0, 1), a number of directions >= 1, "
-                         f"or 0 for pixel space; got {value!r}")
-    return int(value) if value >= 1 or value == 0 else float(value)
 
 
 class PrincipalSpace:

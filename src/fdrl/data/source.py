@@ -17,15 +17,13 @@ import torch
 from torch import Tensor
 
 from fdrl import seeding
+from fdrl.components import DATA_SPECS, DEFAULT_TEST_FRACTION, ArraySpec, DataSpec, ImageSpec, ToySpec, as_spec
 from fdrl.data.columns import TableCodec, decode_rows, project
 from fdrl.data.files import line_of_row, read_data
-from fdrl.data.images import IMAGE_DATASETS, build_held_out_images, build_image_data
+from fdrl.data.images import build_held_out_images, build_image_data
 from fdrl.data.order import SampleOrder
 from fdrl.data.scaling import Standardizer
-from fdrl.data.toy import TOY_SAMPLERS, ToyDistribution
-
-#: the share of a user's rows or images held out for scoring, unless data.test_fraction says otherwise
-DEFAULT_TEST_FRACTION = 0.2
+from fdrl.data.toy import ToyDistribution
 
 
 class DataSource(Protocol):
@@ -264,42 +262,36 @@ def _checked(samples: Tensor, name: str, what: str) -> Tensor:
     return samples
 
 
-DATASETS = sorted([*TOY_SAMPLERS, "array", *IMAGE_DATASETS])
+#: every data.name
+DATASETS = sorted(DATA_SPECS)
 
 
-def build_held_out(name: str, params: dict[str, Any], data: DataSource) -> DataSource | None:
-    """The held-out part of a finite dataset ``data`` (built from ``name`` and ``params``): the
-    rows a vector file kept out of training, an image dataset's test split; None for infinite
-    toy data (fresh draws are held out by construction) and datasets without a split."""
+def build_held_out(spec: DataSpec, data: DataSource) -> DataSource | None:
+    """The held-out part of a finite dataset ``data`` (built from ``spec``): the rows a vector
+    file kept out of training, an image dataset's test split; None for infinite toy data (fresh
+    draws are held out by construction) and datasets without a split."""
     if isinstance(data, ArrayData):
         return data.held_out()
-    if name in IMAGE_DATASETS:
-        return build_held_out_images(name, **{k: v for k, v in params.items() if k != "pca"})
+    if isinstance(spec, ImageSpec):
+        return build_held_out_images(spec)
     return None
 
 
-def build_data(name: str, **params: Any) -> DataSource:
-    """The ``data`` section of a config: a toy distribution's name, ``array`` with ``path``, or
-    an image dataset of :mod:`fdrl.data.images` with its options; an image dataset with
-    ``pca`` set is given as its coefficients in a principal space (:mod:`fdrl.data.principal`)."""
-    if name in TOY_SAMPLERS:
-        return ToyDistribution(name, **params)
-    if name == "array":
-        params = dict(params)
-        if "path" not in params:
-            raise ValueError("data 'array' needs data.params.path=FILE (a table: .csv, .tsv, .parquet, ...; or .npy)")
-        try:
-            return ArrayData.from_file(params.pop("path"), **params)
-        except TypeError:
-            raise ValueError(f"unknown option(s) {', '.join(sorted(params))} for data 'array'; valid: path, "
-                             "test_fraction, test_path, standardize, split_seed, columns, missing, returns") from None
-    if name in IMAGE_DATASETS:
-        params = dict(params)
-        pca = params.pop("pca", 0)
-        images = build_image_data(name, **params)
-        if not pca:
-            return images
-        from fdrl.data.principal import PrincipalImages, PrincipalSpace  # it needs fdrl.priors, which needs this module
+def build_data(spec: DataSpec | str, **params: Any) -> DataSource:
+    """The data source of ``spec`` (:mod:`fdrl.components`): a toy distribution, a table or
+    array file, or an image dataset of :mod:`fdrl.data.images`. ``spec`` may also be a
+    ``data.name`` with its ``data.params`` as keywords (``build_data("digits", split="test")``).
+    An image dataset with ``pca`` set is given as its coefficients in a principal space
+    (:mod:`fdrl.data.principal`)."""
+    spec = as_spec("data", spec, params)
+    spec.require()
+    if isinstance(spec, ToySpec):
+        return ToyDistribution(spec)
+    if isinstance(spec, ArraySpec):
+        return ArrayData.from_file(**spec.params)
+    images = build_image_data(spec)
+    if not spec.pca:
+        return images
+    from fdrl.data.principal import PrincipalImages, PrincipalSpace  # it needs fdrl.priors, which needs this module
 
-        return PrincipalImages(images, PrincipalSpace.fit(images, pca), build_held_out_images(name, **params))
-    raise ValueError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
+    return PrincipalImages(images, PrincipalSpace.fit(images, spec.pca), build_held_out_images(spec))

@@ -1,6 +1,7 @@
 """Two-dimensional toy distributions: swiss roll, 8 and 25 Gaussians, a single Gaussian.
 
-Each is an infinite source: every batch is a fresh draw from the distribution.
+Each is an infinite source: every batch is a fresh draw from the distribution. The samplers'
+options and their defaults are their specs' (:class:`fdrl.components.ToySpec`).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from sklearn.datasets import make_swiss_roll
 from torch import Tensor
 
 from fdrl import seeding
+from fdrl.components import ToySpec
 
 
-def swissroll(n: int, rng: np.random.Generator, noise: float = 1.0, scale: float = 5.0) -> np.ndarray:
+def swissroll(n: int, rng: np.random.Generator, noise: float, scale: float) -> np.ndarray:
     """scikit-learn's ``make_swiss_roll``, the (x, z) plane, divided by ``scale``.
 
-    noise 1.0 and scale 5 are the common convention of the FFJORD toy suite: a roll of radius
-    about 2.5 in unit-ish coordinates, comparable to the N(0, I) prior of App. B.
+    noise 1.0 and scale 5 (the defaults) are the common convention of the FFJORD toy suite: a
+    roll of radius about 2.5 in unit-ish coordinates, comparable to the N(0, I) prior of App. B.
     """
     points, _ = make_swiss_roll(n, noise=noise, random_state=int(rng.integers(2**31)))
     return points[:, [0, 2]] / scale
@@ -33,19 +35,19 @@ def _mixture(centres: np.ndarray, std: float) -> Callable[[int, np.random.Genera
     return sample
 
 
-def eight_gaussians(n: int, rng: np.random.Generator, radius: float = 2.0, std: float = 0.1) -> np.ndarray:
+def eight_gaussians(n: int, rng: np.random.Generator, radius: float, std: float) -> np.ndarray:
     """Eight Gaussians (std ``std``) equally spaced on a circle of ``radius``."""
     angles = np.arange(8) * 2 * math.pi / 8
     return _mixture(radius * np.stack([np.cos(angles), np.sin(angles)], 1), std)(n, rng)
 
 
-def twentyfive_gaussians(n: int, rng: np.random.Generator, spacing: float = 1.0, std: float = 0.05) -> np.ndarray:
+def twentyfive_gaussians(n: int, rng: np.random.Generator, spacing: float, std: float) -> np.ndarray:
     """A 5 x 5 grid of Gaussians at {-2, ..., 2} * ``spacing``."""
     grid = spacing * np.array([(i, j) for i in range(-2, 3) for j in range(-2, 3)], dtype=float)
     return _mixture(grid, std)(n, rng)
 
 
-def gaussian(n: int, rng: np.random.Generator, mean: Sequence[float] = (0.0, 0.0), variance: float = 0.1) -> np.ndarray:
+def gaussian(n: int, rng: np.random.Generator, mean: Sequence[float], variance: float) -> np.ndarray:
     """N(mean, variance I): the two ends of the density-chasm study (Section 3.1)."""
     mean_arr = np.asarray(mean, dtype=float)
     return mean_arr + math.sqrt(variance) * rng.standard_normal((n, mean_arr.size))
@@ -60,22 +62,16 @@ TOY_SAMPLERS: dict[str, Callable[..., np.ndarray]] = {
 
 
 class ToyDistribution:
-    """An infinite data source drawing fresh samples from a named toy distribution."""
+    """An infinite data source drawing fresh samples from the toy distribution of ``spec``."""
 
-    def __init__(self, name: str, **params):
-        if name not in TOY_SAMPLERS:
-            raise ValueError(f"unknown toy distribution '{name}'; choose one of: {', '.join(TOY_SAMPLERS)}")
-        self.name, self.params = name, params
-        self._sampler = TOY_SAMPLERS[name]
+    def __init__(self, spec: ToySpec):
+        self.spec, self.name = spec, spec.name
+        self._sampler = TOY_SAMPLERS[spec.name]
         probe = self.sample(2, np.random.default_rng(0))
         self.shape = tuple(probe.shape[1:])
 
     def sample(self, n: int, rng: np.random.Generator) -> Tensor:
-        try:
-            points = self._sampler(n, rng, **self.params)
-        except TypeError as err:
-            raise ValueError(f"bad options for toy data '{self.name}': {err}") from None
-        return torch.as_tensor(points, dtype=torch.float32)
+        return torch.as_tensor(self._sampler(n, rng, **self.spec.params), dtype=torch.float32)
 
     def batch(self, step: int, n: int, seed: int, rank: int = 0, world: int = 1) -> Tensor:
         """A fresh batch determined by (seed, step, rank)."""

@@ -258,7 +258,7 @@ def evaluate_heldout(model: Any, config: Any, data: Any, n: int) -> dict[str, An
     report says so under ``reference``). A data source with ``decode`` and ``column_kinds``
     (a table's rows) gets per-column scores too."""
     seed = config.train.seed
-    held = build_held_out(config.data.name, config.data.params, data)
+    held = build_held_out(config.data.spec, data)
     data = getattr(data, "image_data", data)  # a principal space's samples are images, scored against images
     finite = hasattr(data, "iter_batches")
     heldout_rows = None

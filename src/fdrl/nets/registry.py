@@ -1,4 +1,4 @@
-"""Build an estimator from its name and keyword arguments (the ``model`` section of a config)."""
+"""Build an estimator from its spec (the ``model`` section of a config)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from fdrl.components import EstimatorSpec, as_spec
 from fdrl.nets.mlp import MLP
 from fdrl.nets.resnet import ARCHITECTURES, ResNet
 
@@ -36,11 +37,8 @@ ESTIMATORS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_estimator(name: str, in_shape: Iterable[int], **kwargs: Any) -> nn.Module:
-    """Construct the estimator ``name`` for samples of shape ``in_shape``."""
-    if name not in ESTIMATORS:
-        raise ValueError(f"unknown estimator '{name}'; choose one of: {', '.join(ESTIMATORS)}")
-    try:
-        return ESTIMATORS[name](tuple(in_shape), **kwargs)
-    except TypeError as err:
-        raise ValueError(f"bad options for estimator '{name}': {err}") from None
+def build_estimator(spec: EstimatorSpec | str, in_shape: Iterable[int], **params: Any) -> nn.Module:
+    """The estimator of ``spec`` (:mod:`fdrl.components`; or a ``model.name`` with its
+    ``model.params`` as keywords) for samples of shape ``in_shape``."""
+    spec = as_spec("model", spec, params)
+    return ESTIMATORS[spec.name](tuple(in_shape), **spec.params)

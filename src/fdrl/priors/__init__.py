@@ -19,11 +19,12 @@ The package: :mod:`~fdrl.priors.simple` (the interface, N(0, I), uniform),
 :mod:`~fdrl.priors.registry` (by name, loading, the cache).
 """
 
+from fdrl.components import MAX_FULL_DIM
 from fdrl.priors.dataset import DatasetPrior, DataSourcePrior
 from fdrl.priors.gaussian import GaussianPrior, GaussianStats, cholesky_with_jitter
 from fdrl.priors.low_rank import SKETCH_ROWS, CovarianceSketch, LowRankGaussianPrior, fit_batch_size, nystrom_eigh
 from fdrl.priors.registry import (
-    DEFAULT_RANK, MAX_FULL_DIM, PRIOR_NAMES, PRIORS, build_prior, cached_prior, default_cache_dir, load_prior,
+    DEFAULT_RANK, PRIOR_NAMES, PRIORS, build_prior, cached_prior, default_cache_dir, load_prior,
 )
 from fdrl.priors.simple import Prior, StandardNormalPrior, UniformPrior
 

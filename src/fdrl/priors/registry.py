@@ -20,6 +20,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
 
+from fdrl.components import (
+    PRIOR_SPECS, DataGaussianSpec, GaussianPriorSpec, PriorSpec, StandardNormalSpec, UniformSpec, as_spec,
+)
 from fdrl.data.source import ArrayData
 from fdrl.priors.dataset import DataSourcePrior, DatasetPrior
 from fdrl.priors.gaussian import GaussianPrior
@@ -72,12 +75,8 @@ def _prior_from(meta: dict[str, Any], tensors: dict[str, Tensor]) -> Prior:
     raise ValueError(f"unknown prior kind '{kind}'; known: {', '.join(PRIORS)}")
 
 
-PRIOR_NAMES = ["standard_normal", "gaussian", "data_gaussian", "uniform", "dataset"]
-
-#: data_gaussian: above this many dimensions the low-rank form is used unless ``rank`` says
-#: otherwise. 12288 = 3 x 64 x 64 keeps CIFAR10 and CelebA on the full covariance, as in the
-#: paper (a d x d float64 accumulator of 1.2 GB at 12288); 3 x 128 x 128 would need 19 GB.
-MAX_FULL_DIM = 12288
+#: every prior.name
+PRIOR_NAMES = list(PRIOR_SPECS)
 #: data_gaussian: the rank used when the low-rank form is chosen automatically
 DEFAULT_RANK = 256
 
@@ -111,81 +110,71 @@ def cached_prior(key: dict[str, Any], cache_dir: str | Path, fit: Callable[[], P
     return prior
 
 
-def _data_gaussian(params: dict[str, Any], data: Any, shape: tuple[int, ...]) -> Prior:
+def _data_gaussian(spec: DataGaussianSpec, data: Any, shape: tuple[int, ...]) -> Prior:
     """Eq. 8 fitted to ``data`` in the full or the low-rank form, through the cache."""
     dim = math.prod(shape)
-    rank = params.get("rank")
-    if rank not in (None, "full") and not (isinstance(rank, int) and rank >= 1):
-        raise ValueError(f"prior.params.rank must be a positive integer or 'full', got {rank!r}")
+    rank = spec.rank
     if rank is None:
-        rank = "full" if dim <= int(params.get("max_full_dim", MAX_FULL_DIM)) else DEFAULT_RANK
-    clamp = params.get("clamp", getattr(data, "value_range", None))
+        rank = "full" if dim <= spec.max_full_dim else DEFAULT_RANK
+    clamp = spec.clamp if spec.clamp is not None else getattr(data, "value_range", None)
     clamp = tuple(clamp) if clamp else None
-    batch_size, seed = int(params.get("batch_size", fit_batch_size(dim))), int(params.get("seed", 0))
-    oversample, passes = int(params.get("oversample", 10)), int(params.get("passes", 2))
+    batch_size = spec.batch_size if spec.batch_size is not None else fit_batch_size(dim)
 
     def batches() -> Iterable[Tensor]:
         if hasattr(data, "iter_batches"):
             return data.iter_batches(batch_size)
-        return [data.draw(int(params.get("fit_samples", 10000)), seed=seed)]
+        return [data.draw(spec.fit_samples, seed=spec.seed)]
 
     def fit() -> Prior:
         if rank == "full":
             return GaussianPrior.fit(batches(), shape=shape, clamp=clamp)
-        return LowRankGaussianPrior.fit(batches, rank, oversample, passes, shape, clamp, seed)
+        return LowRankGaussianPrior.fit(batches, rank, spec.oversample, spec.passes, shape, clamp, spec.seed)
 
-    if not hasattr(data, "fingerprint") or not params.get("cache", True):
+    if not hasattr(data, "fingerprint") or not spec.cache:
         return fit()
-    form = {"rank": "full"} if rank == "full" else {"rank": rank, "oversample": oversample, "passes": passes,
-                                                   "seed": seed}
+    form = {"rank": "full"} if rank == "full" else {"rank": rank, "oversample": spec.oversample,
+                                                   "passes": spec.passes, "seed": spec.seed}
     key = {"prior": "data_gaussian", "data": data.fingerprint(), "form": form,
            "clamp": list(clamp) if clamp else None}
-    return cached_prior(key, params.get("cache_dir") or default_cache_dir(), fit, str(key["data"].get("dataset")))
+    return cached_prior(key, spec.cache_dir or default_cache_dir(), fit, str(key["data"].get("dataset")))
 
 
-def build_prior(name: str, params: dict[str, Any], data: Any) -> Prior:
-    """The ``prior`` section of a config, for samples shaped like ``data.shape``.
+def build_prior(spec: PriorSpec | str, data: Any, /, **params: Any) -> Prior:
+    """The prior of ``spec`` (:mod:`fdrl.components`; or a ``prior.name`` with its
+    ``prior.params`` as keywords), for samples shaped like ``data.shape``.
 
     * ``standard_normal``: N(0, I).
-    * ``gaussian``: N(mean, variance I) with ``mean`` (list) and ``variance``.
+    * ``gaussian``: N(mean, variance I) with ``mean`` (list; the origin if unset) and ``variance``.
     * ``data_gaussian``: Eq. 8 fitted to the training data (finite data: every clean sample,
       in batches of ``batch_size``; infinite toy data: ``fit_samples`` draws). ``rank``: an
       integer for :class:`LowRankGaussianPrior` with that many directions, ``full`` for the
-      full covariance, unset for full up to ``max_full_dim`` dimensions (:data:`MAX_FULL_DIM`)
-      and rank :data:`DEFAULT_RANK` above; ``oversample``, ``passes``, ``seed`` tune the
-      low-rank fit. ``clamp: [low, high]`` defaults to the data's value range ([-1, 1] for
-      images). Fits to data with a fingerprint (the image datasets) are cached under
-      ``cache_dir`` (default :func:`default_cache_dir`), keyed by dataset, preprocessing and
-      these options; ``cache: false`` turns that off.
+      full covariance, unset for full up to ``max_full_dim`` dimensions
+      (:data:`~fdrl.components.MAX_FULL_DIM`) and rank :data:`DEFAULT_RANK` above;
+      ``oversample``, ``passes``, ``seed`` tune the low-rank fit. ``clamp: [low, high]``
+      defaults to the data's value range ([-1, 1] for images). Fits to data with a fingerprint
+      (the image datasets) are cached under ``cache_dir`` (default :func:`default_cache_dir`),
+      keyed by dataset, preprocessing and these options; ``cache: false`` turns that off.
     * ``uniform``: U[low, high] (default [-1, 1]).
     * ``dataset``: draws from the array in ``path`` (.npy, .csv, .txt), or from an image
       dataset ``data: {name: ..., params: {...}}`` with its augmentation (Sec. 6.5).
     """
-    params = dict(params)
+    spec = as_spec("prior", spec, params)
     shape = tuple(data.shape)
-    try:
-        if name == "standard_normal":
-            return StandardNormalPrior(shape)
-        if name == "gaussian":
-            mean = params.get("mean", [0.0] * math.prod(shape))
-            return GaussianPrior(
-                torch.as_tensor(mean, dtype=torch.float32), math.sqrt(float(params.get("variance", 1.0)))
-                * torch.eye(len(mean)), shape=shape,
-            )
-        if name == "data_gaussian":
-            return _data_gaussian(params, data, shape)
-        if name == "uniform":
-            return UniformPrior(shape, float(params.get("low", -1.0)), float(params.get("high", 1.0)))
-        if name == "dataset":
-            if "data" in params:
-                source = params["data"]
-                return DataSourcePrior(source["name"], source.get("params", {}))
-            if "path" not in params:
-                raise ValueError("prior 'dataset' needs prior.params.path=FILE (.npy, .csv or .txt) or "
-                                 "prior.params.data={name: DATASET, params: {...}}")
-            samples = ArrayData.from_file(params["path"], test_fraction=0.0).samples
-            scaler = getattr(data, "scaler", None)  # particles live in the data's standardised units
-            return DatasetPrior(samples if scaler is None else scaler.forward(samples))
-    except KeyError as err:
-        raise ValueError(f"prior '{name}' is missing option {err}") from None
-    raise ValueError(f"unknown prior '{name}'; choose one of: {', '.join(PRIOR_NAMES)}")
+    if isinstance(spec, StandardNormalSpec):
+        return StandardNormalPrior(shape)
+    if isinstance(spec, GaussianPriorSpec):
+        mean = spec.mean if spec.mean is not None else [0.0] * math.prod(shape)
+        return GaussianPrior(torch.as_tensor(mean, dtype=torch.float32),
+                             math.sqrt(spec.variance) * torch.eye(len(mean)), shape=shape)
+    if isinstance(spec, DataGaussianSpec):
+        return _data_gaussian(spec, data, shape)
+    if isinstance(spec, UniformSpec):
+        return UniformPrior(shape, spec.low, spec.high)
+    if spec.data is not None:
+        return DataSourcePrior(spec.data["name"], spec.data.get("params", {}))
+    if spec.path is None:
+        raise ValueError("prior 'dataset' needs prior.params.path=FILE (.npy, .csv or .txt) or "
+                         "prior.params.data={name: DATASET, params: {...}}")
+    samples = ArrayData.from_file(spec.path, test_fraction=0.0).samples
+    scaler = getattr(data, "scaler", None)  # particles live in the data's standardised units
+    return DatasetPrior(samples if scaler is None else scaler.forward(samples))

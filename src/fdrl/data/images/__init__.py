@@ -16,7 +16,8 @@ small ones (CIFAR10's 150 MB of uint8 pixels, scikit-learn digits, MNIST-5k) are
 memory. Unreadable image files are skipped with a warning; an image smaller than a centre
 crop it needs is an error.
 
-Names (``data.name``) and their options (``data.params``):
+Names (``data.name``) and their options (``data.params``; each dataset's typed spec, with the
+defaults, is in :mod:`fdrl.components`):
 
 * ``cifar10``: ``root`` (holding ``cifar-10-batches-py/``), ``split`` train|test.
 * ``celeba``: ``root`` (the ``img_align_celeba`` jpgs), centre crop ``pre_crop`` = 140, then
@@ -43,14 +44,15 @@ held-out split), :mod:`~fdrl.data.images.storage` (memory, folders of files, LMD
 and geometry) and :mod:`~fdrl.data.images.catalogue` (the named datasets and the factories).
 """
 
-from fdrl.data.images.catalogue import IMAGE_DATASETS, build_held_out_images, build_image_data
+from fdrl.components import IMAGE_DATASETS
+from fdrl.data.images.catalogue import IMAGE_RECIPES, build_held_out_images, build_image_data
 from fdrl.data.images.source import ImageData, held_out_split
 from fdrl.data.images.storage import (
-    IMAGE_EXTENSIONS, EncodedImages, FileOptions, FolderImages, Geometry, ImageTooSmallError, LmdbImages, TensorImages,
+    IMAGE_EXTENSIONS, EncodedImages, FolderImages, Geometry, ImageTooSmallError, LmdbImages, TensorImages,
 )
 
 __all__ = [
-    "IMAGE_DATASETS", "IMAGE_EXTENSIONS", "EncodedImages", "FileOptions", "FolderImages", "Geometry", "ImageData",
+    "IMAGE_DATASETS", "IMAGE_EXTENSIONS", "IMAGE_RECIPES", "EncodedImages", "FolderImages", "Geometry", "ImageData",
     "ImageTooSmallError", "LmdbImages", "TensorImages", "build_held_out_images", "build_image_data",
     "held_out_split",
 ]

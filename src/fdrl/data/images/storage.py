@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from fdrl.components import FileImageSpec
 from fdrl.data.images.source import ImageData, held_out_split
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -169,30 +170,13 @@ class TensorImages(ImageData):
         return self.pixels[torch.as_tensor(indices, dtype=torch.long)]
 
 
-@dataclass(frozen=True)
-class FileOptions:
-    """Options of every dataset read from encoded image files (see the module docstring)."""
-
-    channels: int = 3
-    flip: bool = True
-    dequantize: float = 3e-2
-    workers: int = 4
-    check_files: bool = True
-
-    def __post_init__(self) -> None:
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
-        if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
-
-
 class EncodedImages(ImageData):
     """Images decoded from encoded files (JPEG, PNG, ...) a batch at a time, converted to the
     configured channels (mixed L / RGBA / RGB / palette files are fine) and shaped by a
     :class:`Geometry`. A file that fails to decode is skipped (with a warning) in favour of the
     next readable index, so batches stay a function of (step, seed) for a given set of files."""
 
-    def __init__(self, name: str, size: int, geometry: Geometry, options: FileOptions, key: dict[str, Any]):
+    def __init__(self, name: str, size: int, geometry: Geometry, options: FileImageSpec, key: dict[str, Any]):
         side = geometry.image_size
         super().__init__(name, size, (options.channels, side, side), options.flip, options.dequantize,
                          {**key, "geometry": asdict(geometry), "channels": options.channels})
@@ -247,7 +231,7 @@ class FolderImages(EncodedImages):
     an error, before any training.
     """
 
-    def __init__(self, root: str | Path, geometry: Geometry, options: FileOptions, name: str = "folder",
+    def __init__(self, root: str | Path, geometry: Geometry, options: FileImageSpec, name: str = "folder",
                  how_to_get: str = "", split: tuple[str, float] | None = None):
         root = Path(root).expanduser()
         hint = f"; {how_to_get}" if how_to_get else ""
@@ -312,7 +296,7 @@ class LmdbImages(EncodedImages):
     without its side effects (it pickles the key list into the current directory).
     """
 
-    def __init__(self, path: str | Path, geometry: Geometry, options: FileOptions, name: str, how_to_get: str):
+    def __init__(self, path: str | Path, geometry: Geometry, options: FileImageSpec, name: str, how_to_get: str):
         path = Path(path).expanduser()
         if not (path / "data.mdb").is_file():
             raise FileNotFoundError(f"data '{name}': no LMDB database at {path} (expected {path / 'data.mdb'}); "
