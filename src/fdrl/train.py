@@ -31,7 +31,8 @@ from torch.nn.parallel import DistributedDataParallel
 from fdrl import __version__, distributed, seeding
 from fdrl.checkpoint import CheckpointMismatch
 from fdrl.config import Config, ConfigError
-from fdrl.data import DataSource, build_data
+from fdrl.data import DataSource
+from fdrl.data.principal import build_run_data
 from fdrl.data.scaling import Standardizer
 from fdrl.flow import FlowOptions, FlowPlan, Generators, flow, frozen, plan_flow, prepare_estimator, ratio_potential
 from fdrl.model import FDRL, resolve_device
@@ -186,7 +187,7 @@ class Trainer:
         self.run = RunDirectory(self.run_dir, writer=self.dist.is_main)
         weakref.finalize(self, self.run.release)  # the lock goes with the trainer at the latest
         # the data first: a file that cannot be read leaves no run directory behind
-        self.data = data if data is not None else build_data(config.data.spec)
+        self.data = data if data is not None else build_run_data(config.data.spec)
         self._on_main(lambda: self.run.prepare(config))  # writable, not in use, same run, same data
         self.flow_options = FlowOptions.from_config(self.device, config.flow, config.model.name)
         #: the training flow's route, planned at its first flow (:meth:`plan_training_flow`)

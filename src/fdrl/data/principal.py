@@ -18,7 +18,7 @@ hold that share of the variance (at most :data:`MAX_K`); an integer k >= 1 takes
 0 or absent leaves the data in pixel space. :class:`PrincipalImages` is the training data in
 that space: the coefficients of the clean training images as vectors (``samples``), with the
 images (``image_data``) and the held-out images (:meth:`PrincipalImages.held_out`) kept in pixels,
-where samples are scored.
+where samples are scored; :func:`build_run_data` gives a run's training data in its space.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fdrl.components import check_pca
-from fdrl.data.images import ImageData
-from fdrl.data.source import ArrayData
+from fdrl.components import DataSpec, ImageSpec, check_pca
+from fdrl.data.images import ImageData, build_held_out_images
+from fdrl.data.source import ArrayData, DataSource, build_data
 from fdrl.priors.low_rank import LowRankGaussianPrior, fit_batch_size
 
 #: directions of the Gaussian the space is cut from (the rest of the variance is per pixel)
@@ -144,3 +144,13 @@ class PrincipalImages(ArrayData):
 
     def held_out(self) -> ImageData | None:
         return self.heldout_images
+
+
+def build_run_data(spec: DataSpec) -> DataSource:
+    """The data a run of ``spec`` trains on: :func:`fdrl.data.build_data`, and for an image
+    dataset with ``pca`` set its coefficients in the principal space fitted to its images. (Here
+    and not in ``build_data``: the space is fitted with :mod:`fdrl.priors`, which reads data.)"""
+    data = build_data(spec)
+    if not (isinstance(spec, ImageSpec) and spec.pca):
+        return data
+    return PrincipalImages(data, PrincipalSpace.fit(data, spec.pca), build_held_out_images(spec))

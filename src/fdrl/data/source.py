@@ -281,17 +281,12 @@ def build_data(spec: DataSpec | str, **params: Any) -> DataSource:
     """The data source of ``spec`` (:mod:`fdrl.components`): a toy distribution, a table or
     array file, or an image dataset of :mod:`fdrl.data.images`. ``spec`` may also be a
     ``data.name`` with its ``data.params`` as keywords (``build_data("digits", split="test")``).
-    An image dataset with ``pca`` set is given as its coefficients in a principal space
-    (:mod:`fdrl.data.principal`)."""
+    Images are given in pixels whatever ``pca`` says: a run's data in its principal space is
+    :func:`fdrl.data.principal.build_run_data`."""
     spec = as_spec("data", spec, params)
     spec.require()
     if isinstance(spec, ToySpec):
         return ToyDistribution(spec)
     if isinstance(spec, ArraySpec):
         return ArrayData.from_file(**spec.params)
-    images = build_image_data(spec)
-    if not spec.pca:
-        return images
-    from fdrl.data.principal import PrincipalImages, PrincipalSpace  # it needs fdrl.priors, which needs this module
-
-    return PrincipalImages(images, PrincipalSpace.fit(images, spec.pca), build_held_out_images(spec))
+    return build_image_data(spec)
