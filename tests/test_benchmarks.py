@@ -24,6 +24,8 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
     ("cpu_kernel_shapes.py", ["--shapes", "2,16,2,8,2", "--rounds", "1"], "rows"),
     ("lowrank_prior_memory.py", ["--n", "12", "--rank", "4", "--sample", "2", "--threads", "1"], "variance_kept"),
     ("table_read.py", ["--rows", "50", "--cols", "3", "--readers", "pandas,read_array"], "ratios_to_pandas"),
+    ("images_cpu.py", ["images:train.steps=2,flow.steps=2,flow.refine_steps=1,train.eval_n=20,train.sample_n=4",
+                       "--only", "digits", "--images", "60"], "runs"),
 ])
 def test_benchmark_prints_json(script, args, key):
     done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,

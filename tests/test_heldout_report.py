@@ -217,7 +217,8 @@ def test_evaluate_heldout_adds_column_scores_for_fdrl_and_the_mixture():
     data = ArrayData(torch.from_numpy(codec.encode(train)), heldout=torch.from_numpy(codec.encode(held)), codec=codec)
     fresh = torch.from_numpy(codec.encode(_table_data(150, 2)))
     model = SimpleNamespace(sample=lambda m, seed, batch_size, standardized: fresh[:m],
-                            prior=SimpleNamespace(sample=lambda m, g: torch.randn(m, 3, generator=g)))
+                            prior=SimpleNamespace(sample=lambda m, g: torch.randn(m, 3, generator=g)),
+                            decode=lambda particles, g: particles)
     config = SimpleNamespace(train=SimpleNamespace(seed=0), data=DataComponent("array"))
     report = evaluate_heldout(model, config, data, 150)
     for columns in (report["columns"], report["baselines"]["gmm"]["columns"]):

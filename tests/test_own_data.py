@@ -219,15 +219,20 @@ def _image_folder(root, count=240):
     (root / "notes.txt").write_text("not an image")
 
 
-def test_train_an_image_folder_with_no_yaml(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("source, estimator, pca", [
+    (["digits_folder"], "mlp", 0.9),  # a CPU's choice: FDRL in a principal space (docs/images-cpu.md)
+    (["images_resnet", "data.params.root=digits_folder", "model.params.width=0.0625"], "resnet", None),  # pixels
+])
+def test_train_an_image_folder_with_no_yaml(tmp_path, monkeypatch, capsys, source, estimator, pca):
     monkeypatch.chdir(tmp_path)
     _image_folder(tmp_path / "digits_folder")
     quick = ["train.steps=3", "flow.steps=2", "flow.refine_steps=1", "train.batch_size=8", "train.eval_n=40",
-             "train.sample_n=16", "model.params.width=0.0625"]
-    assert main(["train", "digits_folder", *quick, "--quiet", "--device", "cpu"]) == 0
+             "train.sample_n=16"]
     run = tmp_path / "runs" / "digits_folder"
+    assert main(["train", *source, *quick, "--out", str(run), "--quiet", "--device", "cpu"]) == 0
     config = load_config(str(run / "config.yaml"))
-    assert (config.data.name, config.model.name, config.prior.name) == ("folder", "resnet", "data_gaussian")
+    assert (config.data.name, config.model.name, config.prior.name) == ("folder", estimator, "data_gaussian")
+    assert config.data.params.get("pca") == pca
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["reference"].startswith("held-out part (48 samples") and metrics["n"] == 40
     assert "gmm" not in metrics["baselines"]  # 3072 features: no mixture baseline

@@ -19,6 +19,7 @@ declarative lines each, that a config is checked against without torch.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -141,6 +142,22 @@ class ImageSpec(DataSpec):
     held_out_split: ClassVar[str | None] = None
     flip: bool = True
     dequantize: float = 3e-2
+    #: model the images in a principal-component space (fdrl.data.principal): :func:`check_pca`
+    pca: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_pca(self.pca)
+
+
+def check_pca(value: Any) -> float | int:
+    """``data.params.pca`` as a variance share in (0, 1), a number of directions >= 1, or 0 for
+    pixel space; ConfigError (one line) otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
+            or (value >= 1 and value != int(value)):
+        raise ConfigError(f"data.params.pca must be a variance share in (0, 1), a number of directions >= 1, "
+                          f"or 0 for pixel space; got {value!r}")
+    return int(value) if value >= 1 or value == 0 else float(value)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -195,6 +195,7 @@ def transport(model: FDRL, x: Tensor, steps: int | None = None, seed: int = 0, b
     """Flow the given images ``x`` (instead of prior draws) for ``steps`` (default K + kappa) steps
     of Eq. 9 with the model's potential. Returns the result (CPU) and, when ``record`` lists flow
     steps, the snapshots at those steps, shape (len(record), n, ...)."""
+    model.require_pixels("flowing given images (translation, refinement)")
     total = model.total_steps(steps)
     if total < 0:
         raise ValueError(f"steps must be >= 0, got {total}")

@@ -7,7 +7,10 @@ checkpoint's EMA weights). A model trained on a user's standardised vectors carr
 :class:`~fdrl.data.scaling.Standardizer`: ``sample`` returns the user's units and
 ``log_ratio`` takes them. A model trained on a table also carries its
 :class:`~fdrl.data.columns.TableCodec`: ``sample`` gives back rows of the same columns, labels
-and dtypes, in the form the data came in (a DataFrame, a NumPy array or a tensor).
+and dtypes, in the form the data came in (a DataFrame, a NumPy array or a tensor). A model
+trained in a principal-component space of images carries its
+:class:`~fdrl.data.principal.PrincipalSpace`: particles are coefficients and ``sample`` decodes
+them into full images.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from torch import Tensor, nn
 
 from fdrl import __version__, seeding
 from fdrl.data.columns import TableCodec, decode_rows, project
+from fdrl.data.principal import PrincipalSpace
 from fdrl.data.scaling import Standardizer
 from fdrl.checkpoint import load_checkpoint, load_latest
 from fdrl.config import DEVICE_PATTERN, RUN_CONFIG, FlowSwitches
@@ -72,7 +76,8 @@ class FDRL:
     training flow's numerics (:meth:`flow_options`); ``flow_plan``: the route the training flow
     took (:class:`fdrl.flow.FlowPlan`), which sampling follows. ``scaler`` and ``codec``: the
     standardisation and the table columns of the data (:mod:`fdrl.data`), None for data taken
-    as it is.
+    as it is; ``space``: the principal space the particles live in
+    (:class:`~fdrl.data.principal.PrincipalSpace`), None for pixels or vectors.
     """
 
     def __init__(
@@ -89,6 +94,7 @@ class FDRL:
         flow_switches: FlowSwitches | Mapping[str, Any] | None = None,
         codec: TableCodec | None = None,
         flow_plan: FlowPlan | Mapping[str, Any] | None = None,
+        space: PrincipalSpace | None = None,
     ):
         self.estimator = estimator.eval()
         self.objective = get_objective(objective) if isinstance(objective, str) else objective
@@ -96,7 +102,7 @@ class FDRL:
         self.eta, self.noise = float(eta), float(noise)
         self.steps, self.refine_steps = int(steps), int(refine_steps)
         self.estimator_spec = estimator_spec or {}
-        self.scaler, self.codec = scaler, codec
+        self.scaler, self.codec, self.space = scaler, codec, space
         self.flow_switches = FlowSwitches.from_mapping(
             dataclasses.asdict(flow_switches) if isinstance(flow_switches, FlowSwitches) else flow_switches)
         self.flow_plan = FlowPlan.from_mapping(flow_plan) if isinstance(flow_plan, Mapping) else flow_plan
@@ -138,7 +144,29 @@ class FDRL:
             frame = x if isinstance(x, pd.DataFrame) else pd.DataFrame(np.asarray(x), columns=self.columns)
             x = torch.from_numpy(self.codec.encode(frame))
         x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x, dtype=torch.float32)
+        if self.space is not None:
+            return self.space.encode(x)
         return x if self.scaler is None else self.scaler.forward(x)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one sample as :meth:`sample` returns it (an image's for a principal
+        space, where the particles are its coefficients)."""
+        return tuple(self.space.shape if self.space is not None else self.prior.shape)
+
+    def require_pixels(self, what: str) -> None:
+        """ValueError (one line) if the particles are not the data itself: ``what`` (a command or
+        guidance) works on pixels."""
+        if self.space is not None:
+            raise ValueError(f"{what} needs a pixel-space estimator, and this model flows "
+                             f"{self.space.describe()}; train one with data.params.pca=0 (or the images_resnet "
+                             "preset)")
+
+    def decode(self, particles: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Particles -> the data they stand for: full images for a principal space (the remaining
+        directions drawn with ``generator``: :meth:`~fdrl.data.principal.PrincipalSpace.decode`),
+        the particles themselves otherwise."""
+        return particles if self.space is None else self.space.decode(particles, generator)
 
     @property
     def sampling_steps(self) -> int:
@@ -248,15 +276,19 @@ class FDRL:
         and gathers them; together they are exactly the one-process samples).
         Samples are in the data's units and form: rows of the training table (a DataFrame, a
         NumPy array or a tensor, as the data came in: :class:`~fdrl.data.columns.TableCodec`)
-        or a tensor for images; ``standardized=True`` gives the model's standardised features
-        of those rows as a tensor (:func:`fdrl.data.columns.project`; for scoring against
-        standardised data).
+        or a tensor for images (decoded from a principal space with the remaining directions
+        drawn from generators seeded by (seed, first index of the batch): :meth:`decode`);
+        ``standardized=True`` gives the model's standardised features of those rows as a tensor
+        (:func:`fdrl.data.columns.project`; for scoring against standardised data), and the
+        images themselves for a principal space, where samples are scored in pixels.
         """
         if n < 1:
             raise ValueError(f"number of samples must be >= 1, got {n}")
         rank, world = shard
         if not 0 <= rank < world:
             raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
+        if guidance is not None:
+            self.require_pixels("guidance by a classifier")
         batches = (b for i, b in enumerate(self.prior_batches(n, seed, batch_size)) if i % world == rank)
         if progress:
             from tqdm.auto import tqdm
@@ -268,9 +300,10 @@ class FDRL:
             labels = guidance.labels_for(n) if guidance is not None else None
             for start, x0, generator in batches:
                 potential = None if guidance is None else guidance.potential(self, labels[start:start + len(x0)])
-                out.append(self.flow(x0, steps, generator, potential=potential).cpu())
-        samples = torch.cat(out) if out else torch.empty(0, *self.prior.shape)
-        if standardized:
+                particles = self.flow(x0, steps, generator, potential=potential).cpu()
+                out.append(self.decode(particles, seeding.generator(seed, "decode", start)))
+        samples = torch.cat(out) if out else torch.empty(0, *self.sample_shape)
+        if standardized or self.space is not None:
             return self.as_rows(samples)
         if self.codec is not None:
             return self.codec.output(decode_rows(samples, self.codec, self.scaler))
@@ -299,8 +332,9 @@ class FDRL:
         self.prior.save(directory)
         if self.scaler is not None:
             self.scaler.save(directory)
-        if self.codec is not None:
-            self.codec.save(directory)
+        for part in (self.codec, self.space):
+            if part is not None:
+                part.save(directory)
         return directory
 
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -325,6 +359,7 @@ class FDRL:
             )
         try:
             prior, scaler, codec = load_prior(path), Standardizer.load(path), TableCodec.load(path)
+            space = PrincipalSpace.load(path)
         except (ValueError, FileNotFoundError) as err:
             raise ValueError(f"{err}; {fix}") from None
         spec = meta["estimator"]
@@ -333,7 +368,7 @@ class FDRL:
                              f"{tuple(spec['in_shape'])}; {fix}")
         model = cls(estimator, meta["objective"], prior, meta["eta"], meta["noise"], meta["steps"],
                     meta["refine_steps"], estimator_spec=spec, scaler=scaler, flow_switches=meta.get("flow"), codec=codec,
-                    flow_plan=meta.get("flow_plan"))
+                    flow_plan=meta.get("flow_plan"), space=space)
         model.checkpoint = None if checkpoint is None else Path(checkpoint)
         model.run_dir = path if (path / RUN_CONFIG).exists() and not (path / META_FILE).exists() else None
         return model.to(resolve_device(str(device)) if isinstance(device, str) else device)

@@ -31,7 +31,8 @@ from torch.nn.parallel import DistributedDataParallel
 from fdrl import __version__, distributed, seeding
 from fdrl.checkpoint import CheckpointMismatch
 from fdrl.config import Config, ConfigError
-from fdrl.data import DataSource, build_data
+from fdrl.data import DataSource
+from fdrl.data.principal import build_run_data
 from fdrl.data.scaling import Standardizer
 from fdrl.flow import FlowOptions, FlowPlan, Generators, flow, frozen, plan_flow, prepare_estimator, ratio_potential
 from fdrl.model import FDRL, resolve_device
@@ -186,7 +187,7 @@ class Trainer:
         self.run = RunDirectory(self.run_dir, writer=self.dist.is_main)
         weakref.finalize(self, self.run.release)  # the lock goes with the trainer at the latest
         # the data first: a file that cannot be read leaves no run directory behind
-        self.data = data if data is not None else build_data(config.data.spec)
+        self.data = data if data is not None else build_run_data(config.data.spec)
         self._on_main(lambda: self.run.prepare(config))  # writable, not in use, same run, same data
         self.flow_options = FlowOptions.from_config(self.device, config.flow, config.model.name)
         #: the training flow's route, planned at its first flow (:meth:`plan_training_flow`)
@@ -216,8 +217,9 @@ class Trainer:
         self.smoother = self._build_smoother()
         self.scaler: Standardizer | None = getattr(self.data, "scaler", None)
         self.codec = getattr(self.data, "codec", None)
+        self.space = getattr(self.data, "space", None)
         if self.dist.is_main:
-            for part in (self.scaler, self.codec):
+            for part in (self.scaler, self.codec, self.space):
                 if part is not None:
                     part.save(self.run_dir)
         prior = self._on_main(lambda: self.run.prior(self._build_prior))
@@ -333,7 +335,9 @@ class Trainer:
         """``train.eval_metric`` bound to ``eval_n`` data draws or the dataset's statistics."""
         t = self.config.train
         try:
-            return bind_metric(t.eval_metric, self.data, dataset_identity(self.config.data.name, self.config.data.params),
+            # samples of a principal space come back as images: they are compared with the images
+            data = getattr(self.data, "image_data", self.data)
+            return bind_metric(t.eval_metric, data, dataset_identity(self.config.data.name, self.config.data.params),
                                t.eval_n, t.seed + 2, classifier=t.eval_classifier,
                                inception_weights=t.eval_inception_weights, device=self.device)
         except (ValueError, FileNotFoundError) as err:
@@ -357,7 +361,7 @@ class Trainer:
         f = self.config.flow
         return FDRL(self.ema, self.objective, self.prior, self.config.step_size(), f.noise, f.steps, f.refine_steps,
                     self.estimator_spec, scaler=self.scaler, flow_switches=f.switches(), codec=self.codec,
-                    flow_plan=self.flow_plan)
+                    flow_plan=self.flow_plan, space=self.space)
 
     def _save_samples_figure(self) -> None:
         samples = self.model().sample(self.config.train.sample_n, seed=self.config.train.seed, standardized=True)

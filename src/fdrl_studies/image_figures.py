@@ -54,6 +54,7 @@ INTERPOLATION_MODES = ("slerp", "linear")
 def load_image_run(run: str | Path, device: str | torch.device = "cpu", checkpoint: str | Path | None = None) -> FDRL:
     """:meth:`FDRL.load` for a run (or saved model) of images; vector runs are refused."""
     model = FDRL.load(run, device=device, checkpoint=checkpoint)
+    model.require_pixels("an image figure")
     if len(model.prior.shape) != 3:
         raise ValueError(f"image figures need a run on images (C, H, W); '{run}' has samples of shape "
                          f"{tuple(model.prior.shape)} (use `fdrl figure swissroll` for 2-D runs)")

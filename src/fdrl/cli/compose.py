@@ -130,6 +130,7 @@ def _load_for_transport(args: argparse.Namespace) -> tuple[Any, torch.Tensor, li
     if args.steps is not None and args.steps < 0:
         raise ValueError(f"--steps must be >= 0, got {args.steps}")
     model = FDRL.load(args.run, device=args.device or "auto")
+    model.require_pixels(f"fdrl {args.command}")  # before the shape check, which would misname the problem
     shape = tuple(model.prior.shape)
     if len(shape) != 3:
         raise ValueError(f"'{args.run}' is not a run on images (samples of shape {shape})")

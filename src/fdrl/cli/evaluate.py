@@ -258,6 +258,7 @@ def _evaluate_translation(args: argparse.Namespace) -> int:
     run = Path(args.run)
     config = _run_config(run, args.checkpoint)
     model = FDRL.load(run, device=args.device, checkpoint=args.checkpoint)
+    model.require_pixels("--translate-from")
     shape = tuple(model.prior.shape)
     if len(shape) != 3:
         raise ValueError(f"'{run}' is not a run on images (samples of shape {shape}); --translate-from needs one")

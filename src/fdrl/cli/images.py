@@ -213,7 +213,8 @@ def cmd_classifier_report(args: argparse.Namespace) -> int:
     classifier = load_classifier(args.classifier, device=device)
     model = FDRL.load(args.run, device=device)
     samples = model.sample(args.n, steps=args.steps, seed=args.seed, batch_size=256)
-    prior = model.prior.sample(args.n, torch.Generator().manual_seed(args.seed))
+    prior = model.decode(model.prior.sample(args.n, torch.Generator().manual_seed(args.seed)),
+                         torch.Generator().manual_seed(args.seed))
     images = {split: load_image_set(f"{data_config['name']}:{split}") for split in ("train", "test")}
     report = classifier_report(*(_as_images(x, classifier.in_shape, label) for x, label in (
         (samples, "samples"), (prior, "prior"), (images["train"], "train"), (images["test"], "test"))), classifier)

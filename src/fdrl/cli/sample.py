@@ -34,7 +34,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model = FDRL.load(args.run, device=args.device or "auto", checkpoint=args.checkpoint)
     out = Path(args.out) if args.out else args.run / "samples.pt"
     folder = is_folder_target(out, args.out)
-    check_output(out, images=len(model.prior.shape) >= 2, folder=folder, codec=model.codec)  # before sampling
+    check_output(out, images=len(model.sample_shape) >= 2, folder=folder, codec=model.codec)  # before sampling
     samples = model.sample(args.n, steps=args.steps, seed=args.seed, batch_size=args.batch,
                            progress=not args.quiet, guidance=guidance_from_args(args, model, args.n))
     what = write_samples(samples, out, folder=folder, columns=model.columns, codec=model.codec)

@@ -22,7 +22,8 @@ SOURCE is one of:
                 overrides; missing cells: data.params.missing=model|impute|drop); starts from the
                 `vectors` preset: features standardised, 20% of rows held out
   an image dir  DIR/ of images (any sizes, mixed modes; searched recursively); starts from the
-                `images` preset: resized to data.params.image_size (32), narrow ResNet
+                `images` preset: resized to data.params.image_size (32), an MLP flow on the
+                leading principal components (data.params.pca); images_resnet: pixels, ResNet
   a preset      see `fdrl presets` (a bare preset name wins over a same-named folder: write ./NAME)
   a YAML file   CONFIG.yaml (may `extends:` a preset or another file)
 

@@ -280,7 +280,9 @@ def build_held_out(spec: DataSpec, data: DataSource) -> DataSource | None:
 def build_data(spec: DataSpec | str, **params: Any) -> DataSource:
     """The data source of ``spec`` (:mod:`fdrl.components`): a toy distribution, a table or
     array file, or an image dataset of :mod:`fdrl.data.images`. ``spec`` may also be a
-    ``data.name`` with its ``data.params`` as keywords (``build_data("digits", split="test")``)."""
+    ``data.name`` with its ``data.params`` as keywords (``build_data("digits", split="test")``).
+    Images are given in pixels whatever ``pca`` says: a run's data in its principal space is
+    :func:`fdrl.data.principal.build_run_data`."""
     spec = as_spec("data", spec, params)
     spec.require()
     if isinstance(spec, ToySpec):

@@ -22,7 +22,8 @@ When the data source can decode model-unit rows into the user's table (``decode`
 the mixture (``columns``).
 
 Scores are computed in the model's units: standardised features for a user's vectors (so
-that no feature dominates a distance by its units), pixels in [-1, 1] for images.
+that no feature dominates a distance by its units), pixels in [-1, 1] for images (also for a
+model that flows in a principal space of them: its samples are decoded into images).
 """
 
 from __future__ import annotations
@@ -258,6 +259,7 @@ def evaluate_heldout(model: Any, config: Any, data: Any, n: int) -> dict[str, An
     (a table's rows) gets per-column scores too."""
     seed = config.train.seed
     held = build_held_out(config.data.spec, data)
+    data = getattr(data, "image_data", data)  # a principal space's samples are images, scored against images
     finite = hasattr(data, "iter_batches")
     heldout_rows = None
     if held is not None:
@@ -272,7 +274,8 @@ def evaluate_heldout(model: Any, config: Any, data: Any, n: int) -> dict[str, An
     train = data.subset(max(n, NN_MAX_TRAIN), seed + 4) if finite else data.draw(n, seed + 4)
     m = heldout.shape[0]
     samples = model.sample(m, seed=seed + 1, batch_size=min(m, 500), standardized=True)
-    prior_draws = model.prior.sample(m, seeding.generator(seed + 3, "eval"))
+    prior_draws = model.decode(model.prior.sample(m, seeding.generator(seed + 3, "eval")),
+                               seeding.generator(seed + 3, "decode"))
     table = getattr(data, "codec", None) is not None
     report = heldout_report(samples, train, heldout, prior_draws, seed, getattr(data, "value_range", None),
                             getattr(data, "project", None), heldout_rows, data.decode if table else None,
