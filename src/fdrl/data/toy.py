@@ -15,7 +15,7 @@ from sklearn.datasets import make_swiss_roll
 from torch import Tensor
 
 from fdrl import seeding
-from fdrl.components import ToySpec
+from fdrl.components import ToySpec, component_spec
 
 
 def swissroll(n: int, rng: np.random.Generator, noise: float, scale: float) -> np.ndarray:
@@ -62,9 +62,16 @@ TOY_SAMPLERS: dict[str, Callable[..., np.ndarray]] = {
 
 
 class ToyDistribution:
-    """An infinite data source drawing fresh samples from the toy distribution of ``spec``."""
+    """An infinite data source drawing fresh samples from the toy distribution of ``spec``, or of
+    a name and its options (``ToyDistribution("swissroll", noise=0.5)``)."""
 
-    def __init__(self, spec: ToySpec):
+    def __init__(self, spec: ToySpec | str, **params: object):
+        if isinstance(spec, str):
+            spec = component_spec("data", spec, params)
+        elif params:
+            raise TypeError("options go into the spec, not beside it")
+        if not isinstance(spec, ToySpec):
+            raise TypeError(f"ToyDistribution draws the 2-D toy sets, not data '{spec.name}'")
         self.spec, self.name = spec, spec.name
         self._sampler = TOY_SAMPLERS[spec.name]
         probe = self.sample(2, np.random.default_rng(0))
