@@ -245,9 +245,9 @@ class TrainConfig:
     #: an estimate of 1 + chi2(particles || data), exceeds this (fdrl.guard); 0 = no such bound
     guard_particle_ratio: float = 0.0
     #: kernel smoothing of the data batch (fdrl.smoothing): each batch of a finite table of vectors
-    #: is jittered by Gaussian noise whose length is this many times the training rows' median
-    #: nearest-neighbour distance, so that the estimator learns a smoothed p and samples do not
-    #: collapse onto training rows; 0 = the rows as they are
+    #: is jittered by Gaussian noise, this many times the least bandwidth at which the jittered
+    #: rows are near-copies of training rows at most 5% of the time, so that the estimator learns
+    #: a smoothed p and samples do not collapse onto training rows; 0 = the rows as they are
     data_smoothing: float = 0.0
     #: the jitter's shape: its covariance is h^2 (w R + (1 - w) I) in z-scores, R the rows'
     #: correlation matrix, w this weight; 0 = the same in every direction (correlations shrink by
