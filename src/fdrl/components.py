@@ -318,6 +318,26 @@ class DataGaussianSpec(PriorSpec):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DataMixtureSpec(PriorSpec):
+    """A Gaussian mixture with full covariances fitted to the training rows (see
+    :class:`fdrl.priors.GaussianMixturePrior`): ``components`` (at most one per 5 rows);
+    ``clamp`` as for ``data_gaussian``; above ``max_dim`` dimensions, the one Gaussian of Eq. 8;
+    ``fit_samples``: draws fitted to where the data is an endless stream."""
+
+    names = ("data_mixture",)
+    components: int = 10
+    max_dim: int = 512
+    clamp: list[float] | None = None
+    seed: int = 0
+    fit_samples: int = 10000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.components < 1:
+            raise ConfigError(f"prior.params.components must be a positive integer, got {self.components!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class UniformSpec(PriorSpec):
     names = ("uniform",)
     low: float = -1.0
@@ -385,7 +405,7 @@ DATA_SPECS: dict[str, type[Spec]] = _by_name(
     CelebASpec, LsunChurchSpec, FolderSpec, TwoDomainSpec, Cat2dogSpec, DigitsSpec, MnistSpec, Mnist8Spec)
 #: prior.name -> its spec
 PRIOR_SPECS: dict[str, type[Spec]] = _by_name(
-    StandardNormalSpec, GaussianPriorSpec, DataGaussianSpec, UniformSpec, DatasetPriorSpec)
+    StandardNormalSpec, GaussianPriorSpec, DataGaussianSpec, DataMixtureSpec, UniformSpec, DatasetPriorSpec)
 #: model.name -> its spec
 MODEL_SPECS: dict[str, type[Spec]] = _by_name(MlpSpec, ResNetSpec)
 

@@ -65,7 +65,7 @@ class DamagedRunConfig(ConfigError):
 @dataclass
 class Component:
     """A named, configurable part: ``data`` (``fdrl.data.build_data``), ``prior``
-    (``fdrl.priors.build_prior``: standard_normal | gaussian | data_gaussian | uniform | dataset)
+    (``fdrl.priors.build_prior``: standard_normal | gaussian | data_gaussian | data_mixture | uniform | dataset)
     or ``model`` (``fdrl.nets.build_estimator``), with its options in ``params``, as the config
     file writes them; :attr:`spec` is the typed form the builders take (:mod:`fdrl.components`)."""
 

@@ -30,7 +30,7 @@ SOURCE is one of:
 Overrides are key=value over the config sections (print them with `fdrl config SOURCE`):
   objective     lsif-chi2 | lr-kl | lr-js | lr-logd
   data.*        name, params.* (path, columns, missing, root, image_size, standardize, ...), test_fraction
-  prior.*       name (data_gaussian | standard_normal | gaussian | uniform | dataset), params.*
+  prior.*       name (data_gaussian | data_mixture | standard_normal | gaussian | uniform | dataset), params.*
   model.*       name (mlp | resnet | resnet32 | resnet64 | resnet64_shallow | resnet128), params.*
   flow.*        eta, noise, steps (K), refine_steps (kappa), eta_scaling, compile, ...
   train.*       steps, batch_size, lr, lr_decay_at, ema, seed, eval_n, threads, checkpoint_every, ...

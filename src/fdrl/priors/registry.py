@@ -21,18 +21,21 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from fdrl.components import (
-    PRIOR_SPECS, DataGaussianSpec, GaussianPriorSpec, PriorSpec, StandardNormalSpec, UniformSpec, as_spec,
+    PRIOR_SPECS, DataGaussianSpec, DataMixtureSpec, GaussianPriorSpec, PriorSpec, StandardNormalSpec, UniformSpec,
+    as_spec,
 )
 from fdrl.data.source import ArrayData
 from fdrl.priors.dataset import DataSourcePrior, DatasetPrior
 from fdrl.priors.gaussian import GaussianPrior
 from fdrl.priors.low_rank import LowRankGaussianPrior, fit_batch_size
+from fdrl.priors.mixture import GaussianMixturePrior
 from fdrl.priors.simple import Prior, StandardNormalPrior, UniformPrior
 
 
 PRIORS: dict[str, type[Prior]] = {
     cls.kind: cls
-    for cls in (StandardNormalPrior, UniformPrior, GaussianPrior, LowRankGaussianPrior, DatasetPrior, DataSourcePrior)
+    for cls in (StandardNormalPrior, UniformPrior, GaussianPrior, LowRankGaussianPrior, GaussianMixturePrior,
+                DatasetPrior, DataSourcePrior)
 }
 
 
@@ -68,6 +71,8 @@ def _prior_from(meta: dict[str, Any], tensors: dict[str, Tensor]) -> Prior:
     if kind == "low_rank_gaussian":
         return LowRankGaussianPrior(tensors["mean"], tensors["components"], tensors["eigenvalues"],
                                     tensors["residual"], meta["shape"], clamp, meta["total_variance"])
+    if kind == "gaussian_mixture":
+        return GaussianMixturePrior(tensors["weights"], tensors["means"], tensors["scale_trils"], meta["shape"], clamp)
     if kind == "dataset":
         return DatasetPrior(tensors["samples"])
     if kind == "data_source":
@@ -139,6 +144,18 @@ def _data_gaussian(spec: DataGaussianSpec, data: Any, shape: tuple[int, ...]) ->
     return cached_prior(key, spec.cache_dir or default_cache_dir(), fit, str(key["data"].get("dataset")))
 
 
+def _data_mixture(spec: DataMixtureSpec, data: Any, shape: tuple[int, ...]) -> Prior:
+    """A Gaussian mixture fitted to the training rows (a finite data set's every row, or
+    ``fit_samples`` draws of an endless one); above ``max_dim`` dimensions, where full
+    covariances per component cost too much, the one Gaussian of Eq. 8."""
+    clamp = spec.clamp if spec.clamp is not None else getattr(data, "value_range", None)
+    clamp = tuple(clamp) if clamp else None
+    rows = data.samples if hasattr(data, "samples") else data.draw(spec.fit_samples, spec.seed)
+    if math.prod(shape) > spec.max_dim:
+        return GaussianPrior.fit([rows], shape=shape, clamp=clamp)
+    return GaussianMixturePrior.fit(rows, spec.components, spec.seed, shape, clamp)
+
+
 def build_prior(spec: PriorSpec | str, data: Any, /, **params: Any) -> Prior:
     """The prior of ``spec`` (:mod:`fdrl.components`; or a ``prior.name`` with its
     ``prior.params`` as keywords), for samples shaped like ``data.shape``.
@@ -154,6 +171,9 @@ def build_prior(spec: PriorSpec | str, data: Any, /, **params: Any) -> Prior:
       defaults to the data's value range ([-1, 1] for images). Fits to data with a fingerprint
       (the image datasets) are cached under ``cache_dir`` (default :func:`default_cache_dir`),
       keyed by dataset, preprocessing and these options; ``cache: false`` turns that off.
+    * ``data_mixture``: a Gaussian mixture with full covariances fitted to the training rows
+      (:class:`~fdrl.priors.GaussianMixturePrior`): ``components`` (10; at most one per 5
+      rows), ``clamp`` as above; above ``max_dim`` (512) dimensions the one Gaussian of Eq. 8.
     * ``uniform``: U[low, high] (default [-1, 1]).
     * ``dataset``: draws from the array in ``path`` (.npy, .csv, .txt), or from an image
       dataset ``data: {name: ..., params: {...}}`` with its augmentation (Sec. 6.5).
@@ -168,6 +188,8 @@ def build_prior(spec: PriorSpec | str, data: Any, /, **params: Any) -> Prior:
                              math.sqrt(spec.variance) * torch.eye(len(mean)), shape=shape)
     if isinstance(spec, DataGaussianSpec):
         return _data_gaussian(spec, data, shape)
+    if isinstance(spec, DataMixtureSpec):
+        return _data_mixture(spec, data, shape)
     if isinstance(spec, UniformSpec):
         return UniformPrior(shape, spec.low, spec.high)
     if spec.data is not None:
