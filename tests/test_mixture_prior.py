@@ -90,3 +90,24 @@ def test_options_are_checked():
     # wider than max_dim: the one Gaussian of Eq. 8 (a full covariance per component costs too much)
     wide = build_prior("data_mixture", ArrayData(torch.randn(50, 600)))
     assert isinstance(wide, GaussianPrior) and wide.dim == 600
+
+
+def test_a_table_run_starts_from_the_mixture_and_info_says_so(tmp_path):
+    import subprocess
+    import sys
+
+    import fdrl
+    from fdrl import FDRL
+
+    rows = three_clusters(200).astype(np.float32)
+    fdrl.fit(rows, out=tmp_path / "run", progress=False, **{"train.steps": 5, "train.eval_n": 50})
+    loaded = FDRL.load(tmp_path / "run")
+    assert isinstance(loaded.prior, GaussianMixturePrior) and loaded.prior.components == 10
+    info = lambda: subprocess.run([sys.executable, "-m", "fdrl.cli", "info", str(tmp_path / "run")],  # noqa: E731
+                                  capture_output=True, text=True, timeout=300)
+    done = info()
+    assert done.returncode == 0, done.stderr
+    assert "prior     data_mixture: gaussian_mixture, 10 components" in done.stdout.splitlines()
+    (tmp_path / "run" / "prior.json").write_text("{not json")
+    done = info()
+    assert done.returncode == 0 and "prior     data_mixture (prior.json is unreadable)" in done.stdout

@@ -48,6 +48,25 @@ def _last_records(path: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | N
     return last, plan, bad
 
 
+def _prior_line(run: Path, config: dict) -> str:
+    """The prior's config name and, from the run's ``prior.json``, the fitted kind (and a
+    mixture's components); read as JSON, without PyTorch."""
+    name = (config.get("prior") or {}).get("name")
+    try:
+        fitted = json.loads((run / "prior.json").read_text())
+    except FileNotFoundError:
+        return f"{name} (not fitted yet)"
+    except (OSError, ValueError):
+        return f"{name} (prior.json is unreadable)"
+    if not isinstance(fitted, dict):
+        return f"{name} (prior.json is unreadable)"
+    parts = [str(fitted.get("kind"))]
+    if isinstance(fitted.get("components"), int):
+        k = fitted["components"]
+        parts.append(f"{k} component{'s' if k != 1 else ''}")
+    return f"{name}: " + ", ".join(parts)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import yaml
 
@@ -59,6 +78,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"run       {run}")
     print(f"name      {config.get('name')}   objective {config.get('objective')}   "
           f"data {(config.get('data') or {}).get('name')}   model {(config.get('model') or {}).get('name')}")
+    print(f"prior     {_prior_line(run, config)}")
     print(f"step      {step} of {train.get('steps')}")
     record, plan, bad = _last_records(run / "metrics.jsonl")
     if plan is not None:
