@@ -59,6 +59,8 @@ def test_resume_continues_a_run(tmp_path):
 
 BAD = [
     (["train", "no-such-preset"], "unknown preset 'no-such-preset'"),
+    (["train", "/no/such/folder"], "'/no/such/folder' does not exist; give an image folder, a data file"),
+    (["train", "./missing/"], "'./missing/' does not exist"),
     (["train", "swissroll", "train.nonsense=1"], "unknown config key 'train.nonsense'"),
     (["train", "swissroll", "train.steps=abc"], "train.steps must be int"),
     (["train", "swissroll", "objective=lsif-kl"], "not a valid pairing"),

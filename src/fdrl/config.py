@@ -472,6 +472,10 @@ def load_raw(source: str, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
         text = resources.files("fdrl.presets").joinpath(f"{source}.yaml").read_text()
         data = _read_yaml(text, f"preset '{source}'")
         data.setdefault("name", source)
+    elif "/" in source or "\\" in source or source.startswith(("~", ".")):
+        # a path, not a preset name: say that it is missing rather than list the presets
+        raise ConfigError(f"'{source}' does not exist; give an image folder, a data file (.csv, .tsv, .parquet, "
+                          ".npy, ...), a .yaml config or a preset name")
     else:
         raise ConfigError(f"unknown preset '{source}'; valid presets: {', '.join(preset_names())} (or a .yaml file)")
     identity = str(path.resolve()) if is_file else f"preset {source}"
