@@ -5,6 +5,7 @@ checked before the call, the default route measured per shape, and a missing com
 damaged cache never breaking a flow."""
 
 import importlib
+import json
 import subprocess
 import sys
 import warnings
@@ -240,6 +241,26 @@ def test_a_measured_decision_is_kept_beside_the_library_and_not_measured_again(f
     file.chmod(0o666)  # writable by others: not believed
     route._decided.clear()
     assert not route.kernel_chosen("shape-a", lambda: {"kernel": 1.0, "torch": 1.0})
+
+
+def test_a_close_call_is_measured_again_and_the_median_decides(fresh_library, monkeypatch):
+    monkeypatch.delenv(route.FORCE_ENV, raising=False)
+    monkeypatch.setattr(route, "_decided", {})
+    timings = iter([{"kernel": 1.0, "torch": 0.9}, {"kernel": 1.0, "torch": 1.3}, {"kernel": 1.0, "torch": 1.25}])
+    # a first timing taken under load says torch (0.9x), the next two say the kernel (1.3x, 1.25x)
+    assert not route.kernel_chosen("shape-b", lambda: next(timings))
+    route._decided.clear()  # a new process
+    assert route.kernel_chosen("shape-b", lambda: next(timings))  # median of 0.9, 1.3: 1.1
+    route._decided.clear()
+    assert route.kernel_chosen("shape-b", lambda: next(timings))  # median of three: 1.25
+    route._decided.clear()
+    assert route.kernel_chosen("shape-b", lambda: pytest.fail("measured a settled shape again"))
+    (file,) = fresh_library.glob("*.routes.json")
+    assert json.loads(file.read_text())["shape-b"]["speedups"] == [0.9, 1.3, 1.25]
+    # a clear margin settles at once; an old file's single speedup counts as one measurement
+    assert route.settled([2.0]) and route.settled([0.5]) and not route.settled([1.2])
+    assert route._speedups({"kernel": True, "speedup": 1.2}) == [1.2]
+    assert route._speedups({"speedups": "junk"}) == [] and route._speedups(None) == []
 
 
 def test_the_measurement_times_both_routes_interleaved():

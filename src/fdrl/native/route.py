@@ -6,7 +6,9 @@ times faster. A rule measured on one CPU did not hold on another (the MNIST pres
 
 Decisions are kept for the process and in a JSON file beside the cached library (one per build,
 so a new compiler, source or instruction set measures again), written only in the private cache
-(:func:`fdrl.native.private_cache`). ``FDRL_CPU_KERNEL_ROUTE=kernel`` or ``=torch`` forces the
+(:func:`fdrl.native.private_cache`). A close call (a speedup within :data:`CLOSE_CALL`) is
+measured again by the next processes, up to :data:`SETTLE_MEASUREMENTS` times, and decided by the
+median: one timing taken while the machine was busy does not fix a route for good. ``FDRL_CPU_KERNEL_ROUTE=kernel`` or ``=torch`` forces the
 outcome without measuring (tests, and users who measured themselves).
 """
 
@@ -29,6 +31,11 @@ FORCE_ENV = "FDRL_CPU_KERNEL_ROUTE"
 MIN_SPEEDUP = 1.1
 #: timed rounds per route (after one warm-up call each)
 ROUNDS = 5
+#: a speedup between these bounds is a close call: one timing taken while the machine was busy
+#: could have decided it, so later processes measure it again, up to SETTLE_MEASUREMENTS
+#: measurements in all, and the median decides
+CLOSE_CALL = (0.8, 1.5)
+SETTLE_MEASUREMENTS = 3
 
 _decided: dict[str, bool] = {}
 
@@ -92,26 +99,46 @@ def decisions_file() -> Path | None:
     return folder / (native.library_name(compiler).removesuffix(".so") + ".routes.json")
 
 
+def _speedups(entry: object) -> list[float]:
+    """The speedups a decisions-file entry records (a single ``speedup`` in older files)."""
+    if not isinstance(entry, dict):
+        return []
+    found = entry.get("speedups", [entry["speedup"]] if "speedup" in entry else [])
+    if not isinstance(found, list):
+        return []
+    return [float(v) for v in found if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0]
+
+
+def settled(speedups: list[float]) -> bool:
+    """Whether measured ``speedups`` decide a shape for good: :data:`SETTLE_MEASUREMENTS` of
+    them, or a median outside the :data:`CLOSE_CALL` band."""
+    if not speedups:
+        return False
+    low, high = CLOSE_CALL
+    return len(speedups) >= SETTLE_MEASUREMENTS or not low < statistics.median(speedups) < high
+
+
 def kernel_chosen(shape: str, measure: Callable[[], dict[str, float]]) -> bool:
     """Whether the default route of the flow shape ``shape`` (a key naming the net, the batch and
     anything else its speed depends on) is the kernel: forced (:data:`FORCE_ENV`), decided before
-    (this process or the file), or measured now by ``measure`` (:func:`time_routes`'s result)."""
+    (this process, or settled in the file), or measured now by ``measure``
+    (:func:`time_routes`'s result) and decided by the median speedup of every measurement of
+    the shape (:func:`settled`)."""
     choice = forced()
     if choice is not None:
         return choice
     if shape in _decided:
         return _decided[shape]
     path = decisions_file()
-    known = _read(path)
-    if isinstance(known.get(shape), dict) and isinstance(known[shape].get("kernel"), bool):
-        _decided[shape] = known[shape]["kernel"]
-        return _decided[shape]
-    seconds = measure()
-    speedup = seconds["torch"] / seconds["kernel"]
-    _decided[shape] = speedup >= MIN_SPEEDUP
-    if path is not None:
-        known = _read(path)  # another process may have added shapes meanwhile
-        known[shape] = {"kernel": _decided[shape], "speedup": round(speedup, 3),
-                        "seconds": {name: round(s, 6) for name, s in seconds.items()}}
-        _write(path, known)
+    speedups = _speedups(_read(path).get(shape))
+    if not settled(speedups):
+        seconds = measure()
+        speedups.append(seconds["torch"] / seconds["kernel"])
+        if path is not None:
+            known = _read(path)  # another process may have added shapes meanwhile
+            known[shape] = {"kernel": statistics.median(speedups) >= MIN_SPEEDUP,
+                            "speedups": [round(v, 3) for v in speedups],
+                            "seconds": {name: round(s, 6) for name, s in seconds.items()}}
+            _write(path, known)
+    _decided[shape] = statistics.median(speedups) >= MIN_SPEEDUP
     return _decided[shape]
