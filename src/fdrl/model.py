@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from fdrl import __version__, seeding
 from fdrl.data.columns import TableCodec, decode_rows, project
+from fdrl.data.marginals import MarginalMap
 from fdrl.data.principal import PrincipalSpace
 from fdrl.data.scaling import Standardizer
 from fdrl.checkpoint import load_checkpoint, load_latest
@@ -95,6 +96,7 @@ class FDRL:
         codec: TableCodec | None = None,
         flow_plan: FlowPlan | Mapping[str, Any] | None = None,
         space: PrincipalSpace | None = None,
+        marginals: MarginalMap | None = None,
     ):
         self.estimator = estimator.eval()
         self.objective = get_objective(objective) if isinstance(objective, str) else objective
@@ -103,6 +105,8 @@ class FDRL:
         self.steps, self.refine_steps = int(steps), int(refine_steps)
         self.estimator_spec = estimator_spec or {}
         self.scaler, self.codec, self.space = scaler, codec, space
+        #: a table's marginal calibration (:mod:`fdrl.data.marginals`), for samples of its step count
+        self.marginals = marginals
         self.flow_switches = FlowSwitches.from_mapping(
             dataclasses.asdict(flow_switches) if isinstance(flow_switches, FlowSwitches) else flow_switches)
         self.flow_plan = FlowPlan.from_mapping(flow_plan) if isinstance(flow_plan, Mapping) else flow_plan
@@ -253,6 +257,11 @@ class FDRL:
             x0 = self.prior.sample(m, seeding.generator(seed, "prior", i), device=self.device)
             yield start, x0, seeding.generator(seed, "flow", i, device=self.device)
 
+    def particles(self, n: int, seed: int = 0, steps: int | None = None) -> Tensor:
+        """``n`` particles after ``steps`` (default K + kappa) flow steps, in model units, as the
+        flow leaves them: not decoded, not mapped (what :mod:`fdrl.data.marginals` is fitted to)."""
+        return torch.cat([self.flow(x0, steps, generator).cpu() for _, x0, generator in self.prior_batches(n, seed)])
+
     def sample(
         self,
         n: int,
@@ -301,6 +310,8 @@ class FDRL:
             for start, x0, generator in batches:
                 potential = None if guidance is None else guidance.potential(self, labels[start:start + len(x0)])
                 particles = self.flow(x0, steps, generator, potential=potential).cpu()
+                if self.marginals is not None and self.total_steps(steps) == self.marginals.steps:
+                    particles = self.marginals(particles)
                 out.append(self.decode(particles, seeding.generator(seed, "decode", start)))
         samples = torch.cat(out) if out else torch.empty(0, *self.sample_shape)
         if standardized or self.space is not None:
@@ -332,7 +343,7 @@ class FDRL:
         self.prior.save(directory)
         if self.scaler is not None:
             self.scaler.save(directory)
-        for part in (self.codec, self.space):
+        for part in (self.codec, self.space, self.marginals):
             if part is not None:
                 part.save(directory)
         return directory
@@ -359,7 +370,7 @@ class FDRL:
             )
         try:
             prior, scaler, codec = load_prior(path), Standardizer.load(path), TableCodec.load(path)
-            space = PrincipalSpace.load(path)
+            space, marginals = PrincipalSpace.load(path), MarginalMap.load(path)
         except (ValueError, FileNotFoundError) as err:
             raise ValueError(f"{err}; {fix}") from None
         spec = meta["estimator"]
@@ -368,7 +379,7 @@ class FDRL:
                              f"{tuple(spec['in_shape'])}; {fix}")
         model = cls(estimator, meta["objective"], prior, meta["eta"], meta["noise"], meta["steps"],
                     meta["refine_steps"], estimator_spec=spec, scaler=scaler, flow_switches=meta.get("flow"), codec=codec,
-                    flow_plan=meta.get("flow_plan"), space=space)
+                    flow_plan=meta.get("flow_plan"), space=space, marginals=marginals)
         model.checkpoint = None if checkpoint is None else Path(checkpoint)
         model.run_dir = path if (path / RUN_CONFIG).exists() and not (path / META_FILE).exists() else None
         return model.to(resolve_device(str(device)) if isinstance(device, str) else device)

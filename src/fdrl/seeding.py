@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-STREAMS = {"data": 0, "prior": 1, "flow": 2, "eval": 3, "init": 4, "epoch": 5, "augment": 6, "subset": 7, "smooth": 8, "decode": 9}
+STREAMS = {"data": 0, "prior": 1, "flow": 2, "eval": 3, "init": 4, "epoch": 5, "augment": 6, "subset": 7, "smooth": 8, "decode": 9, "marginals": 10}
 
 
 def derived_seed(seed: int, stream: str, step: int = 0, rank: int = 0) -> int:

@@ -32,6 +32,7 @@ from fdrl import __version__, distributed, seeding
 from fdrl.checkpoint import CheckpointMismatch
 from fdrl.config import Config, ConfigError
 from fdrl.data import DataSource
+from fdrl.data.marginals import MARGINALS_FILE, MarginalMap
 from fdrl.data.principal import build_run_data
 from fdrl.data.scaling import Standardizer
 from fdrl.flow import FlowOptions, FlowPlan, Generators, flow, frozen, plan_flow, prepare_estimator, ratio_potential
@@ -47,6 +48,10 @@ from fdrl.rundir import RunDirectory, config_conflict
 from fdrl.smoothing import BatchSmoother
 
 __all__ = ["StepOutput", "Trainer", "TrainingError", "ema_decay", "training_step", "update_ema"]
+
+
+#: particles the marginal calibration is fitted to (at least twice the training rows)
+CALIBRATION_PARTICLES = 4000
 
 
 @dataclass
@@ -218,6 +223,7 @@ class Trainer:
         self.scaler: Standardizer | None = getattr(self.data, "scaler", None)
         self.codec = getattr(self.data, "codec", None)
         self.space = getattr(self.data, "space", None)
+        self.marginals: MarginalMap | None = None  # fitted when training ends (calibrate_marginals)
         if self.dist.is_main:
             for part in (self.scaler, self.codec, self.space):
                 if part is not None:
@@ -361,7 +367,7 @@ class Trainer:
         f = self.config.flow
         return FDRL(self.ema, self.objective, self.prior, self.config.step_size(), f.noise, f.steps, f.refine_steps,
                     self.estimator_spec, scaler=self.scaler, flow_switches=f.switches(), codec=self.codec,
-                    flow_plan=self.flow_plan, space=self.space)
+                    flow_plan=self.flow_plan, space=self.space, marginals=self.marginals)
 
     def _save_samples_figure(self) -> None:
         samples = self.model().sample(self.config.train.sample_n, seed=self.config.train.seed, standardized=True)
@@ -464,7 +470,27 @@ class Trainer:
                 writer.close()
             self.run.release()
         distributed.barrier(self.dist)
+        if self.step >= t.steps and self.dist.is_main:
+            self.calibrate_marginals()
         return self.model()
+
+    def calibrate_marginals(self) -> None:
+        """With ``train.calibrate_marginals`` on a table: the monotone per-feature map from the
+        finished sampler's marginals to the training rows' (:mod:`fdrl.data.marginals`), fitted to
+        :data:`CALIBRATION_PARTICLES` particles (at least twice the rows) and stored in the run;
+        otherwise any stored map is removed (a run trained further has a new sampler)."""
+        self.marginals = None
+        (self.run_dir / MARGINALS_FILE).unlink(missing_ok=True)
+        if not (self.config.train.calibrate_marginals and self.codec is not None and self.codec.numeric_features):
+            return
+        model = self.model()
+        n = max(CALIBRATION_PARTICLES, 2 * len(self.data))
+        particles = model.particles(n, seeding.derived_seed(self.config.train.seed, "marginals"))
+        self.marginals = MarginalMap.fit(particles, self.data.samples, self.codec.numeric_features,
+                                         model.sampling_steps)
+        self.marginals.save(self.run_dir)
+        self.run.log({"event": "marginals", "step": self.step, "particles": n,
+                      "features": len(self.codec.numeric_features)})
 
     def evaluate(self, n: int | None = None) -> dict[str, Any]:
         """Score up to ``n`` (default ``train.eval_n``) EMA samples against held-out data beside

@@ -170,6 +170,17 @@ class TableCodec:
         return sum(c.width for c in self.columns)
 
     @property
+    def numeric_features(self) -> list[int]:
+        """The feature index of each continuous or integer column's value (not its missing-cell
+        flag, not one-hot labels)."""
+        found, at = [], 0
+        for c in self.columns:
+            if c.kind in ("continuous", "integer"):
+                found.append(at)
+            at += c.width
+        return found
+
+    @property
     def kinds(self) -> dict[str, str]:
         """Column name -> kind, for the columns a sample has (dropped ones left out)."""
         return {c.name: c.kind for c in self.columns if c.kind != "drop"}

@@ -1,0 +1,88 @@
+"""Marginal calibration of a table's samples: the map takes the sampler's marginals onto the
+training rows', keeps every sample's rank, is stored in the run and applied to the sampler it was
+fitted to only."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import fdrl
+from fdrl import FDRL
+from fdrl.data.columns import TableCodec
+from fdrl.data.marginals import MARGINALS_FILE, MarginalMap
+
+
+def test_the_map_takes_one_marginal_onto_the_other_and_keeps_ranks():
+    g = torch.Generator().manual_seed(0)
+    particles = torch.randn(20000, 2, generator=g)
+    rows = torch.stack([torch.empty(20000).exponential_(1.0, generator=g), torch.randn(20000, generator=g)], 1)
+    marginals = MarginalMap.fit(particles, rows, features=[0], steps=60)
+    fresh = torch.randn(20000, 2, generator=g)
+    mapped = marginals(fresh)
+    exponential = np.sort(mapped[:, 0].numpy())
+    empirical = (np.arange(20000) + 0.5) / 20000
+    assert np.abs(empirical - (1 - np.exp(-exponential))).max() < 0.02  # Kolmogorov-Smirnov: exponential
+    assert torch.equal(torch.argsort(mapped[:, 0]), torch.argsort(fresh[:, 0]))  # every sample keeps its rank
+    assert torch.equal(mapped[:, 1], fresh[:, 1])  # features not listed are left alone
+    assert float(mapped[:, 0].min()) >= float(rows[:, 0].min())  # nothing beyond the rows' range
+
+
+def test_a_zero_inflated_integer_column_gets_its_share_of_zeros_back():
+    rng = np.random.default_rng(0)
+    rows = np.where(rng.random(5000) < 0.9, 0, rng.integers(1, 6, 5000)).astype(np.float32)[:, None]
+    # a sampler that blurs the point mass: the rows plus noise, as a flow with errors leaves them
+    particles = torch.as_tensor(rows + rng.normal(0, 0.8, rows.shape).astype(np.float32))
+    marginals = MarginalMap.fit(particles, torch.as_tensor(rows), [0], steps=60)
+    fresh = torch.as_tensor(rows + rng.normal(0, 0.8, rows.shape).astype(np.float32))
+    blurred_zeros = float((fresh.round().clamp(0, 5) == 0).float().mean())
+    mapped_zeros = float((marginals(fresh).round() == 0).float().mean())
+    assert blurred_zeros < 0.7 and abs(mapped_zeros - 0.9) < 0.02
+
+
+def test_saved_and_loaded_it_maps_the_same_and_a_damaged_file_is_named(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    marginals = MarginalMap.fit(torch.randn(500, 3, generator=g), torch.rand(500, 3, generator=g), [0, 2], steps=12)
+    marginals.save(tmp_path)
+    loaded = MarginalMap.load(tmp_path)
+    x = torch.randn(100, 3, generator=g)
+    assert loaded.steps == 12 and loaded.features == [0, 2] and torch.equal(loaded(x), marginals(x))
+    assert MarginalMap.load(tmp_path / "nowhere") is None
+    (tmp_path / MARGINALS_FILE).write_text('{"features": [0], "steps": 1, "source": [[0, 1]], "target": [[0]]}')
+    with pytest.raises(ValueError, match="marginals.json' is damaged"):
+        MarginalMap.load(tmp_path)
+
+
+def test_the_numeric_features_of_a_codec():
+    frame = pd.DataFrame({"x": np.linspace(0.1, 2.0, 20), "label": ["a", "b", "c", "a"] * 5,
+                          "n": list(range(20)), "k": [1.0] * 20})
+    codec = TableCodec.fit(frame)
+    # x continuous (feature 0), label one-hot (features 1-3), n integer (feature 4), k constant (none)
+    assert codec.numeric_features == [0, 4]
+
+
+def test_a_table_run_calibrates_its_sampler_and_only_that_one(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 400
+    table = pd.DataFrame({"count": np.where(rng.random(n) < 0.8, 0, rng.integers(1, 30, n)),  # 30 levels: integer
+                          "value": rng.gamma(2.0, 1.0, n), "group": rng.choice(["u", "v"], n)})
+    options = {"train.steps": 150, "data.test_fraction": 0, "train.eval_n": 200}
+    model = fdrl.fit(table, out=tmp_path / "run", progress=False, **options)
+    samples = model.sample(2000, seed=1)
+    assert abs(float((samples["count"] == 0).mean()) - float((table["count"] == 0).mean())) < 0.03
+    assert abs(float(samples["value"].median()) - float(table["value"].median())) < 0.15
+    loaded = FDRL.load(tmp_path / "run")
+    assert loaded.marginals is not None and loaded.marginals.steps == loaded.sampling_steps
+    assert loaded.sample(300, seed=2).equals(model.sample(300, seed=2))
+    # another number of flow steps is another sampler: left unmapped
+    unmapped = FDRL.load(tmp_path / "run")
+    unmapped.marginals = None
+    assert loaded.sample(300, seed=2, steps=5).equals(unmapped.sample(300, seed=2, steps=5))
+    assert not loaded.sample(300, seed=2).equals(unmapped.sample(300, seed=2))
+    events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["features"] for e in events if e.get("event") == "marginals"] == [2]
+
+    fdrl.fit(table, out=tmp_path / "off", progress=False, **options, **{"train.calibrate_marginals": False})
+    assert not (tmp_path / "off" / MARGINALS_FILE).exists() and FDRL.load(tmp_path / "off").marginals is None
