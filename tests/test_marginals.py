@@ -25,7 +25,10 @@ def test_the_map_takes_one_marginal_onto_the_other_and_keeps_ranks():
     exponential = np.sort(mapped[:, 0].numpy())
     empirical = (np.arange(20000) + 0.5) / 20000
     assert np.abs(empirical - (1 - np.exp(-exponential))).max() < 0.02  # Kolmogorov-Smirnov: exponential
-    assert torch.equal(torch.argsort(mapped[:, 0]), torch.argsort(fresh[:, 0]))  # every sample keeps its rank
+    order = torch.argsort(fresh[:, 0])
+    assert bool((mapped[order, 0].diff() >= 0).all())  # monotone: every sample keeps its rank
+    halfway = marginals.weakened(0.5)(fresh)
+    torch.testing.assert_close(halfway[:, 0], (fresh[:, 0] + mapped[:, 0]) / 2)
     assert torch.equal(mapped[:, 1], fresh[:, 1])  # features not listed are left alone
     assert float(mapped[:, 0].min()) >= float(rows[:, 0].min())  # nothing beyond the rows' range
 
@@ -50,6 +53,10 @@ def test_saved_and_loaded_it_maps_the_same_and_a_damaged_file_is_named(tmp_path)
     x = torch.randn(100, 3, generator=g)
     assert loaded.steps == 12 and loaded.features == [0, 2] and torch.equal(loaded(x), marginals(x))
     assert MarginalMap.load(tmp_path / "nowhere") is None
+    marginals.weakened(0.25).save(tmp_path)
+    assert MarginalMap.load(tmp_path).strength == 0.25
+    with pytest.raises(ValueError, match="strength"):
+        marginals.weakened(0.0)
     (tmp_path / MARGINALS_FILE).write_text('{"features": [0], "steps": 1, "source": [[0, 1]], "target": [[0]]}')
     with pytest.raises(ValueError, match="marginals.json' is damaged"):
         MarginalMap.load(tmp_path)
@@ -82,7 +89,18 @@ def test_a_table_run_calibrates_its_sampler_and_only_that_one(tmp_path):
     assert loaded.sample(300, seed=2, steps=5).equals(unmapped.sample(300, seed=2, steps=5))
     assert not loaded.sample(300, seed=2).equals(unmapped.sample(300, seed=2))
     events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [e["features"] for e in events if e.get("event") == "marginals"] == [2]
+    (event,) = [e for e in events if e.get("event") == "marginals"]
+    assert event["features"] == 2 and event["strength"] > 0 and event["near_copies"] <= 0.05
 
     fdrl.fit(table, out=tmp_path / "off", progress=False, **options, **{"train.calibrate_marginals": False})
     assert not (tmp_path / "off" / MARGINALS_FILE).exists() and FDRL.load(tmp_path / "off").marginals is None
+
+
+def test_near_copies_are_judged_by_the_reports_rule():
+    from fdrl.smoothing import near_copy_share
+
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(400, 3, generator=g)
+    assert near_copy_share(rows[:200] + 1e-4, rows, g) > 0.7  # the rows themselves (not when in the held-out fifth)
+    assert near_copy_share(torch.randn(2000, 3, generator=g), rows, g) < 0.04  # fresh draws: about 1%
+    assert near_copy_share(torch.randn(10, 3), rows[:1].repeat(5, 1), g) == 0.0  # one distinct row: no rule

@@ -41,9 +41,33 @@ COPY_SHARE = 0.05
 CALIBRATION_DRAWS, BISECTIONS = 1000, 14
 
 
-def _nearest(x: Tensor, rows: Tensor, chunk: int = 1024) -> Tensor:
+def nearest_distance(x: Tensor, rows: Tensor, chunk: int = 1024) -> Tensor:
     """The Euclidean distance from each row of ``x`` to its nearest row of ``rows``."""
     return torch.cat([torch.cdist(x[i:i + chunk], rows).min(1).values for i in range(0, x.shape[0], chunk)])
+
+
+def _folds(z: Tensor, generator: torch.Generator) -> tuple[Tensor, list[Tensor], Tensor]:
+    """The distinct rows of ``z`` (at most :data:`CALIBRATION_ROWS`), each fifth's complement, and
+    the near-copy threshold: the 1% quantile of each fifth's distances to its complement (pooled)."""
+    z = torch.unique(z, dim=0)  # repeated rows would put the threshold at distance 0
+    if z.shape[0] > CALIBRATION_ROWS:
+        z = z[torch.randperm(z.shape[0], generator=generator)[:CALIBRATION_ROWS]]
+    folds = torch.randperm(z.shape[0], generator=generator) % min(5, z.shape[0])
+    kept = [z[folds != k] for k in range(int(folds.max()) + 1)]
+    threshold = torch.quantile(torch.cat([nearest_distance(z[folds == k], rows) for k, rows in enumerate(kept)]), 0.01)
+    return z, kept, threshold
+
+
+def near_copy_share(x: Tensor, rows: Tensor, generator: torch.Generator) -> float:
+    """The share of ``x`` closer to a row of ``rows`` than the held-out report would count as
+    fresh: its near-copy rule with each fifth of the distinct rows held out once (:func:`_folds`),
+    each part of ``x`` judged against the four fifths the threshold was measured on."""
+    if torch.unique(rows, dim=0).shape[0] < 2:
+        return 0.0
+    _, kept, threshold = _folds(rows.double(), generator)
+    parts = x.double().tensor_split(len(kept))
+    copies = torch.cat([nearest_distance(part, rest) < threshold for part, rest in zip(parts, kept)])
+    return float(copies.double().mean())
 
 
 def copy_free_bandwidth(z: Tensor, shape: Tensor | None, generator: torch.Generator) -> float:
@@ -53,14 +77,9 @@ def copy_free_bandwidth(z: Tensor, shape: Tensor | None, generator: torch.Genera
     the 1% quantile of the held-out rows' distances to their four fifths (pooled over the folds, so
     that it rests on every row), and the draws of each four fifths are judged against them."""
     # repeated rows would put the threshold at distance 0, where no jitter counts as a copy
-    z = torch.unique(z, dim=0)
-    if z.shape[0] < 2:
+    if torch.unique(z, dim=0).shape[0] < 2:
         return 0.0
-    if z.shape[0] > CALIBRATION_ROWS:
-        z = z[torch.randperm(z.shape[0], generator=generator)[:CALIBRATION_ROWS]]
-    folds = torch.randperm(z.shape[0], generator=generator) % min(5, z.shape[0])
-    kept = [z[folds != k] for k in range(int(folds.max()) + 1)]
-    threshold = torch.quantile(torch.cat([_nearest(z[folds == k], rows) for k, rows in enumerate(kept)]), 0.01)
+    z, kept, threshold = _folds(z, generator)
     each = -(-CALIBRATION_DRAWS // len(kept))
     draws = [rows[torch.randint(rows.shape[0], (each,), generator=generator)] for rows in kept]
     noises = [torch.randn(d.shape, generator=generator, dtype=z.dtype) for d in draws]
@@ -72,7 +91,7 @@ def copy_free_bandwidth(z: Tensor, shape: Tensor | None, generator: torch.Genera
     low, high = 0.0, 4.0
     for _ in range(BISECTIONS):
         h = (low + high) / 2
-        copies = torch.cat([_nearest((d + h * noise) / math.sqrt(1 + h * h), rows) < threshold
+        copies = torch.cat([nearest_distance((d + h * noise) / math.sqrt(1 + h * h), rows) < threshold
                             for d, noise, rows in zip(draws, noises, kept)]).double().mean()
         low, high = (h, high) if copies > COPY_SHARE else (low, h)
     return high

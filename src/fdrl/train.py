@@ -45,13 +45,15 @@ from fdrl.guard import DivergenceGuard, TrainingError
 from fdrl.plots import save_samples_figure
 from fdrl.priors import Prior, build_prior
 from fdrl.rundir import RunDirectory, config_conflict
-from fdrl.smoothing import BatchSmoother
+from fdrl.smoothing import COPY_SHARE, BatchSmoother, near_copy_share
 
 __all__ = ["StepOutput", "Trainer", "TrainingError", "ema_decay", "training_step", "update_ema"]
 
 
-#: particles the marginal calibration is fitted to (at least twice the training rows)
-CALIBRATION_PARTICLES = 4000
+#: particles the marginal calibration is fitted to (at least twice the training rows), how many
+#: of them judge its near-copies, and the shares of the map tried, strongest first
+CALIBRATION_PARTICLES, CALIBRATION_JUDGED = 4000, 2000
+CALIBRATION_STRENGTHS = (1.0, 0.75, 0.5, 0.25)
 
 
 @dataclass
@@ -486,11 +488,19 @@ class Trainer:
         model = self.model()
         n = max(CALIBRATION_PARTICLES, 2 * len(self.data))
         particles = model.particles(n, seeding.derived_seed(self.config.train.seed, "marginals"))
-        self.marginals = MarginalMap.fit(particles, self.data.samples, self.codec.numeric_features,
-                                         model.sampling_steps)
-        self.marginals.save(self.run_dir)
+        full = MarginalMap.fit(particles, self.data.samples, self.codec.numeric_features, model.sampling_steps)
+        # the most of the map that keeps near-copies of training rows at the smoothing's bound
+        judged = particles[:CALIBRATION_JUDGED]
+        for strength in CALIBRATION_STRENGTHS:
+            copies = near_copy_share(model.as_rows(full.weakened(strength)(judged)), self.data.samples,
+                                     seeding.generator(self.config.train.seed, "marginals"))
+            if copies <= COPY_SHARE:
+                self.marginals = full.weakened(strength)
+                self.marginals.save(self.run_dir)
+                break
         self.run.log({"event": "marginals", "step": self.step, "particles": n,
-                      "features": len(self.codec.numeric_features)})
+                      "features": len(self.codec.numeric_features),
+                      "strength": 0.0 if self.marginals is None else self.marginals.strength, "near_copies": copies})
 
     def evaluate(self, n: int | None = None) -> dict[str, Any]:
         """Score up to ``n`` (default ``train.eval_n``) EMA samples against held-out data beside
