@@ -246,6 +246,11 @@ def test_classifier_report_of_known_sets(classifier_dir):
     report = classifier_report(test, noise, train, test, clf)
     assert report["classifier_fd"] < 1e-3 * report["classifier_fd_prior"]
     assert report["classifier_fd"] < report["classifier_fd_floor"] < report["classifier_fd_prior"]
+    # the floor is n training images, as many as the samples: the distance of fewer points is larger
+    assert report["classifier_fd_floor_n"] == len(test) < len(train)
+    assert report["classifier_fd_floor"] > report["classifier_fd_floor_all"]
+    fewer = classifier_report(test[:60], noise[:60], train, test, clf)
+    assert fewer["classifier_fd_floor_n"] == 60 and fewer["classifier_fd_floor"] > report["classifier_fd_floor"]
 
 
 def test_prediction_stats_of_a_classifier_with_known_outputs():

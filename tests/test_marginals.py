@@ -57,8 +57,13 @@ def test_saved_and_loaded_it_maps_the_same_and_a_damaged_file_is_named(tmp_path)
     assert MarginalMap.load(tmp_path).strength == 0.25
     with pytest.raises(ValueError, match="strength"):
         marginals.weakened(0.0)
-    (tmp_path / MARGINALS_FILE).write_text('{"features": [0], "steps": 1, "source": [[0, 1]], "target": [[0]]}')
-    with pytest.raises(ValueError, match="marginals.json' is damaged"):
+    (tmp_path / MARGINALS_FILE).write_bytes((tmp_path / MARGINALS_FILE).read_bytes()[:-7])
+    with pytest.raises(ValueError, match="marginals.safetensors' is damaged"):
+        MarginalMap.load(tmp_path)
+    mismatched = MarginalMap([0], torch.zeros(1, 2), torch.zeros(1, 2), steps=1)
+    mismatched.target = torch.zeros(1, 3)
+    mismatched.save(tmp_path)
+    with pytest.raises(ValueError, match="damaged.*shape"):
         MarginalMap.load(tmp_path)
 
 
@@ -104,3 +109,23 @@ def test_near_copies_are_judged_by_the_reports_rule():
     assert near_copy_share(rows[:200] + 1e-4, rows, g) > 0.7  # the rows themselves (not when in the held-out fifth)
     assert near_copy_share(torch.randn(2000, 3, generator=g), rows, g) < 0.04  # fresh draws: about 1%
     assert near_copy_share(torch.randn(10, 3), rows[:1].repeat(5, 1), g) == 0.0  # one distinct row: no rule
+
+
+def test_an_image_run_gets_its_backgrounds_back(tmp_path):
+    """Pixels of digits are a point mass at the background (-1) in most images; a briefly trained
+    flow leaves them blurred around it, and the map puts them back on the training images' share."""
+    from fdrl.config import load_config, load_raw
+    from fdrl.data import build_image_data
+    from fdrl.train import Trainer
+
+    config = load_config(load_raw("digits"), ["train.steps=150", "train.calibrate_marginals=true", "device=cpu"])
+    model = Trainer(config, tmp_path / "run", progress=False).fit()
+    train = torch.cat(list(build_image_data("digits", split="train").iter_batches(2000)))
+    background = float((train == -1).float().mean())
+    samples = model.sample(2000, seed=1)
+    assert samples.shape == (2000, 1, 8, 8) and model.marginals.features == list(range(64))
+    assert abs(float((samples == -1).float().mean()) - background) < 0.03
+    plain = FDRL.load(tmp_path / "run")
+    plain.marginals = None
+    assert float((plain.sample(2000, seed=1) == -1).float().mean()) < background - 0.2
+    assert torch.equal(FDRL.load(tmp_path / "run").sample(50, seed=3), model.sample(50, seed=3))

@@ -105,7 +105,7 @@ class FDRL:
         self.steps, self.refine_steps = int(steps), int(refine_steps)
         self.estimator_spec = estimator_spec or {}
         self.scaler, self.codec, self.space = scaler, codec, space
-        #: a table's marginal calibration (:mod:`fdrl.data.marginals`), for samples of its step count
+        #: the marginal calibration (:mod:`fdrl.data.marginals`), for unguided samples of its step count
         self.marginals = marginals
         self.flow_switches = FlowSwitches.from_mapping(
             dataclasses.asdict(flow_switches) if isinstance(flow_switches, FlowSwitches) else flow_switches)
@@ -257,10 +257,11 @@ class FDRL:
             x0 = self.prior.sample(m, seeding.generator(seed, "prior", i), device=self.device)
             yield start, x0, seeding.generator(seed, "flow", i, device=self.device)
 
-    def particles(self, n: int, seed: int = 0, steps: int | None = None) -> Tensor:
+    def particles(self, n: int, seed: int = 0, steps: int | None = None, batch_size: int | None = None) -> Tensor:
         """``n`` particles after ``steps`` (default K + kappa) flow steps, in model units, as the
-        flow leaves them: not decoded, not mapped (what :mod:`fdrl.data.marginals` is fitted to)."""
-        return torch.cat([self.flow(x0, steps, generator).cpu() for _, x0, generator in self.prior_batches(n, seed)])
+        flow leaves them: not decoded, not mapped (what :mod:`fdrl.data.marginals` is fitted to); flowed ``batch_size`` at a time (default all at once), seeded as in :meth:`sample`."""
+        return torch.cat([self.flow(x0, steps, generator).cpu()
+                          for _, x0, generator in self.prior_batches(n, seed, batch_size)])
 
     def sample(
         self,
@@ -310,7 +311,7 @@ class FDRL:
             for start, x0, generator in batches:
                 potential = None if guidance is None else guidance.potential(self, labels[start:start + len(x0)])
                 particles = self.flow(x0, steps, generator, potential=potential).cpu()
-                if self.marginals is not None and self.total_steps(steps) == self.marginals.steps:
+                if self.marginals is not None and guidance is None and self.total_steps(steps) == self.marginals.steps:
                     particles = self.marginals(particles)
                 out.append(self.decode(particles, seeding.generator(seed, "decode", start)))
         samples = torch.cat(out) if out else torch.empty(0, *self.sample_shape)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections import Counter
 import random
 import signal
@@ -31,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from fdrl import __version__, distributed, seeding
 from fdrl.checkpoint import CheckpointMismatch
 from fdrl.config import Config, ConfigError
-from fdrl.data import DataSource
+from fdrl.data import DataSource, ImageData
 from fdrl.data.marginals import MARGINALS_FILE, MarginalMap
 from fdrl.data.principal import build_run_data
 from fdrl.data.scaling import Standardizer
@@ -50,9 +51,10 @@ from fdrl.smoothing import COPY_SHARE, BatchSmoother, near_copy_share
 __all__ = ["StepOutput", "Trainer", "TrainingError", "ema_decay", "training_step", "update_ema"]
 
 
-#: particles the marginal calibration is fitted to (at least twice the training rows), how many
-#: of them judge its near-copies, and the shares of the map tried, strongest first
-CALIBRATION_PARTICLES, CALIBRATION_JUDGED = 4000, 2000
+#: samples the marginal calibration is fitted to (at least twice the training rows, drawn this
+#: many at a time), how many of them judge its near-copies, the most numbers of training data it
+#: reads (images: 10922 of 3 x 32 x 32) and the shares of the map tried, strongest first
+CALIBRATION_PARTICLES, CALIBRATION_JUDGED, CALIBRATION_ELEMENTS = 4000, 2000, 1 << 25
 CALIBRATION_STRENGTHS = (1.0, 0.75, 0.5, 0.25)
 
 
@@ -222,6 +224,8 @@ class Trainer:
         # bound before training (rank 0 evaluates), so a wrong classifier or weights path fails now
         self.eval_metric: BoundMetric | None = self._on_main(self._bind_eval_metric) if t.eval_every else None
         self.smoother = self._build_smoother()
+        if t.calibrate_marginals:
+            self._calibration_rows()  # a dataset it cannot be fitted to fails now, not after training
         self.scaler: Standardizer | None = getattr(self.data, "scaler", None)
         self.codec = getattr(self.data, "codec", None)
         self.space = getattr(self.data, "space", None)
@@ -476,30 +480,46 @@ class Trainer:
             self.calibrate_marginals()
         return self.model()
 
+    def _calibration_rows(self) -> Tensor:
+        """The training data in the particles' form (a table's rows, a principal space's
+        coefficients, clean images: at most :data:`CALIBRATION_ELEMENTS` numbers of them);
+        ConfigError if it is neither a table nor images."""
+        if isinstance(self.data, ImageData):
+            return self.data.subset(max(1, CALIBRATION_ELEMENTS // math.prod(self.data.shape)), self.config.train.seed)
+        rows = getattr(self.data, "samples", None)
+        if not isinstance(rows, Tensor):
+            raise ConfigError(f"train.calibrate_marginals=true needs a finite dataset (a table or images), not data "
+                              f"'{self.config.data.name}'; set train.calibrate_marginals=false")
+        return rows
+
     def calibrate_marginals(self) -> None:
-        """With ``train.calibrate_marginals`` on a table: the monotone per-feature map from the
-        finished sampler's marginals to the training rows' (:mod:`fdrl.data.marginals`), fitted to
-        :data:`CALIBRATION_PARTICLES` particles (at least twice the rows) and stored in the run;
-        otherwise any stored map is removed (a run trained further has a new sampler)."""
+        """With ``train.calibrate_marginals``: the monotone per-feature map from the finished
+        sampler's marginals to the training data's (:mod:`fdrl.data.marginals`; a table's numeric
+        columns, a principal space's coefficients, an image's pixels), fitted to
+        :data:`CALIBRATION_PARTICLES` particles (at least twice the training rows) and stored in
+        the run; otherwise any stored map is removed (a run trained further has a new sampler)."""
         self.marginals = None
         (self.run_dir / MARGINALS_FILE).unlink(missing_ok=True)
-        if not (self.config.train.calibrate_marginals and self.codec is not None and self.codec.numeric_features):
+        if not self.config.train.calibrate_marginals:
             return
-        model = self.model()
-        n = max(CALIBRATION_PARTICLES, 2 * len(self.data))
-        particles = model.particles(n, seeding.derived_seed(self.config.train.seed, "marginals"))
-        full = MarginalMap.fit(particles, self.data.samples, self.codec.numeric_features, model.sampling_steps)
+        rows = self._calibration_rows().flatten(1)
+        features = self.codec.numeric_features if self.codec is not None else list(range(rows.shape[1]))
+        if not features:
+            return
+        model, seed = self.model(), self.config.train.seed
+        n = max(CALIBRATION_PARTICLES, 2 * rows.shape[0])
+        particles = model.particles(n, seeding.derived_seed(seed, "marginals"), batch_size=CALIBRATION_PARTICLES)
+        full = MarginalMap.fit(particles, rows, features, model.sampling_steps)
         # the most of the map that keeps near-copies of training rows at the smoothing's bound
         judged = particles[:CALIBRATION_JUDGED]
         for strength in CALIBRATION_STRENGTHS:
-            copies = near_copy_share(model.as_rows(full.weakened(strength)(judged)), self.data.samples,
-                                     seeding.generator(self.config.train.seed, "marginals"))
+            copies = near_copy_share(model.as_rows(full.weakened(strength)(judged)).flatten(1), rows,
+                                     seeding.generator(seed, "marginals"))
             if copies <= COPY_SHARE:
                 self.marginals = full.weakened(strength)
                 self.marginals.save(self.run_dir)
                 break
-        self.run.log({"event": "marginals", "step": self.step, "particles": n,
-                      "features": len(self.codec.numeric_features),
+        self.run.log({"event": "marginals", "step": self.step, "particles": n, "features": len(features),
                       "strength": 0.0 if self.marginals is None else self.marginals.strength, "near_copies": copies})
 
     def evaluate(self, n: int | None = None) -> dict[str, Any]:

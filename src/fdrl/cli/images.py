@@ -217,7 +217,8 @@ def cmd_classifier_report(args: argparse.Namespace) -> int:
                          torch.Generator().manual_seed(args.seed))
     images = {split: load_image_set(f"{data_config['name']}:{split}") for split in ("train", "test")}
     report = classifier_report(*(_as_images(x, classifier.in_shape, label) for x, label in (
-        (samples, "samples"), (prior, "prior"), (images["train"], "train"), (images["test"], "test"))), classifier)
+        (samples, "samples"), (prior, "prior"), (images["train"], "train"), (images["test"], "test"))), classifier,
+        seed=args.seed)
     report.update(classifier=str(args.classifier), seed=args.seed,
                   steps=model.total_steps(args.steps or None))
     metrics_path = args.run / "metrics.json"
@@ -225,7 +226,7 @@ def cmd_classifier_report(args: argparse.Namespace) -> int:
     metrics["classifier_report"] = report
     metrics_path.write_text(json.dumps(metrics, indent=2))
     print(json.dumps({k: report[k] for k in ("classifier_fd", "classifier_fd_prior", "classifier_fd_floor",
-                                             "classifier_fd_ratio")} | {"confidence": report["samples"]["confidence"],
+                                             "classifier_fd_to_floor", "classifier_fd_ratio")} | {"confidence": report["samples"]["confidence"],
                                              "class_entropy": report["samples"]["class_entropy"]}))
     return 0
 

@@ -45,18 +45,29 @@ def prediction_stats(images: Tensor, classifier: DigitClassifier, batch_size: in
 
 
 def classifier_report(
-    samples: Tensor, prior_samples: Tensor, train_images: Tensor, test_images: Tensor, classifier: DigitClassifier
+    samples: Tensor, prior_samples: Tensor, train_images: Tensor, test_images: Tensor, classifier: DigitClassifier,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Samples and prior draws scored against held-out images; training vs held-out images is
-    the floor (what a perfect model would score)."""
+    """Samples and prior draws scored against held-out images. The floor (what a perfect model
+    would score) is as many training images as there are samples (a random subset drawn with
+    ``seed``) against the held-out images: the Frechet distance of n points is biased upwards by
+    about trace terms over n, so a floor of all training images would sit below what n perfect
+    samples reach (MNIST-5k: 13.3 with 4000 images, 24.9 with 1000). That of all training images
+    is reported beside it (``classifier_fd_floor_all``)."""
+    n = samples.shape[0]
+    subset = torch.randperm(train_images.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
     fd = {name: classifier_frechet_distance(x, test_images, classifier)
-          for name, x in (("samples", samples), ("prior", prior_samples), ("floor", train_images))}
+          for name, x in (("samples", samples), ("prior", prior_samples), ("floor", train_images[subset]),
+                          ("floor_all", train_images))}
     return {
         "classifier_fd": fd["samples"],
         "classifier_fd_prior": fd["prior"],
         "classifier_fd_floor": fd["floor"],
+        "classifier_fd_floor_all": fd["floor_all"],
+        "classifier_fd_floor_n": int(subset.numel()),
         "classifier_fd_ratio": fd["samples"] / fd["prior"],
+        "classifier_fd_to_floor": fd["samples"] / fd["floor"],
         "samples": prediction_stats(samples, classifier),
         "prior": prediction_stats(prior_samples, classifier),
-        "n": int(samples.shape[0]),
+        "n": int(n),
     }
