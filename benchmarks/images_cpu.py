@@ -13,6 +13,13 @@ its held-out report (``RUN/metrics.json``): energy distance and C2ST accuracy of
 and of the Gaussian baseline, against the 20% of images held out. With ``--sets S`` the samples
 and the Gaussian are also scored as S fresh sets of the held-out size (the report's scoring with
 seeds 0..S-1) and averaged (``*_mean``): one set of 80 images moves C2ST by about 0.05.
+
+    python benchmarks/images_cpu.py --folders /tmp/folders --ceiling 15,64,128
+
+The ceiling of a principal space of k directions, with no estimator: the training images' own
+k coefficients decoded with the Gaussian's other directions (what a perfect flow would give),
+the same with the other directions left at the mean, and Gaussian coefficients, each scored
+against the held-out images as ``--sets`` (default 5 here) sets of their size.
 """
 
 from __future__ import annotations
@@ -75,6 +82,37 @@ def averaged_scores(trainer, sets: int) -> dict:
     return {f"{key}_mean": round(value, 4) for key, value in totals.items()}
 
 
+def ceiling(folder: Path, k: int, sets: int) -> dict:
+    """What a principal space of ``k`` directions allows on ``folder`` (module docstring)."""
+    import torch
+
+    from fdrl.config import load_config, load_raw
+    from fdrl.data.principal import build_run_data
+    from fdrl.evaluate.metrics import c2st_accuracy, energy_distance
+
+    raw = load_raw("images")
+    raw["data"]["params"].update(root=str(folder), pca=k)
+    data = build_run_data(load_config(raw, ["device=cpu"]).data.spec)
+    space, coefficients = data.space, data.samples
+    heldout = torch.cat(list(data.held_out().iter_batches(512)))
+    m = heldout.shape[0]
+    decoders = {
+        "training_coefficients": lambda g: space.decode(coefficients[torch.randperm(len(coefficients), generator=g)[:m]], g),
+        "training_coefficients_rest_at_mean": lambda g: space.decode(
+            coefficients[torch.randperm(len(coefficients), generator=g)[:m]]).clamp(*space.gaussian.clamp),
+        "gaussian_coefficients": lambda g: space.decode(torch.randn(m, space.k, generator=g), g),
+    }
+    out = {"folder": folder.name, "space": space.describe()}
+    for name, draw in decoders.items():
+        c2st = energy = 0.0
+        for s in range(sets):
+            x = draw(torch.Generator().manual_seed(s))
+            c2st += c2st_accuracy(x, heldout, seed=s) / sets
+            energy += float(energy_distance(x.flatten(1), heldout.flatten(1))) / sets
+        out[name] = {"c2st": round(c2st, 3), "energy": round(energy, 4)}
+    return out
+
+
 def run(folder: Path, candidate: str, out: Path, sets: int = 0) -> dict:
     """Train ``candidate`` (``PRESET[:KEY=VALUE,...]``) on ``folder``; its scores and CPU seconds
     (and ``sets`` averaged scores: :func:`averaged_scores`)."""
@@ -108,17 +146,23 @@ def run(folder: Path, candidate: str, out: Path, sets: int = 0) -> dict:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser()
-    ap.add_argument("candidates", nargs="+", help="PRESET[:KEY=VALUE,...]")
+    ap.add_argument("candidates", nargs="*", help="PRESET[:KEY=VALUE,...]")
     ap.add_argument("--folders", type=Path, help="where the digits and photos folders are (or go)")
-    ap.add_argument("--only", choices=FOLDERS, help="one folder only")
+    ap.add_argument("--only", help="NAME[,NAME...]: these folders under --folders only (your own folders too)")
     ap.add_argument("--images", type=int, default=400, help="images per folder written (default 400)")
     ap.add_argument("--sets", type=int, default=0, help="also score S fresh sample sets and average (default 0)")
+    ap.add_argument("--ceiling", help="K1,K2,...: the ceiling of principal spaces of these sizes instead")
     args = ap.parse_args(argv)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         folders = args.folders or Path(tmp) / "folders"
-        write_folders(folders, args.images)
-        for name in [args.only] if args.only else FOLDERS:
+        names = args.only.split(",") if args.only else FOLDERS
+        if set(names) & set(FOLDERS):
+            write_folders(folders, args.images)
+        for name in names:
+            for k in [int(k) for k in args.ceiling.split(",")] if args.ceiling else []:
+                results.append(ceiling(folders / name, k, args.sets or 5))
+                print(json.dumps(results[-1]), flush=True)
             for i, candidate in enumerate(args.candidates):
                 results.append(run(folders / name, candidate, Path(tmp) / f"{name}-{i}", args.sets))
                 print(json.dumps(results[-1]), flush=True)

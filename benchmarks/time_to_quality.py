@@ -8,6 +8,11 @@ of the clock. Prints JSON.
         # classifier Frechet distance: the run goes to train.steps; reported is the first
         # evaluation within 1.2x of the last one
 
+    python benchmarks/time_to_quality.py images --folder DIR [--lengths 400,700,1000,2000] [KEY=VALUE ...]
+        # an image folder: the preset trained for each length on DIR, each run's training CPU
+        # seconds beside its held-out energy and C2ST and the Gaussian's (--sets fresh sample
+        # sets, averaged: benchmarks/images_cpu.py)
+
 Evaluations run every ``--eval-every`` steps through the Trainer's periodic evaluation
 (``train.eval_every``/``eval_metric``/``eval_n``). ``train_s`` is the wall time since training
 started minus the time spent in evaluations (checkpoints and figures, which ``fdrl train`` also
@@ -20,6 +25,7 @@ import argparse
 import json
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -42,7 +48,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--eval-n", type=int, default=5000)
     ap.add_argument("--classifier", default=None, help="classifier_fd: a digit classifier directory")
     ap.add_argument("--out", default=None, help="run directory (default: a temporary one)")
-    args = ap.parse_args(argv)
+    ap.add_argument("--folder", type=Path, default=None, help="an image folder: a curve over --lengths instead")
+    ap.add_argument("--lengths", default="400,700,1000,2000", help="--folder: training steps of each run")
+    ap.add_argument("--sets", type=int, default=5, help="--folder: fresh sample sets scored per run")
+    args = ap.parse_intermixed_args(argv)  # overrides may follow the options
+    if args.folder is not None:
+        return folder_curve(args)
     overrides = [*args.overrides, f"train.eval_every={args.eval_every}", f"train.eval_metric={args.metric}",
                  f"train.eval_n={args.eval_n}"]
     if args.classifier:
@@ -94,6 +105,22 @@ def main(argv=None) -> dict:
         result.update(final_value=final, factor=args.factor, time_to_factor_of_final_s=first["train_s"],
                       step_at_factor=first["step"], value_at_factor=first["value"],
                       total_train_s=evals[-1]["train_s"])
+    print(json.dumps(result))
+    return result
+
+
+def folder_curve(args: argparse.Namespace) -> dict:
+    """The preset trained on ``args.folder`` for each of ``args.lengths`` steps (one thread):
+    training CPU seconds against held-out quality (:func:`images_cpu.run`)."""
+    from images_cpu import run
+
+    curve = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, steps in enumerate(int(x) for x in args.lengths.split(",")):
+            candidate = f"{args.preset}:" + ",".join([f"train.steps={steps}", *args.overrides])
+            curve.append(run(args.folder, candidate, Path(tmp) / f"run{i}", args.sets))
+            print(json.dumps(curve[-1]), flush=True)
+    result = {"benchmark": "time_to_quality", "preset": args.preset, "folder": str(args.folder), "curve": curve}
     print(json.dumps(result))
     return result
 

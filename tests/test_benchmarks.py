@@ -25,13 +25,27 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
     ("lowrank_prior_memory.py", ["--n", "12", "--rank", "4", "--sample", "2", "--threads", "1"], "variance_kept"),
     ("table_read.py", ["--rows", "50", "--cols", "3", "--readers", "pandas,read_array"], "ratios_to_pandas"),
     ("images_cpu.py", ["images:train.steps=2,flow.steps=2,flow.refine_steps=1,train.eval_n=20,train.sample_n=4",
-                       "--only", "digits", "--images", "60"], "runs"),
+                       "--only", "digits", "--images", "60", "--sets", "1"], "runs"),
 ])
 def test_benchmark_prints_json(script, args, key):
     done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
                           timeout=120, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert key in result
+
+
+def test_time_to_quality_curve_of_a_folder(tmp_path):
+    """The folder mode trains the preset once per length and scores each run beside the Gaussian."""
+    subprocess.run([sys.executable, str(BENCH / "images_cpu.py"), "--folders", str(tmp_path), "--only", "digits",
+                    "--images", "60", "images:train.steps=1,flow.steps=1,flow.refine_steps=1,train.eval_n=12"],
+                   capture_output=True, text=True, timeout=120, check=True)
+    done = subprocess.run([sys.executable, str(BENCH / "time_to_quality.py"), "images", "--folder",
+                           str(tmp_path / "digits"), "--lengths", "2,3", "--sets", "1", "flow.steps=1",
+                           "flow.refine_steps=1", "train.eval_n=12", "train.lr_decay_at=[]"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    curve = json.loads(done.stdout.strip().splitlines()[-1])["curve"]
+    assert [run["candidate"].split(",")[0] for run in curve] == ["images:train.steps=2", "images:train.steps=3"]
+    assert all(0 <= run["c2st_mean"] <= 1 and math.isfinite(run["gaussian_energy_mean"]) for run in curve)
 
 
 @pytest.mark.slow

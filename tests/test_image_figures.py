@@ -249,6 +249,10 @@ def test_classifier_report_of_known_sets(classifier_dir):
     # the floor is n training images, as many as the samples: the distance of fewer points is larger
     assert report["classifier_fd_floor_n"] == len(test) < len(train)
     assert report["classifier_fd_floor"] > report["classifier_fd_floor_all"]
+    # the mean over disjoint subsets of that size, as many as the training images hold (at most 5)
+    assert len(report["classifier_fd_floor_subsets"]) == min(5, len(train) // len(test))
+    floors = report["classifier_fd_floor_subsets"]
+    assert report["classifier_fd_floor"] == pytest.approx(sum(floors) / len(floors))
     fewer = classifier_report(test[:60], noise[:60], train, test, clf)
     assert fewer["classifier_fd_floor_n"] == 60 and fewer["classifier_fd_floor"] > report["classifier_fd_floor"]
 

@@ -15,7 +15,7 @@ from fdrl.cli import main
 from fdrl.data import build_data
 from fdrl.data.images import TensorImages
 from fdrl.components import check_pca
-from fdrl.data.principal import MAX_K, PrincipalSpace
+from fdrl.data.principal import AUTO_K, MAX_K, PrincipalSpace
 from fdrl.guidance import transport
 from fdrl.model import FDRL
 
@@ -79,13 +79,16 @@ def test_decoded_samples_carry_the_gaussians_other_directions():
 
 
 def test_pca_option_is_checked():
-    assert check_pca(0.9) == 0.9 and check_pca(12) == 12 and check_pca(0) == 0
-    for bad in (-0.1, 1.5, True, "0.9", float("nan")):
+    assert check_pca(0.9) == 0.9 and check_pca(12) == 12 and check_pca(0) == 0 and check_pca("auto") == "auto"
+    for bad in (-0.1, 1.5, True, "0.9", "Auto", float("nan")):
         with pytest.raises(ValueError, match="data.params.pca must be"):
             check_pca(bad)
     with pytest.raises(ValueError, match="at most"):
         PrincipalSpace.fit(_images(20), 50)
     assert PrincipalSpace.fit(_images(), 0.999999).k <= MAX_K
+    # auto: one direction per five training images, at most AUTO_K, never more than the images give
+    assert PrincipalSpace.fit(_images(200), "auto").k == 40 and PrincipalSpace.fit(_images(4), "auto").k == 1
+    assert PrincipalSpace.fit(_images(1000), "auto").k == AUTO_K
 
 
 QUICK = ["train.steps=300", "train.eval_n=60", "train.sample_n=16", "train.sample_every=300",

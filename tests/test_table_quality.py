@@ -77,6 +77,25 @@ def test_the_bandwidth_is_the_least_that_stops_the_smoothed_bootstrap_copying():
     assert BatchSmoother.fit(rows, 0.5).bandwidth == pytest.approx(h / 2)
 
 
+def test_copies_judged_in_a_scaled_space_set_the_bandwidth_there():
+    """A principal space's coefficients are judged in pixels, each by its standard deviation: the
+    same scale on every feature changes nothing (distances and threshold scale alike); a scale on
+    two of six features judges copies by those two, where rows are spaced more closely for the
+    jitter's length (2-D against 6-D), so less jitter is needed; it still copies about as often
+    as set (5%) by the report's rule on the scaled rows."""
+    g = torch.Generator().manual_seed(0)
+    rows, fresh = _clusters(300, g), _clusters(300, g)
+    plain = BatchSmoother.fit(rows, 1.0)
+    assert BatchSmoother.fit(rows, 1.0, copy_scale=torch.full((6,), 3.0)).bandwidth == pytest.approx(plain.bandwidth)
+    scale = torch.tensor([10.0, 10.0, 0.1, 0.1, 0.1, 0.1])
+    scaled = BatchSmoother.fit(rows, 1.0, copy_scale=scale)
+    assert scaled.bandwidth < plain.bandwidth / 2
+    draws = rows[torch.randint(300, (3000,), generator=g)]
+    jittered = scaled(draws, torch.Generator().manual_seed(1))
+    copies = memorisation(jittered * scale, rows * scale, fresh * scale)["share_closer_than_heldout_1pct"]
+    assert copies < 0.12
+
+
 def test_the_bandwidth_shrinks_with_more_rows():
     g = torch.Generator().manual_seed(0)
     few, many = torch.randn(100, 2, generator=g), torch.randn(5000, 2, generator=g)

@@ -143,20 +143,23 @@ class ImageSpec(DataSpec):
     flip: bool = True
     dequantize: float = 3e-2
     #: model the images in a principal-component space (fdrl.data.principal): :func:`check_pca`
-    pca: float = 0.0
+    pca: float | str = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_pca(self.pca)
 
 
-def check_pca(value: Any) -> float | int:
-    """``data.params.pca`` as a variance share in (0, 1), a number of directions >= 1, or 0 for
-    pixel space; ConfigError (one line) otherwise."""
+def check_pca(value: Any) -> float | int | str:
+    """``data.params.pca`` as a variance share in (0, 1), a number of directions >= 1, ``auto``
+    (directions by the number of images: :mod:`fdrl.data.principal`) or 0 for pixel space;
+    ConfigError (one line) otherwise."""
+    if value == "auto":
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
             or (value >= 1 and value != int(value)):
         raise ConfigError(f"data.params.pca must be a variance share in (0, 1), a number of directions >= 1, "
-                          f"or 0 for pixel space; got {value!r}")
+                          f"auto, or 0 for pixel space; got {value!r}")
     return int(value) if value >= 1 or value == 0 else float(value)
 
 

@@ -253,8 +253,9 @@ class TrainConfig:
     #: correlation matrix, w this weight; 0 = the same in every direction (correlations shrink by
     #: 1 + h^2), 1 = along the data's correlations (kept exactly, but nothing off a flat table)
     data_smoothing_correlation: float = 0.0
-    #: a table's numeric columns: after training, map each sampled feature monotonically onto the
-    #: training rows' marginal (fdrl.data.marginals), fitted to the finished sampler's particles
+    #: after training, map each sampled feature (a table's numeric column, a principal
+    #: coefficient, a pixel) monotonically onto the training data's marginal
+    #: (fdrl.data.marginals), fitted to the finished sampler's particles; a finite dataset only
     calibrate_marginals: bool = False
     #: torch.distributed backend when launched by torchrun (WORLD_SIZE > 1): auto (nccl on
     #: CUDA, gloo on the CPU), nccl or gloo. batch_size is the global batch, split over ranks.

@@ -108,10 +108,13 @@ class BatchSmoother:
         self.bandwidth, self.mean, self.std, self.shape = float(bandwidth), mean, std, shape
 
     @classmethod
-    def fit(cls, rows: Tensor, smoothing: float, correlation: float = 0.0) -> "BatchSmoother":
+    def fit(cls, rows: Tensor, smoothing: float, correlation: float = 0.0,
+            copy_scale: Tensor | None = None) -> "BatchSmoother":
         """h = ``smoothing`` x :func:`copy_free_bandwidth` of the z-scored ``rows``; the noise's
         covariance ``correlation`` R + (1 - ``correlation``) I (its trace stays d, so the jitter's
-        mean squared length is h^2 d whatever its shape)."""
+        mean squared length is h^2 d whatever its shape). ``copy_scale``: the length of one
+        z-score of each feature where copies are judged (None: z-scores themselves); a principal
+        space's coefficients are judged in pixels, where each counts by its standard deviation."""
         if rows.ndim != 2 or rows.shape[0] < 2:
             raise ValueError(f"train.data_smoothing needs a table of at least 2 rows of vectors, got shape "
                              f"{tuple(rows.shape)}; set train.data_smoothing=0")
@@ -124,7 +127,12 @@ class BatchSmoother:
             shape = correlation * torch.cov(z.T, correction=0) + (1 - correlation) * torch.eye(z.shape[1], dtype=z.dtype)
             values, vectors = torch.linalg.eigh(shape)
             factor = vectors * values.clamp(min=0).sqrt()
-        bandwidth = copy_free_bandwidth(z, factor, torch.Generator().manual_seed(0))
+        if copy_scale is None:
+            bandwidth = copy_free_bandwidth(z, factor, torch.Generator().manual_seed(0))
+        else:  # the same jitter, its copies measured in the scaled space
+            scale = copy_scale.double()
+            scaled_factor = torch.diag(scale) if factor is None else scale[:, None] * factor
+            bandwidth = copy_free_bandwidth(z * scale, scaled_factor, torch.Generator().manual_seed(0))
         return cls(smoothing * bandwidth, mean.float(), std.float(), None if factor is None else factor.float())
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -266,7 +266,14 @@ class Trainer:
         if rows is None or rows.ndim != 2:
             raise ConfigError(f"train.data_smoothing={smoothing:g} needs a finite table of vectors (a .npy/.csv "
                               f"file or an array), not data '{self.config.data.name}'; set train.data_smoothing=0")
-        return BatchSmoother.fit(rows, smoothing, self.config.train.data_smoothing_correlation)
+        return BatchSmoother.fit(rows, smoothing, self.config.train.data_smoothing_correlation, self._copy_scale())
+
+    def _copy_scale(self) -> Tensor | None:
+        """Where copies of training rows are judged: a principal space's coefficients in pixels
+        (each by its standard deviation: what the held-out report measures), other data in its
+        own units (None)."""
+        space = getattr(self.data, "space", None)
+        return None if space is None else space.scale
 
     def _build_prior(self) -> Prior:
         prior = build_prior(self.config.prior.spec, self.data)
@@ -511,9 +518,10 @@ class Trainer:
         particles = model.particles(n, seeding.derived_seed(seed, "marginals"), batch_size=CALIBRATION_PARTICLES)
         full = MarginalMap.fit(particles, rows, features, model.sampling_steps)
         # the most of the map that keeps near-copies of training rows at the smoothing's bound
-        judged = particles[:CALIBRATION_JUDGED]
+        judged, scale = particles[:CALIBRATION_JUDGED], self._copy_scale()
+        scale = 1.0 if scale is None else scale
         for strength in CALIBRATION_STRENGTHS:
-            copies = near_copy_share(model.as_rows(full.weakened(strength)(judged)).flatten(1), rows,
+            copies = near_copy_share(model.as_rows(full.weakened(strength)(judged)).flatten(1) * scale, rows * scale,
                                      seeding.generator(seed, "marginals"))
             if copies <= COPY_SHARE:
                 self.marginals = full.weakened(strength)
