@@ -119,7 +119,7 @@ def run(folder: Path, candidate: str, out: Path, sets: int = 0) -> dict:
     import torch
 
     from fdrl.config import load_config, load_raw
-    from fdrl.train import Trainer
+    from fdrl.train import Trainer, TrainingError
 
     preset, _, overrides = candidate.partition(":")
     raw = load_raw(preset)
@@ -128,7 +128,10 @@ def run(folder: Path, candidate: str, out: Path, sets: int = 0) -> dict:
     torch.set_num_threads(1)
     start, wall = time.process_time(), time.perf_counter()
     trainer = Trainer(config, out, progress=False)
-    trainer.fit()
+    try:
+        trainer.fit()
+    except TrainingError as err:  # a run the guard stopped is a result too, not the end of the benchmark
+        return {"folder": folder.name, "candidate": candidate, "error": str(err)}
     train_cpu = time.process_time() - start
     metrics = trainer.evaluate()
     space = getattr(trainer.data, "space", None)

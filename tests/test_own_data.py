@@ -219,11 +219,13 @@ def _image_folder(root, count=240):
     (root / "notes.txt").write_text("not an image")
 
 
-@pytest.mark.parametrize("source, estimator, pca", [
-    (["digits_folder"], "mlp", 0.9),  # a CPU's choice: FDRL in a principal space (docs/images-cpu.md)
-    (["images_resnet", "data.params.root=digits_folder", "model.params.width=0.0625"], "resnet", None),  # pixels
+@pytest.mark.parametrize("source, estimator, pca, prior", [
+    # a CPU's choice: FDRL in a principal space with the mixture prior (docs/images-cpu.md)
+    (["digits_folder"], "mlp", "auto", "data_mixture"),
+    (["images_resnet", "data.params.root=digits_folder", "model.params.width=0.0625"], "resnet", None,
+     "data_gaussian"),  # pixels
 ])
-def test_train_an_image_folder_with_no_yaml(tmp_path, monkeypatch, capsys, source, estimator, pca):
+def test_train_an_image_folder_with_no_yaml(tmp_path, monkeypatch, capsys, source, estimator, pca, prior):
     monkeypatch.chdir(tmp_path)
     _image_folder(tmp_path / "digits_folder")
     quick = ["train.steps=3", "flow.steps=2", "flow.refine_steps=1", "train.batch_size=8", "train.eval_n=40",
@@ -231,7 +233,7 @@ def test_train_an_image_folder_with_no_yaml(tmp_path, monkeypatch, capsys, sourc
     run = tmp_path / "runs" / "digits_folder"
     assert main(["train", *source, *quick, "--out", str(run), "--quiet", "--device", "cpu"]) == 0
     config = load_config(str(run / "config.yaml"))
-    assert (config.data.name, config.model.name, config.prior.name) == ("folder", estimator, "data_gaussian")
+    assert (config.data.name, config.model.name, config.prior.name) == ("folder", estimator, prior)
     assert config.data.params.get("pca") == pca
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["reference"].startswith("held-out part (48 samples") and metrics["n"] == 40
