@@ -111,6 +111,11 @@ def test_a_folder_trains_in_the_space_and_samples_full_images(tmp_path, monkeypa
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["reference"].startswith("held-out part (24 samples")
     assert metrics["energy_distance"] < metrics["baselines"]["gaussian"]["energy_distance"]
+    capsys.readouterr()
+    assert main(["info", str(run)]) == 0
+    info = capsys.readouterr().out
+    assert f"space     the leading {model.space.k} principal coefficients" in info
+    assert f"marginals {model.space.k} features mapped onto the training data's marginals at strength" in info
     assert main(["sample", str(run), "--n", "6", "--out", "s.npy", "--quiet"]) == 0
     assert np.load(tmp_path / "s.npy").shape == (6, 3, 16, 16)
     with pytest.raises(ValueError, match=r"flowing given images \(translation, refinement\) needs a pixel-space"):

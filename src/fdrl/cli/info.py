@@ -29,12 +29,13 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_info)
 
 
-def _last_records(path: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None, int]:
-    """The last record with a loss in ``metrics.jsonl``, the last flow plan recorded there, and the
-    number of unreadable lines (a run killed mid-write leaves a partial line)."""
-    last, plan, bad = None, None, 0
+def _last_records(path: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None, int]:
+    """The last record with a loss in ``metrics.jsonl``, the last flow plan and marginal
+    calibration recorded there, and the number of unreadable lines (a run killed mid-write leaves
+    a partial line)."""
+    last, plan, marginals, bad = None, None, None, 0
     if not path.is_file():
-        return None, None, 0
+        return None, None, None, 0
     for line in path.read_text(errors="replace").splitlines():
         try:
             record = json.loads(line)
@@ -45,7 +46,31 @@ def _last_records(path: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | N
             last = record
         elif isinstance(record, dict) and record.get("event") == "flow_plan":
             plan = record
-    return last, plan, bad
+        elif isinstance(record, dict) and record.get("event") == "marginals":
+            marginals = record
+    return last, plan, marginals, bad
+
+
+def _space_line(run: Path) -> str | None:
+    """What a principal-space run flows (``space.json``), or None for a run in the data's space."""
+    path = run / "space.json"
+    if not path.is_file():
+        return None
+    try:
+        k = int(json.loads(path.read_text())["k"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "space.json is unreadable"
+    return f"the leading {k} principal coefficients of the images (samples decode to full images)"
+
+
+def _marginals_line(event: dict[str, Any]) -> str:
+    """The marginal calibration's record in words."""
+    strength, features = event.get("strength"), event.get("features")
+    copies = event.get("near_copies")
+    shown = f"{copies:.1%}" if isinstance(copies, (int, float)) else "?"
+    if not strength:
+        return f"not applied: every strength made near-copies of training rows ({shown} at the weakest)"
+    return f"{features} features mapped onto the training data's marginals at strength {strength} (near-copies {shown})"
 
 
 def _prior_line(run: Path, config: dict) -> str:
@@ -79,8 +104,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"name      {config.get('name')}   objective {config.get('objective')}   "
           f"data {(config.get('data') or {}).get('name')}   model {(config.get('model') or {}).get('name')}")
     print(f"prior     {_prior_line(run, config)}")
+    space = _space_line(run)
+    if space is not None:
+        print(f"space     {space}")
     print(f"step      {step} of {train.get('steps')}")
-    record, plan, bad = _last_records(run / "metrics.jsonl")
+    record, plan, marginals, bad = _last_records(run / "metrics.jsonl")
+    # the map's file (fdrl.data.marginals.MARGINALS_FILE, not imported: that module needs torch) is
+    # removed when a run is trained on without calibration, while its old record stays in the log
+    if marginals is not None and (not marginals.get("strength") or (run / "marginals.safetensors").is_file()):
+        print(f"marginals {_marginals_line(marginals)}")
     if plan is not None:
         try:
             print(f"flow      {FlowPlan.from_mapping(plan).describe()}; samples follow it")
