@@ -14,6 +14,13 @@ and of the Gaussian baseline, against the 20% of images held out. With ``--sets 
 and the Gaussian are also scored as S fresh sets of the held-out size (the report's scoring with
 seeds 0..S-1) and averaged (``*_mean``): one set of 80 images moves C2ST by about 0.05.
 
+    python benchmarks/images_cpu.py --folders /tmp/folders --only digits --classifier CLF images
+
+With ``--classifier CLF`` (``fdrl train-classifier digits --out CLF``) each run on the digits
+folder also gets the classifier Frechet distance of 1000 samples and of 1000 draws of the Eq. 8
+Gaussian to the held-out images, and of the training images (the floor), all averaged down to
+the classifier's 8 x 8 grayscale input.
+
     python benchmarks/images_cpu.py --folders /tmp/folders --ceiling 15,64,128
 
 The ceiling of a principal space of k directions, with no estimator: the training images' own
@@ -113,7 +120,34 @@ def ceiling(folder: Path, k: int, sets: int) -> dict:
     return out
 
 
-def run(folder: Path, candidate: str, out: Path, sets: int = 0) -> dict:
+def classifier_scores(trainer, classifier: Path) -> dict:
+    """The digits classifier's Frechet distances of samples, the Gaussian and the floor (module
+    docstring), images pooled to its input size."""
+    import torch
+    import torch.nn.functional as F
+
+    from fdrl.classifier import load_classifier
+    from fdrl.evaluate.classifier_report import classifier_frechet_distance
+    from fdrl.priors import GaussianPrior
+
+    judge = load_classifier(classifier)
+    channels, side = judge.in_shape[0], judge.in_shape[-1]
+    images, seed = trainer.data.image_data, trainer.config.train.seed
+    train = torch.cat(list(images.iter_batches(512)))
+    heldout = torch.cat(list(trainer.data.held_out().iter_batches(512)))
+
+    def pooled(x):
+        x = x.mean(1, keepdim=True) if channels == 1 else x
+        return F.adaptive_avg_pool2d(x, side)
+
+    gaussian = GaussianPrior.fit([train.flatten(1)], shape=tuple(train.shape[1:]), clamp=images.value_range)
+    sets = {"classifier_fd": trainer.model().sample(1000, seed=seed),
+            "gaussian_classifier_fd": gaussian.sample(1000, torch.Generator().manual_seed(seed)),
+            "floor_classifier_fd": train}
+    return {name: round(classifier_frechet_distance(pooled(x), pooled(heldout), judge), 3) for name, x in sets.items()}
+
+
+def run(folder: Path, candidate: str, out: Path, sets: int = 0, classifier: Path | None = None) -> dict:
     """Train ``candidate`` (``PRESET[:KEY=VALUE,...]``) on ``folder``; its scores and CPU seconds
     (and ``sets`` averaged scores: :func:`averaged_scores`)."""
     import torch
@@ -144,6 +178,7 @@ def run(folder: Path, candidate: str, out: Path, sets: int = 0) -> dict:
         "gaussian_energy": round(gaussian["energy_distance"], 4), "gaussian_c2st": round(gaussian["c2st_accuracy"], 3),
         "floor_energy": round(metrics["energy_distance_floor"], 4), "floor_c2st": round(metrics["c2st_accuracy_floor"], 3),
         **(averaged_scores(trainer, sets) if sets else {}),
+        **(classifier_scores(trainer, classifier) if classifier and folder.name == "digits" else {}),
     }
 
 
@@ -154,6 +189,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--only", help="NAME[,NAME...]: these folders under --folders only (your own folders too)")
     ap.add_argument("--images", type=int, default=400, help="images per folder written (default 400)")
     ap.add_argument("--sets", type=int, default=0, help="also score S fresh sample sets and average (default 0)")
+    ap.add_argument("--classifier", type=Path, help="a digits classifier: Frechet distances on the digits folder")
     ap.add_argument("--ceiling", help="K1,K2,...: the ceiling of principal spaces of these sizes instead")
     args = ap.parse_args(argv)
     results = []
@@ -167,7 +203,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 results.append(ceiling(folders / name, k, args.sets or 5))
                 print(json.dumps(results[-1]), flush=True)
             for i, candidate in enumerate(args.candidates):
-                results.append(run(folders / name, candidate, Path(tmp) / f"{name}-{i}", args.sets))
+                results.append(run(folders / name, candidate, Path(tmp) / f"{name}-{i}", args.sets, args.classifier))
                 print(json.dumps(results[-1]), flush=True)
     print(json.dumps({"runs": results}))
     return results
