@@ -100,7 +100,8 @@ def default_flow_steps(total: int, columns: int = 8) -> list[int]:
 def flow_snapshots(model: FDRL, n: int, show: Sequence[int], seed: int = 0) -> Tensor:
     """Particles at the flow steps ``show``: (n, len(show), C, H, W). The flow starts from
     ``prior.sample(n, generator(seed, "prior", 0))`` with noise from ``generator(seed, "flow",
-    0)``, so the column at step K + kappa is ``model.sample(n, seed=seed)``."""
+    0)``, so the column at step K + kappa is ``model.particles(n, seed=seed)``: the flow's own
+    particles, which ``model.sample`` also gives unless a marginal map applies to its samples."""
     _positive(n, "n")
     show = [int(s) for s in show]
     if not show or min(show) < 0:
