@@ -259,7 +259,8 @@ class FDRL:
 
     def particles(self, n: int, seed: int = 0, steps: int | None = None, batch_size: int | None = None) -> Tensor:
         """``n`` particles after ``steps`` (default K + kappa) flow steps, in model units, as the
-        flow leaves them: not decoded, not mapped (what :mod:`fdrl.data.marginals` is fitted to); flowed ``batch_size`` at a time (default all at once), seeded as in :meth:`sample`."""
+        flow leaves them: not decoded, not mapped (what :mod:`fdrl.data.marginals` is fitted to);
+        flowed ``batch_size`` at a time (default all at once), seeded as in :meth:`sample`."""
         return torch.cat([self.flow(x0, steps, generator).cpu()
                           for _, x0, generator in self.prior_batches(n, seed, batch_size)])
 

@@ -224,8 +224,10 @@ class Trainer:
         # bound before training (rank 0 evaluates), so a wrong classifier or weights path fails now
         self.eval_metric: BoundMetric | None = self._on_main(self._bind_eval_metric) if t.eval_every else None
         self.smoother = self._build_smoother()
-        if t.calibrate_marginals:
-            self._calibration_rows()  # a dataset it cannot be fitted to fails now, not after training
+        if t.calibrate_marginals and not isinstance(self.data, ImageData):
+            # a dataset it cannot be fitted to fails now, not after training (images always can:
+            # they are read only when the map is fitted)
+            self._calibration_rows()
         self.scaler: Standardizer | None = getattr(self.data, "scaler", None)
         self.codec = getattr(self.data, "codec", None)
         self.space = getattr(self.data, "space", None)

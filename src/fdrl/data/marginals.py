@@ -1,5 +1,5 @@
-"""Marginal calibration of samples: each sampled feature (a numeric column of a table, a pixel of
-an image) is passed through the monotone map that takes the trained sampler's marginal onto the
+"""Marginal calibration of samples: each sampled feature (a numeric column of a table, a
+principal coefficient, a pixel of an image) is passed through the monotone map that takes the trained sampler's marginal onto the
 training data's marginal.
 
 The flow of Eq. 9 carries particles with a learned, noisy gradient field. Its errors matter
@@ -8,8 +8,8 @@ back 0 in 71% of samples, and an image's background came back speckled. A classi
 test sees every such feature, while the joint arrangement (which sample is high in which feature)
 is what the flow gets right. A monotone map per feature keeps that arrangement (each sample's
 rank in every feature) and gives each feature the training data's distribution. It is fitted
-once, after training, from samples of the finished sampler (K + kappa steps, Algorithm 2,
-decoded: the full images of a principal space), as the piecewise-linear map between the two
+once, after training, from particles of the finished sampler (K + kappa steps, Algorithm 2;
+a principal space's coefficients, before decoding), as the piecewise-linear map between the two
 sets of quantiles (:func:`quantile_count`), and stored in the run (``marginals.safetensors``);
 every sample is then mapped on its own (the map does not depend on the other samples drawn with
 it). Only the sampler it was fitted to is mapped: samples with another number of flow steps, or
@@ -29,8 +29,8 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 
 MARGINALS_FILE = "marginals.safetensors"
@@ -87,8 +87,8 @@ class MarginalMap:
     @classmethod
     def fit(cls, samples: Tensor, rows: Tensor, features: list[int], steps: int,
             quantiles: int | None = None) -> "MarginalMap":
-        """The map from the marginals of ``samples`` (the sampler's output, model units, decoded)
-        to those of the training ``rows`` for each feature index in ``features`` (of the flattened
+        """The map from the marginals of ``samples`` (the sampler's particles, model units) to
+        those of the training ``rows`` for each feature index in ``features`` (of the flattened
         samples), through ``quantiles`` quantiles (None: :func:`quantile_count` of the rows)."""
         quantiles = quantiles or quantile_count(rows.shape[0])
         probs = torch.linspace(0, 1, quantiles, dtype=torch.float64)
@@ -126,12 +126,10 @@ class MarginalMap:
         if not path.exists():
             return None
         try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as handle:
+            with safe_open(str(path), framework="pt") as handle:  # metadata and tensors in one read
                 meta = handle.metadata() or {}
-            tensors = load_file(str(path))
-            return cls(json.loads(meta["features"]), tensors["source"], tensors["target"], int(meta["steps"]),
+                source, target = handle.get_tensor("source"), handle.get_tensor("target")
+            return cls(json.loads(meta["features"]), source, target, int(meta["steps"]),
                        float(meta.get("strength", 1.0)))
         except (ValueError, KeyError, TypeError, RuntimeError, OSError, SafetensorError) as err:
             raise ValueError(f"'{path}' is damaged ({type(err).__name__}: {err})") from None

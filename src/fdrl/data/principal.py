@@ -20,7 +20,7 @@ k >= 1 takes k directions; 0 or absent leaves the data in pixel space. Why ``aut
 images rather than variance: what the estimator does not model is drawn from the Gaussian,
 independent of the rest, and a classifier tells such images from real ones however good the
 leading coefficients are (the training images' own 15 leading coefficients of a digits folder,
-decoded so, are told from held-out digits 68% of the time; with 64, 58%), while a few hundred
+decoded so, are told from held-out digits 70% of the time; with 64, 51%), while a few hundred
 images do not teach an estimator many more directions than one per five of them
 (docs/images-cpu.md). :class:`PrincipalImages` is the training data in
 that space: the coefficients of the clean training images as vectors (``samples``), with the
