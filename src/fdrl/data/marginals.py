@@ -90,10 +90,17 @@ class MarginalMap:
         """The map from the marginals of ``samples`` (the sampler's particles, model units) to
         those of the training ``rows`` for each feature index in ``features`` (of the flattened
         samples), through ``quantiles`` quantiles (None: :func:`quantile_count` of the rows)."""
-        quantiles = quantiles or quantile_count(rows.shape[0])
+        n = rows.shape[0]
+        quantiles = quantiles or quantile_count(n)
         probs = torch.linspace(0, 1, quantiles, dtype=torch.float64)
         index = torch.as_tensor(features, dtype=torch.long)
-        source = _quantiles(samples.flatten(1)[:, index], probs)
+        # the rows' quantile at p is their order statistic of rank r = 1 + p (n - 1); the
+        # sampler's quantile that goes onto it is taken at the level where that order statistic
+        # sits in the distribution the rows were drawn from, Blom's (r - 3/8) / (n + 1/4), not at
+        # p: the rows' minimum is not the distribution's, and mapping the sampler's extremes over
+        # thousands of particles onto it squeezes the tails (128 Gaussian rows, 16 quantiles:
+        # mapped standard deviation 0.929 at p, 0.993 at Blom's levels; the rows' own 0.991)
+        source = _quantiles(samples.flatten(1)[:, index], (1 + probs * (n - 1) - 0.375) / (n + 0.25))
         target = _quantiles(rows.flatten(1)[:, index], probs)
         return cls(features, source, target, steps)
 
