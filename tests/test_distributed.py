@@ -50,6 +50,9 @@ def _rank(rank, world, init_file, out):
         x_data, x_prior, gen = _draw(world, [rank])
         _one_step(net, opt, x_data, x_prior, gen, ddp=DistributedDataParallel(net))
         torch.save([p.detach() for p in net.parameters()], f"{out}.{rank}")
+        # no rank tears gloo down while the other still talks to it: a rank that destroys the
+        # group first can abort its peer ("terminate called without an active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -124,6 +127,7 @@ def _sample_rank(rank, world, init_file, out):
         assert (samples is None) == (rank != 0)
         if rank == 0:
             torch.save(samples, out)
+        dist.barrier()  # as in _rank
     finally:
         dist.destroy_process_group()
 
