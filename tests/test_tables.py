@@ -99,9 +99,19 @@ def test_kinds_can_be_overridden_and_bad_overrides_are_one_line():
 
 
 def test_an_identifier_column_and_a_typo_in_a_numeric_column_are_named():
-    ids = pd.DataFrame({"id": [f"row{i}" for i in range(1000)], "v": np.arange(1000.0)})
+    # a label per row is an identifier: left out with a warning, not one-hot features of one row
+    # each whose samples would carry training rows' ids
+    for rows in (40, 1000):
+        ids = pd.DataFrame({"id": [f"row{i}" for i in range(rows)], "v": np.arange(rows) % 7 + 0.5})
+        with pytest.warns(UserWarning, match=f"column 'id' has {rows} distinct labels in {rows} rows, like an "
+                                             "identifier .* data.params.columns.id=categorical"):
+            codec = TableCodec.fit(ids)
+        assert codec.kinds == {"v": "categorical"} and list(codec.decode(codec.encode(ids)).columns) == ["v"]
+    assert TableCodec.fit(ids.head(40), {"id": "categorical"}).kinds["id"] == "categorical"  # asked for
     with pytest.raises(ValueError, match="column 'id' has 1000 distinct labels .* data.params.columns.id=drop"):
-        TableCodec.fit(ids)
+        TableCodec.fit(ids, {"id": "categorical"})  # a one-hot block of 1000 labels is refused
+    labels = pd.DataFrame({"colour": ["red", "blue", "green", "grey"] * 10})
+    assert TableCodec.fit(labels).kinds == {"colour": "categorical"}  # labels that recur are categories
     typo = pd.DataFrame({"v": [str(float(i)) for i in range(100)]})
     typo.loc[57, "v"] = "1.2.3"
     with pytest.raises(ValueError, match=r"line 59: column 'v' holds '1.2.3' where 99% of its cells are numbers"):
@@ -285,3 +295,56 @@ def test_a_real_table_with_defaults_gives_its_types_and_class_shares(tmp_path, m
     assert (shares - expected[shares.index]).abs().max() < 0.05, (shares, expected)
     metrics = json.loads((tmp_path / "runs" / "wine" / "metrics.json").read_text())
     assert metrics["memorisation"]["share_closer_than_heldout_1pct"] <= 0.05
+
+
+def _dated(n=60, seed=0):
+    """Dates in three forms (pandas datetimes, zoned datetimes, day-first text with a gap) and a
+    column of month names that must stay labels."""
+    rng = np.random.default_rng(seed)
+    days = pd.Timestamp("2021-03-01") + pd.to_timedelta(rng.integers(0, 200, n), unit="D")
+    frame = pd.DataFrame({"x": rng.normal(size=n),
+                          "at": pd.Timestamp("2020-01-01") + pd.to_timedelta(rng.integers(0, 10**6, n), unit="s"),
+                          "zoned": pd.date_range("2020-01-01", periods=n, freq="D", tz="Europe/Berlin"),
+                          "day": days.strftime("%d.%m.%Y"),
+                          "month": rng.choice(["May", "June", "July"], n)})
+    frame.loc[5, "day"] = None
+    return frame
+
+
+def test_date_columns_are_read_as_times_and_come_back_in_the_form_they_came_in():
+    frame = _dated()
+    codec = TableCodec.fit(frame)
+    assert codec.kinds == {"x": "continuous", "at": "datetime", "zoned": "datetime", "day": "datetime",
+                           "month": "categorical"}
+    day = codec.columns[3]
+    assert day.time["format"] == "%d.%m.%Y" and day.time["step"] == 86400 and day.missing
+    assert codec.columns[1].time["step"] == 1  # times to the second
+    features = codec.encode(frame)
+    # one feature each: seconds since the column's earliest value
+    assert features[:, codec.feature_names.index("at")].min() == 0
+    back = codec.decode(features)
+    pd.testing.assert_series_equal(back["at"], frame["at"])
+    pd.testing.assert_series_equal(back["zoned"], frame["zoned"])
+    assert back["day"].tolist() == frame["day"].tolist()  # the text as written, the gap kept
+    # samples between the data's values are rounded to its resolution (a day), in its format
+    nudged = features.copy()
+    nudged[:, codec.feature_names.index("day")] += 3600.0 * 5
+    assert codec.decode(nudged)["day"].tolist() == frame["day"].tolist()
+    with pytest.raises(ValueError, match="column 'month' is not dates .* it cannot be datetime"):
+        TableCodec.fit(frame, {"month": "datetime"})
+    typo = frame.assign(day=frame["day"].where(frame.index != 9, "31.02.2021"))
+    with pytest.raises(ValueError, match=r"line 11: column 'day' holds '31.02.2021', which is not a date in the "
+                                         r"format %d.%m.%Y of its other cells"):
+        TableCodec.fit(typo, line_of_row=lambda row: row + 2)
+
+
+def test_a_table_with_dates_trains_and_samples_dates_inside_its_span(tmp_path):
+    frame = _dated(200)
+    model = fdrl.fit(frame.drop(columns=["zoned"]), out=tmp_path / "run", progress=False, **QUICK)
+    samples = model.sample(300, seed=0)
+    days = pd.to_datetime(samples["day"].dropna(), format="%d.%m.%Y")
+    assert samples["day"].dropna().str.fullmatch(r"\d{2}\.\d{2}\.\d{4}").all()
+    assert days.min() >= pd.Timestamp("2021-03-01") and days.max() <= pd.Timestamp("2021-03-01") + pd.Timedelta(days=200)
+    assert samples["at"].dtype == frame["at"].dtype and samples["month"].isin(["May", "June", "July"]).all()
+    loaded = fdrl.FDRL.from_pretrained(tmp_path / "run")
+    assert loaded.sample(5, seed=1)["day"].tolist() == model.sample(5, seed=1)["day"].tolist()

@@ -13,6 +13,11 @@ loaded model gives back exactly the columns, labels and dtypes it was trained on
   the largest feature. One-hot rather than one numeric code per column because codes put an
   order and distances between labels that the data does not have (a flow between "red" and
   "blue" would pass through "green"), and an argmax cannot return a label that is not one;
+* ``datetime`` (pandas datetime columns, and text columns whose every cell is a date or a
+  date and time written with numbers, e.g. 2020-01-31, 31.01.2020, 2020-01-31 12:00:00): the
+  seconds since the column's earliest value, as one continuous feature; sampled values are
+  rounded to the data's resolution (a day if every value is at midnight, else a second) and
+  written back in the data's form (the text format it was written in, or datetimes);
 * ``constant``: no feature at all; its value is put back exactly;
 * ``drop``: only on request (``data.params.columns.NAME=drop``): left out, not returned.
 
@@ -30,6 +35,8 @@ that a run stores and loads whole; split, each part would need the others' rules
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +44,12 @@ from typing import Any
 import numpy as np
 
 TABLE_FILE = "table.json"
-COLUMN_KINDS = ("continuous", "integer", "categorical", "constant", "drop")
+COLUMN_KINDS = ("continuous", "integer", "categorical", "datetime", "constant", "drop")
+#: a text cell that is a date (year, month and day as numbers in any order, separated by - / or .)
+#: with an optional time and UTC offset; only such columns are read as dates, so that labels
+#: such as "May" or "Q3" stay labels
+_DATE_CELL = re.compile(r"\s*\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?\s*(Z|[+-]\d{2}:?\d{2})?\s*")
+_DAY_SECONDS = 86400.0
 #: numeric columns with at most this many distinct values are categorical (class labels, counts of
 #: a few levels, 0/1 flags; fractional ones only if each value recurs): their shares then come
 #: back as in the data
@@ -98,6 +110,10 @@ class Column:
     fill: Any = None
     missing: bool = False
     decimals: int | None = None
+    #: a datetime column's encoding: ``origin`` (its earliest value, in seconds since 1970),
+    #: ``step`` (its resolution in seconds), ``format`` (the text format it was written in, or
+    #: None for datetimes) and ``tz`` (the time zone of aware values, or None)
+    time: dict[str, Any] | None = None
 
     @property
     def width(self) -> int:
@@ -175,7 +191,7 @@ class TableCodec:
         flag, not one-hot labels)."""
         found, at = [], 0
         for c in self.columns:
-            if c.kind in ("continuous", "integer"):
+            if c.kind in ("continuous", "integer", "datetime"):
                 found.append(at)
             at += c.width
         return found
@@ -199,7 +215,7 @@ class TableCodec:
             if c.kind == "categorical":
                 gauss[at:at + c.width] = ONE_HOT_NOISE
             elif c.width:
-                uniform[at] = 1.0 if c.kind == "integer" else 0.0
+                uniform[at] = 1.0 if c.kind == "integer" else c.time["step"] if c.kind == "datetime" else 0.0
                 if c.missing:
                     gauss[at + 1] = ONE_HOT_NOISE
             at += c.width
@@ -242,7 +258,8 @@ class TableCodec:
                     raise ValueError(f"column '{c.name}' holds {label!r}, a label the training data does not have")
                 out[np.arange(n), at + codes] = 1.0
             else:
-                values = np.asarray(pd.to_numeric(raw, errors="coerce"), dtype=np.float64)
+                values = (_seconds(raw, c.time) - c.time["origin"] if c.kind == "datetime"
+                          else np.asarray(pd.to_numeric(raw, errors="coerce"), dtype=np.float64))
                 if absent.any():
                     if c.fill is None:
                         raise ValueError(f"column '{c.name}' has missing cells, which the training data did not have")
@@ -253,10 +270,11 @@ class TableCodec:
             at += c.width
         return out
 
-    def decode(self, features: np.ndarray) -> Any:
+    def decode(self, features: np.ndarray, dates_as_text: bool = True) -> Any:
         """Model features (n, :attr:`width`) in the data's units -> a DataFrame of the user's
         columns and dtypes (integers rounded into range, labels by the largest one-hot feature,
-        constants exact, missing cells where the missing feature says so)."""
+        constants exact, missing cells where the missing feature says so; dates as the data
+        wrote them, or as datetimes without ``dates_as_text``)."""
         import pandas as pd
 
         features = np.asarray(features, dtype=np.float64)
@@ -279,7 +297,12 @@ class TableCodec:
                 values = np.clip(np.round(values), c.low, c.high)
             if c.missing:
                 values = np.where(block[:, 1] > 0.5, np.nan, values)
-            data[c.name] = _restore(pd.Series(values), c)
+            if c.kind == "datetime":
+                times = _times(values, c.time, dates_as_text)
+                # text in the column's own string dtype (a gap then reads as the file's did)
+                data[c.name] = _restore(times, c) if dates_as_text or c.time["format"] is None else times
+            else:
+                data[c.name] = _restore(pd.Series(values), c)
         return pd.DataFrame(data)
 
     def output(self, frame: Any) -> Any:
@@ -360,6 +383,86 @@ def _numeric_view(series: Any, name: Any, where: str, line_of_row: Any) -> np.nd
     return None
 
 
+def _seconds(values: Any, time: dict[str, Any]) -> np.ndarray:
+    """Cells of a datetime column (datetimes, or text in ``time["format"]``) -> seconds since
+    1970 in UTC (wall-clock time taken as UTC for values without a zone); NaN where a cell is
+    missing or is not a date."""
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stamps = pd.Series(pd.to_datetime(values if time["format"] is None else values.astype(str).str.strip(),
+                                          format=time["format"], errors="coerce", utc=True))
+    return ((stamps - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _times(values: np.ndarray, time: dict[str, Any], as_text: bool = True) -> Any:
+    """Features of a datetime column (seconds since its origin; NaN: missing) -> its cells,
+    rounded to its resolution: datetimes, or (``as_text``) text in its format if it had one."""
+    import pandas as pd
+
+    step = time["step"]
+    offsets = np.round(values / step) * step if step else values
+    # pandas holds datetimes between the years 1677 and 2262; a sample beyond is put at that end
+    seconds = np.clip(time["origin"] + offsets, -9.2e9, 9.2e9)
+    stamps = pd.Series(pd.to_datetime(seconds, unit="s"))
+    if time["tz"] is not None:
+        stamps = stamps.dt.tz_localize("UTC").dt.tz_convert(time["tz"])
+    if time["format"] is None or not as_text:
+        return stamps
+    return stamps.dt.strftime(time["format"]).astype(object).where(stamps.notna(), None)
+
+
+def _date_view(series: Any, name: Any, where: str, line_of_row: Any) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """A column of datetimes, or of text whose every cell is a date written with numbers
+    (:data:`_DATE_CELL`), as (seconds since 1970, its ``time`` encoding with origin 0); None
+    otherwise. A text column's format is guessed from its first cell, month first, then day
+    first if that does not read every cell; a cell that neither reads (2020-13-45 among dates)
+    is an error naming it."""
+    import pandas as pd
+    from pandas.tseries.api import guess_datetime_format
+
+    present = series[~_is_missing(series)]
+    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        tz = series.dt.tz
+        time = {"format": None, "tz": None if tz is None else str(tz)}
+        local = present
+    else:
+        text = present.astype(str).str.strip()
+        if text.empty or not text.str.fullmatch(_DATE_CELL).all():
+            return None
+        tried = []
+        for dayfirst in (False, True):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fmt = guess_datetime_format(text.iloc[0], dayfirst=dayfirst)
+                local = pd.Series(pd.to_datetime(text, format=fmt, errors="coerce")) if fmt else None
+            if local is not None and not local.isna().any():
+                break
+            if local is not None:
+                tried.append((fmt, local))
+        else:
+            if not tried:
+                return None
+            fmt, local = min(tried, key=lambda t: int(t[1].isna().sum()))
+            bad = int(np.flatnonzero(local.isna().to_numpy())[0])
+            row = int(np.flatnonzero(~_is_missing(series))[bad])
+            at = f", line {line_of_row(row)}" if line_of_row is not None else f", row {row}"
+            raise ValueError(f"{where}{at}: column '{name}' holds '{text.iloc[bad]}', which is not a date in the format "
+                             f"{fmt} of its other cells; fix the cell, or treat the column as labels with "
+                             f"data.params.columns.{name}=categorical")
+        time = {"format": fmt, "tz": "UTC" if "%z" in fmt else None}
+    # the resolution, judged on wall-clock time: a day, a minute, a second, or none (no rounding)
+    if bool((local.dt.normalize() == local).all()):
+        step = _DAY_SECONDS
+    elif bool(((local.dt.second == 0) & (local.dt.microsecond == 0)).all()):
+        step = 60.0
+    else:
+        step = 1.0 if bool((local.dt.microsecond == 0).all()) else 0.0
+    time = {**time, "origin": 0.0, "step": step}
+    return _seconds(series, time), time
+
+
 def _type_column(series: Any, name: Any, kind: str | None, missing: str, where: str, line_of_row: Any) -> Column:
     """Infer (or apply ``kind`` to) one column; see the module docstring for the rules."""
     import pandas as pd
@@ -374,6 +477,13 @@ def _type_column(series: Any, name: Any, kind: str | None, missing: str, where: 
     has_missing = bool(absent.any()) and missing == "model"
     if kind == "drop":
         return Column(name, "drop", dtype)
+    if kind in (None, "datetime") and (kind == "datetime" or not pd.api.types.is_numeric_dtype(series.dtype)):
+        dates = _date_view(series, name, where, line_of_row)
+        if dates is None and kind == "datetime":
+            raise ValueError(f"{where}: column '{name}' is not dates (datetimes, or text such as 2020-01-31 in every "
+                             "cell); it cannot be datetime")
+        if dates is not None:
+            return _datetime_column(series, name, dtype, *dates, absent, has_missing)
     categorical_dtype = isinstance(series.dtype, pd.CategoricalDtype)
     numbers = None
     if not categorical_dtype and series.dtype != bool and str(series.dtype) != "boolean":
@@ -397,6 +507,7 @@ def _type_column(series: Any, name: Any, kind: str | None, missing: str, where: 
         levels = 1 if finite.min() == finite.max() else len(np.unique(finite)) if integral else _few_levels(finite)
     else:
         levels = present.nunique()
+    inferred = kind is None
     if kind is None:
         if levels == 1 and not absent.any():
             kind = "constant"
@@ -415,6 +526,11 @@ def _type_column(series: Any, name: Any, kind: str | None, missing: str, where: 
         labels = sorted({_native(v) for v in present.tolist()}, key=lambda v: (str(type(v)), v))
         if categorical_dtype:
             labels = [_native(v) for v in series.cat.categories if (present == v).any()]
+        if inferred and _looks_like_identifier(len(labels), len(present)):
+            warnings.warn(f"{where}: column '{name}' has {len(labels)} distinct labels in {len(present)} rows, like an "
+                          f"identifier or free text: it is left out (samples do not have it); model it anyway with "
+                          f"data.params.columns.{name}=categorical", stacklevel=4)
+            return Column(name, "drop", dtype)
         if len(labels) > MAX_LABELS and len(labels) > len(present) // 2:
             raise ValueError(f"{where}: column '{name}' has {len(labels)} distinct labels in {len(present)} rows, like an "
                              f"identifier; leave it out with data.params.columns.{name}=drop")
@@ -430,11 +546,32 @@ def _type_column(series: Any, name: Any, kind: str | None, missing: str, where: 
     return column
 
 
-def decode_rows(features: Any, codec: TableCodec, scaler: Any = None) -> Any:
+def _looks_like_identifier(labels: int, rows: int) -> bool:
+    """A label column that is an identifier (or free text) rather than categories: a different
+    label in every one of at least 20 rows, or more than :data:`MAX_LABELS` labels that recur
+    less than twice on average. Its one-hot features would each hold one or two rows, and every
+    sampled label would be a training row's own (a customer id copied into synthetic data)."""
+    return (labels == rows and rows >= 20) or (labels > MAX_LABELS and labels > rows // 2)
+
+
+def _datetime_column(series: Any, name: Any, dtype: str, seconds: np.ndarray, time: dict[str, Any],
+                     absent: np.ndarray, has_missing: bool) -> Column:
+    """The column of a datetime ``series`` read as ``seconds`` since 1970 (:func:`_date_view`);
+    one that holds a single instant and no gap is a constant."""
+    present = seconds[~absent]
+    if present.min() == present.max() and not absent.any():
+        return Column(name, "constant", dtype, value=str(series.iloc[0]))
+    origin = float(present.min())
+    fill = float(np.median(present)) - origin if absent.any() else None
+    return Column(name, "datetime", dtype, low=0.0, high=float(present.max()) - origin, fill=fill,
+                  missing=has_missing, time={**time, "origin": origin})
+
+
+def decode_rows(features: Any, codec: TableCodec, scaler: Any = None, dates_as_text: bool = True) -> Any:
     """Model features (a tensor, standardised by ``scaler`` if given) -> the table's rows, a
     DataFrame (:meth:`TableCodec.decode`)."""
     units = features if scaler is None else scaler.inverse(features)
-    return codec.decode(units.detach().cpu().double().numpy())
+    return codec.decode(units.detach().cpu().double().numpy(), dates_as_text)
 
 
 def project(features: Any, codec: TableCodec, scaler: Any = None) -> Any:

@@ -89,11 +89,12 @@ class ArrayData:
         return None if self.heldout is None else ArrayData(self.heldout, f"{self.name} (held out)")
 
     def decode(self, features: Tensor) -> Any:
-        """Model-unit rows -> the user's table (a DataFrame of the file's columns and types);
-        only for data read from a table or a 2-D array (:attr:`codec` set)."""
+        """Model-unit rows -> the user's table (a DataFrame of the file's columns and types,
+        dates as datetimes whatever form the file wrote them in, for scoring); only for data
+        read from a table or a 2-D array (:attr:`codec` set)."""
         if self.codec is None:
             raise ValueError(f"data '{self.name}' is not a table")
-        return decode_rows(features, self.codec, self.scaler)
+        return decode_rows(features, self.codec, self.scaler, dates_as_text=False)
 
     def project(self, features: Tensor) -> Tensor:
         """Model-unit rows -> the model units of the table rows they decode to
@@ -102,7 +103,7 @@ class ArrayData:
 
     @property
     def column_kinds(self) -> dict[str, str]:
-        """Column name -> kind (continuous, integer, categorical) of the columns of a table that
+        """Column name -> kind (continuous, integer, categorical, datetime) of the columns of a table that
         the model generates (constants are put back exactly and left out)."""
         if self.codec is None:
             raise ValueError(f"data '{self.name}' is not a table")

@@ -2,7 +2,7 @@
 
 Each score is in [0, 1], 1 = the synthetic table matches the real one in that respect:
 
-* column shapes (:func:`column_shapes`): for a numeric column ("continuous" or "integer")
+* column shapes (:func:`column_shapes`): for a numeric column ("continuous", "integer" or "datetime", in seconds)
   1 - the two-sample Kolmogorov-Smirnov statistic (SDMetrics' KSComplement); for a
   "categorical" column 1 - the total variation distance of the category frequencies
   (TVComplement);
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-KINDS = ("continuous", "integer", "categorical")
+KINDS = ("continuous", "integer", "categorical", "datetime")
 #: quantile bins of a numeric column in a contingency table
 BINS = 10
 #: above this many column pairs, a fixed-seed random subset of this many is scored
@@ -69,6 +69,12 @@ def total_variation(real_keys: Any, synth_keys: Any) -> float:
 
 
 def _numeric(values: Any) -> np.ndarray:
+    """A numeric or datetime column as floats (datetimes in seconds; NaN where missing)."""
+    import pandas as pd
+
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return ((values - pd.Timestamp(0, tz=values.dt.tz)) / pd.Timedelta(seconds=1)).to_numpy(dtype=float,
+                                                                                               na_value=np.nan)
     return values.to_numpy(dtype=float, na_value=np.nan)
 
 
