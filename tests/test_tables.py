@@ -348,3 +348,22 @@ def test_a_table_with_dates_trains_and_samples_dates_inside_its_span(tmp_path):
     assert samples["at"].dtype == frame["at"].dtype and samples["month"].isin(["May", "June", "July"]).all()
     loaded = fdrl.FDRL.from_pretrained(tmp_path / "run")
     assert loaded.sample(5, seed=1)["day"].tolist() == model.sample(5, seed=1)["day"].tolist()
+
+
+def test_a_mark_of_a_missing_value_in_a_column_of_numbers_is_a_missing_cell():
+    """UCI tables write a missing value as '?', spreadsheets as '-': read as labels, such a
+    column became a one-hot block of every number it holds."""
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=80).round(2)
+    cells = values.astype(str).astype(object)
+    cells[::8] = "?"
+    frame = pd.DataFrame({"v": cells, "sign": ["+", "-"] * 40, "note": ["ok", "?"] * 40})
+    with pytest.warns(UserWarning, match=r"column 'v' holds numbers and '\?' in 10 cell\(s\): read as missing"):
+        codec = TableCodec.fit(frame)
+    assert codec.kinds == {"v": "continuous", "sign": "categorical", "note": "categorical"}  # labels stay labels
+    back = codec.decode(codec.encode(frame))
+    assert back["v"].isna().sum() == 10
+    np.testing.assert_allclose(back["v"].dropna().to_numpy(), np.delete(values, np.arange(0, 80, 8)))
+    fresh = pd.DataFrame({"v": ["?", "0.5"], "sign": ["+", "-"], "note": ["ok", "ok"]})
+    assert np.isnan(codec.decode(codec.encode(fresh))["v"][0])  # a held-out file's marks too
+    assert TableCodec.fit(frame, {"v": "categorical"}).kinds["v"] == "categorical"  # asked for labels

@@ -21,7 +21,8 @@ loaded model gives back exactly the columns, labels and dtypes it was trained on
 * ``constant``: no feature at all; its value is put back exactly;
 * ``drop``: only on request (``data.params.columns.NAME=drop``): left out, not returned.
 
-Missing cells (``data.params.missing``): ``model`` (default) keeps their rate: a numeric column
+Missing cells (``data.params.missing``; in a column of numbers, cells holding a mark such as
+``?`` or ``-`` count as missing, :func:`_missing_marks`): ``model`` (default) keeps their rate: a numeric column
 with missing cells gets one more feature, 1 where the cell was missing (the value itself is
 filled with the column's median for training), and a categorical column a label of its own;
 sampled rows then have missing cells at the data's rate. ``impute`` fills them (median, or the
@@ -50,6 +51,8 @@ COLUMN_KINDS = ("continuous", "integer", "categorical", "datetime", "constant", 
 #: such as "May" or "Q3" stay labels
 _DATE_CELL = re.compile(r"\s*\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?\s*(Z|[+-]\d{2}:?\d{2})?\s*")
 _DAY_SECONDS = 86400.0
+#: a cell that marks a missing value in a column of numbers: one to three punctuation characters
+_MISSING_MARK = re.compile(r"[^\w\s]{1,3}")
 #: numeric columns with at most this many distinct values are categorical (class labels, counts of
 #: a few levels, 0/1 flags; fractional ones only if each value recurs): their shares then come
 #: back as in the data
@@ -114,6 +117,8 @@ class Column:
     #: ``step`` (its resolution in seconds), ``format`` (the text format it was written in, or
     #: None for datetimes) and ``tz`` (the time zone of aware values, or None)
     time: dict[str, Any] | None = None
+    #: cells that mark a missing value in this column of numbers ("?", "-"), read as missing
+    marks: list[str] | None = None
 
     @property
     def width(self) -> int:
@@ -244,7 +249,7 @@ class TableCodec:
         for c in self.columns:
             if not c.width:
                 continue
-            raw = frame[c.name]
+            raw = frame[c.name] if not c.marks else _unmarked(frame[c.name], c.marks)
             absent = _is_missing(raw)
             if c.kind == "categorical":
                 index = {label: i for i, label in enumerate(c.categories)}
@@ -463,8 +468,44 @@ def _date_view(series: Any, name: Any, where: str, line_of_row: Any) -> tuple[np
     return _seconds(series, time), time
 
 
+def _missing_marks(series: Any) -> list[str]:
+    """The punctuation cells (``?``, ``-``, ``--``, ``.``: at most three characters, no letter or
+    digit) of a text column whose every other cell is a number or missing: marks of a missing
+    value, as UCI tables write "?" and spreadsheets "-". Empty if the column is anything else."""
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(series.dtype) or isinstance(series.dtype, pd.CategoricalDtype) \
+            or series.dtype == bool or str(series.dtype) == "boolean":
+        return []
+    text = series[~_is_missing(series)].astype(str).str.strip()
+    marked = text.str.fullmatch(_MISSING_MARK)
+    if not marked.any() or marked.all() or pd.to_numeric(text[~marked], errors="coerce").isna().any():
+        return []
+    return sorted(set(text[marked]))
+
+
+def _unmarked(values: Any, marks: list[str]) -> Any:
+    """``values`` with the cells that hold one of ``marks`` missing."""
+    return values.mask(values.astype(str).str.strip().isin(marks) & ~_is_missing(values))
+
+
 def _type_column(series: Any, name: Any, kind: str | None, missing: str, where: str, line_of_row: Any) -> Column:
-    """Infer (or apply ``kind`` to) one column; see the module docstring for the rules."""
+    """Infer (or apply ``kind`` to) one column; see the module docstring for the rules. Marks of
+    a missing value in a column of numbers (:func:`_missing_marks`) are read as missing cells."""
+    marks = _missing_marks(series) if kind in (None, "continuous", "integer") else []
+    if not marks:
+        return _type_values(series, name, kind, missing, where, line_of_row)
+    count = int(series.astype(str).str.strip().isin(marks).sum())
+    warnings.warn(f"{where}: column '{name}' holds numbers and {', '.join(repr(m) for m in marks)} in {count} "
+                  f"cell(s): read as missing cells (to keep the column as labels: "
+                  f"data.params.columns.{name}=categorical)", stacklevel=4)
+    column = _type_values(_unmarked(series, marks), name, kind, missing, where, line_of_row)
+    column.marks = marks
+    return column
+
+
+def _type_values(series: Any, name: Any, kind: str | None, missing: str, where: str, line_of_row: Any) -> Column:
+    """:func:`_type_column` of a column without marks of missing values."""
     import pandas as pd
 
     dtype = str(series.dtype)
