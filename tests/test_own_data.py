@@ -117,6 +117,16 @@ def test_too_few_rows_and_a_run_directory_as_data_are_one_line(tmp_path, capsys)
     assert "is a run directory, not data; continue it with: fdrl train --resume" in capsys.readouterr().err
 
 
+def test_a_spreadsheet_or_a_file_of_another_kind_is_named_as_such(tmp_path, capsys):
+    (tmp_path / "sales.xlsx").write_bytes(b"PK\x03\x04 not really a workbook")
+    assert main(["train", str(tmp_path / "sales.xlsx")]) == 2
+    assert "is a spreadsheet, which fdrl does not read: save it as CSV" in capsys.readouterr().err
+    (tmp_path / "blob.bin").write_bytes(bytes(range(256)))
+    assert main(["train", str(tmp_path / "blob.bin")]) == 2
+    err = capsys.readouterr().err
+    assert "is neither a config (YAML) nor a data file fdrl reads (.npy, .csv" in err and len(err.splitlines()) == 1
+
+
 def test_a_missing_data_file_is_one_line(tmp_path, capsys):
     assert main(["train", str(tmp_path / "nope.npy")]) == 2
     assert "data file" in capsys.readouterr().err

@@ -23,7 +23,7 @@ import yaml
 from fdrl.components import Spec, component_spec
 from fdrl.pairings import ETA_SCALINGS, check_pairing, scaled_step_size
 from fdrl.schema import ConfigError, build_dataclass
-from fdrl.table_paths import PARQUET_SUFFIX, TEXT_SUFFIXES, is_table_path, table_stem
+from fdrl.table_paths import PARQUET_SUFFIX, TEXT_SUFFIXES, is_table_path, supported_suffixes, table_stem
 
 #: torch.compile modes of the flow step (fdrl.flow.FlowOptions)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -417,6 +417,8 @@ def _read_yaml(path_or_text: Any, label: str) -> dict[str, Any]:
 #: suffixes of vector data files that ``fdrl train PATH`` trains on (fdrl.data.files reads them);
 #: text tables may also be compressed (fdrl.table_paths.is_table_path)
 VECTOR_SUFFIXES = (".npy", *TEXT_SUFFIXES, PARQUET_SUFFIX)
+#: spreadsheet files, named in their own error (they are not tables fdrl reads)
+SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods")
 #: the presets that a data file or an image folder given as PATH starts from
 VECTORS_PRESET, IMAGES_PRESET = "vectors", "images"
 
@@ -471,7 +473,17 @@ def load_raw(source: str, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
     if is_file:
         if not path.is_file():
             raise ConfigError(f"config file '{source}' does not exist")
-        data = _read_yaml(path.read_text(), f"config file '{source}'")
+        if path.suffix.lower() in SPREADSHEET_SUFFIXES:
+            raise ConfigError(f"'{source}' is a spreadsheet, which fdrl does not read: save it as CSV, or pass "
+                              f"pandas.read_excel('{source}') to fdrl.fit")
+        try:
+            data = _read_yaml(path.read_text(), f"config file '{source}'")
+        except (ConfigError, UnicodeDecodeError) as err:
+            if path.suffix.lower() in (".yaml", ".yml"):
+                raise
+            raise ConfigError(f"'{source}' is neither a config (YAML) nor a data file fdrl reads "
+                              f"({supported_suffixes()}); {err if isinstance(err, ConfigError) else 'it is binary'}") \
+                from None
     elif source in preset_names():
         text = resources.files("fdrl.presets").joinpath(f"{source}.yaml").read_text()
         data = _read_yaml(text, f"preset '{source}'")
