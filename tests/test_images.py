@@ -351,8 +351,10 @@ def test_every_preset_loads_and_cpu_presets_are_small():
     assert set(PAPER_PRESETS) | {"digits", "mnist"} <= names
     for name in names:
         load_config(name)
-    for name in ("digits", "mnist"):
+    for name, prior in (("digits", "data_gaussian"), ("mnist", "data_mixture")):
         c = load_config(name)
-        assert c.model.name == "mlp" and c.prior.name == "data_gaussian" and c.data.name == name
+        assert c.model.name == "mlp" and c.prior.name == prior and c.data.name == name
         assert c.data.params == {"split": "train"}
+    # mnist's mixture covers its 784 pixels (above max_dim it would fall back to one Gaussian)
+    assert load_config("mnist").prior.params == {"components": 40, "max_dim": 1024}
     assert build_data("digits").flip is False
