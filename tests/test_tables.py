@@ -304,7 +304,8 @@ def _dated(n=60, seed=0):
     days = pd.Timestamp("2021-03-01") + pd.to_timedelta(rng.integers(0, 200, n), unit="D")
     frame = pd.DataFrame({"x": rng.normal(size=n),
                           "at": pd.Timestamp("2020-01-01") + pd.to_timedelta(rng.integers(0, 10**6, n), unit="s"),
-                          "zoned": pd.date_range("2020-01-01", periods=n, freq="D", tz="Europe/Berlin"),
+                          # daily across the spring daylight-saving change: a day is 23 hours there
+                          "zoned": pd.date_range("2020-03-01", periods=n, freq="D", tz="Europe/Berlin"),
                           "day": days.strftime("%d.%m.%Y"),
                           "month": rng.choice(["May", "June", "July"], n)})
     frame.loc[5, "day"] = None

@@ -390,15 +390,17 @@ def _numeric_view(series: Any, name: Any, where: str, line_of_row: Any) -> np.nd
 
 def _seconds(values: Any, time: dict[str, Any]) -> np.ndarray:
     """Cells of a datetime column (datetimes, or text in ``time["format"]``) -> seconds since
-    1970 in UTC (wall-clock time taken as UTC for values without a zone); NaN where a cell is
-    missing or is not a date."""
+    1970 of their wall-clock time (in the column's zone, if it has one: a day is then 86400 s
+    also across a daylight-saving change); NaN where a cell is missing or is not a date."""
     import pandas as pd
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         stamps = pd.Series(pd.to_datetime(values if time["format"] is None else values.astype(str).str.strip(),
-                                          format=time["format"], errors="coerce", utc=True))
-    return ((stamps - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64, na_value=np.nan)
+                                          format=time["format"], errors="coerce", utc=time["tz"] is not None))
+    if time["tz"] is not None:
+        stamps = stamps.dt.tz_convert(time["tz"]).dt.tz_localize(None)
+    return ((stamps - pd.Timestamp(0)) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def _times(values: np.ndarray, time: dict[str, Any], as_text: bool = True) -> Any:
@@ -411,8 +413,9 @@ def _times(values: np.ndarray, time: dict[str, Any], as_text: bool = True) -> An
     # pandas holds datetimes between the years 1677 and 2262; a sample beyond is put at that end
     seconds = np.clip(time["origin"] + offsets, -9.2e9, 9.2e9)
     stamps = pd.Series(pd.to_datetime(seconds, unit="s"))
-    if time["tz"] is not None:
-        stamps = stamps.dt.tz_localize("UTC").dt.tz_convert(time["tz"])
+    if time["tz"] is not None:  # wall-clock time; an hour that occurs twice is taken as standard time
+        stamps = stamps.dt.tz_localize(time["tz"], ambiguous=np.zeros(len(stamps), dtype=bool),
+                                       nonexistent="shift_forward")
     if time["format"] is None or not as_text:
         return stamps
     return stamps.dt.strftime(time["format"]).astype(object).where(stamps.notna(), None)
