@@ -200,8 +200,9 @@ def test_train_a_csv_with_every_column_type_and_sample_it_back(tmp_path, monkeyp
     assert set(samples["species"]) <= set(frame["species"]) and set(samples["smoker"]) <= {True, False}
     assert (samples["one"] == 1.0).all() and samples["target"].isin([0, 1, 2]).all()
     assert all(len(v.split(".")[-1]) <= 3 for v in pd.read_csv(tmp_path / "s.csv", dtype=str)["x"])  # 3 decimals
-    assert main(["sample", "runs/table", "--n", "5", "--out", "s.npy", "--quiet"]) == 2
-    assert "label columns (species" in capsys.readouterr().err
+    for suffix in ("npy", "png"):
+        assert main(["sample", "runs/table", "--n", "5", "--out", f"s.{suffix}", "--quiet"]) == 2
+        assert "label or date columns (species" in capsys.readouterr().err
 
 
 def test_a_changed_data_file_is_refused_and_nothing_in_the_run_is_rewritten(tmp_path, monkeypatch, capsys):
@@ -349,6 +350,10 @@ def test_a_table_with_dates_trains_and_samples_dates_inside_its_span(tmp_path):
     assert samples["at"].dtype == frame["at"].dtype and samples["month"].isin(["May", "June", "July"]).all()
     loaded = fdrl.FDRL.from_pretrained(tmp_path / "run")
     assert loaded.sample(5, seed=1)["day"].tolist() == model.sample(5, seed=1)["day"].tolist()
+    # dates cannot go into an array or the scatter figure: said before sampling, CSV suggested
+    assert main(["sample", str(tmp_path / "run"), "--n", "5", "--out", str(tmp_path / "s.npy"), "--quiet"]) == 2
+    assert main(["sample", str(tmp_path / "run"), "--n", "5", "--out", str(tmp_path / "s.csv"), "--quiet"]) == 0
+    assert pd.read_csv(tmp_path / "s.csv")["day"].dropna().str.fullmatch(r"\d{2}\.\d{2}\.\d{4}").all()
 
 
 def test_a_mark_of_a_missing_value_in_a_column_of_numbers_is_a_missing_cell():

@@ -62,11 +62,12 @@ def check_output(out: Path, images: bool, folder: bool = False, codec: Any = Non
         if out.suffix == ".csv" and images:
             raise ValueError("--out .csv is for vector runs; for images use a folder (DIR/), .png, .npy, .pt "
                              "or .safetensors")
-        labels = [] if codec is None else [name for name, kind in codec.kinds.items()
-                                           if kind == "categorical" and not _numeric_labels(codec, name)]
-        if labels and out.suffix in (".npy", ".pt", ".safetensors"):
-            raise ValueError(f"this run's table has label columns ({', '.join(map(str, labels[:3]))}), which "
-                             f"{out.suffix} cannot hold; write .csv")
+        # arrays and the scatter figure hold numbers only: text labels and dates go to CSV
+        labels = [] if codec is None else [name for name, kind in codec.kinds.items() if kind == "datetime"
+                                           or (kind == "categorical" and not _numeric_labels(codec, name))]
+        if labels and out.suffix in (".npy", ".pt", ".safetensors", ".png"):
+            raise ValueError(f"this run's table has label or date columns ({', '.join(map(str, labels[:3]))}), "
+                             f"which {out.suffix} cannot hold; write .csv")
     check_writable(out, folder)
 
 
