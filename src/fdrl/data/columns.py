@@ -16,7 +16,8 @@ loaded model gives back exactly the columns, labels and dtypes it was trained on
 * ``datetime`` (pandas datetime columns, and text columns whose every cell is a date or a
   date and time written with numbers, e.g. 2020-01-31, 31.01.2020, 2020-01-31 12:00:00): the
   seconds since the column's earliest value, as one continuous feature; sampled values are
-  rounded to the data's resolution (a day if every value is at midnight, else a second) and
+  rounded to the data's resolution (a day if every value is at midnight, else a minute or a
+  second when the data's values all are whole ones) and
   written back in the data's form (the text format it was written in, or datetimes);
 * ``constant``: no feature at all; its value is put back exactly;
 * ``drop``: only on request (``data.params.columns.NAME=drop``): left out, not returned.
