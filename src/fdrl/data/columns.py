@@ -368,6 +368,17 @@ def _restore(series: Any, c: Column) -> Any:
         return series.astype(object)
 
 
+def _present_row(series: Any, k: int) -> int:
+    """The row of ``series`` that holds its ``k``-th present (not missing) cell."""
+    return int(np.flatnonzero(~_is_missing(series))[k])
+
+
+def _cell(where: str, row: int, line_of_row: Any) -> str:
+    """Where a cell is, as the user finds it: the file and its line (``line_of_row`` maps a row
+    to the line an editor shows), or the row of an in-memory table."""
+    return f"{where}, line {line_of_row(row)}" if line_of_row is not None else f"{where}, row {row}"
+
+
 def _numeric_view(series: Any, name: Any, where: str, line_of_row: Any) -> np.ndarray | None:
     """A text column's values as numbers when nearly all of them are (a stray typo is an error
     naming its cell); None for a column of labels."""
@@ -381,9 +392,9 @@ def _numeric_view(series: Any, name: Any, where: str, line_of_row: Any) -> np.nd
     if not bad.any():
         return np.asarray(pd.to_numeric(series, errors="coerce"), dtype=np.float64)
     if bad.mean() <= 0.05 and len(present) >= 20:
-        row = int(np.flatnonzero(~_is_missing(series))[np.flatnonzero(bad)[0]])
-        line = f", line {line_of_row(row)}" if line_of_row is not None else f", row {row}"
-        raise ValueError(f"{where}{line}: column '{name}' holds '{present.iloc[int(np.flatnonzero(bad)[0])]}' where "
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{_cell(where, _present_row(series, first), line_of_row)}: column '{name}' holds "
+                         f"'{present.iloc[first]}' where "
                          f"{1 - bad.mean():.0%} of its cells are numbers; fix the cell, or treat the column as labels "
                          f"with data.params.columns.{name}=categorical")
     return None
@@ -455,9 +466,8 @@ def _date_view(series: Any, name: Any, where: str, line_of_row: Any) -> tuple[np
                 return None
             fmt, local = min(tried, key=lambda t: int(t[1].isna().sum()))
             bad = int(np.flatnonzero(local.isna().to_numpy())[0])
-            row = int(np.flatnonzero(~_is_missing(series))[bad])
-            at = f", line {line_of_row(row)}" if line_of_row is not None else f", row {row}"
-            raise ValueError(f"{where}{at}: column '{name}' holds '{text.iloc[bad]}', which is not a date in the format "
+            raise ValueError(f"{_cell(where, _present_row(series, bad), line_of_row)}: column '{name}' holds "
+                             f"'{text.iloc[bad]}', which is not a date in the format "
                              f"{fmt} of its other cells; fix the cell, or treat the column as labels with "
                              f"data.params.columns.{name}=categorical")
         time = {"format": fmt, "tz": "UTC" if "%z" in fmt else None}
@@ -545,9 +555,8 @@ def _type_values(series: Any, name: Any, kind: str | None, missing: str, where: 
         finite = numbers[~absent]
         if not np.isfinite(finite).all():
             row = int(np.flatnonzero(np.isinf(numbers))[0])
-            at = f"line {line_of_row(row)}" if line_of_row is not None else f"row {row}"
-            raise ValueError(f"{where}, {at}: column '{name}' holds inf; replace it by a number or leave the cell "
-                             "empty (a missing cell)")
+            raise ValueError(f"{_cell(where, row, line_of_row)}: column '{name}' holds inf; replace it by a number or "
+                             "leave the cell empty (a missing cell)")
         integral = bool(np.all(finite == np.round(finite)))
         levels = 1 if finite.min() == finite.max() else len(np.unique(finite)) if integral else _few_levels(finite)
     else:
