@@ -332,6 +332,12 @@ def test_date_columns_are_read_as_times_and_come_back_in_the_form_they_came_in()
     nudged = features.copy()
     nudged[:, codec.feature_names.index("day")] += 3600.0 * 5
     assert codec.decode(nudged)["day"].tolist() == frame["day"].tolist()
+    # a sample before the first or after the last date is put at that end of the data's span
+    beyond = features.copy()
+    beyond[:, codec.feature_names.index("day")] = [-86400.0 * 30, 86400.0 * 999] * (len(frame) // 2)
+    ends = pd.to_datetime(codec.decode(beyond)["day"].dropna(), format="%d.%m.%Y")
+    data_days = pd.to_datetime(frame["day"].dropna(), format="%d.%m.%Y")
+    assert set(ends) == {data_days.min(), data_days.max()}
     with pytest.raises(ValueError, match="column 'month' is not dates .* it cannot be datetime"):
         TableCodec.fit(frame, {"month": "datetime"})
     typo = frame.assign(day=frame["day"].where(frame.index != 9, "31.02.2021"))

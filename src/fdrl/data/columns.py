@@ -17,8 +17,10 @@ loaded model gives back exactly the columns, labels and dtypes it was trained on
   date and time written with numbers, e.g. 2020-01-31, 31.01.2020, 2020-01-31 12:00:00): the
   seconds since the column's earliest value, as one continuous feature; sampled values are
   rounded to the data's resolution (a day if every value is at midnight, else a minute or a
-  second when the data's values all are whole ones) and
-  written back in the data's form (the text format it was written in, or datetimes);
+  second when the data's values all are whole ones), kept inside the data's span (a date
+  before the first or after the last row's is moved to that end: a period the data never
+  covered is not made up) and written back in the data's form (the text format it was
+  written in, or datetimes);
 * ``constant``: no feature at all; its value is put back exactly;
 * ``drop``: only on request (``data.params.columns.NAME=drop``): left out, not returned.
 
@@ -278,8 +280,8 @@ class TableCodec:
 
     def decode(self, features: np.ndarray, dates_as_text: bool = True) -> Any:
         """Model features (n, :attr:`width`) in the data's units -> a DataFrame of the user's
-        columns and dtypes (integers rounded into range, labels by the largest one-hot feature,
-        constants exact, missing cells where the missing feature says so; dates as the data
+        columns and dtypes (integers rounded into range, dates kept inside the data's span, labels
+        by the largest one-hot feature, constants exact, missing cells where the missing feature says so; dates as the data
         wrote them, or as datetimes without ``dates_as_text``)."""
         import pandas as pd
 
@@ -301,6 +303,8 @@ class TableCodec:
             values = block[:, 0]
             if c.kind == "integer":
                 values = np.clip(np.round(values), c.low, c.high)
+            if c.kind == "datetime":  # inside the data's span, as synthetic-data tools do by default
+                values = np.clip(values, c.low, c.high)
             if c.missing:
                 values = np.where(block[:, 1] > 0.5, np.nan, values)
             if c.kind == "datetime":
