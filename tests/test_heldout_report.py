@@ -18,7 +18,7 @@ import yaml
 from fdrl.cli import main
 from fdrl.config import DataComponent, load_config
 from fdrl.data.source import ArrayData
-from fdrl.evaluate.heldout import evaluate_heldout, heldout_report, memorisation
+from fdrl.evaluate.heldout import evaluate_heldout, fresh_near_copy_share, heldout_report, memorisation
 from fdrl.evaluate.metrics import c2st_accuracy, energy_distance
 from fdrl.evaluate.tabular import column_shapes, ks_statistic, pair_trends
 from fdrl.evaluate.uncertainty import energy_distance_se, wilson_interval
@@ -139,6 +139,26 @@ def test_tripled_rows_give_finite_memorisation_and_the_right_verdicts():
         assert any(line.startswith("copies training rows") for line in report["verdict"]) == copies
         assert any(line.startswith("no sign of copying") for line in report["verdict"]) == (not copies)
         assert any("held-out rows also occur among the training rows" in line for line in report["verdict"])
+
+
+def test_the_near_copy_share_of_fresh_data_is_the_stated_expectation_for_the_held_out_size():
+    """With m held-out rows the 1% quantile sits near their smallest distance, so fresh rows
+    score about 1 / (m + 1), not 1%: 4% on 30 rows. The report states that expectation and
+    does not call fresh samples a copier on a small hold-out."""
+    train = _normal(120, 3, 0)
+    for m in (10, 30, 300):
+        shares = [memorisation(_normal(2000, 3, 1000 + r), train, _normal(m, 3, 2000 + r))
+                  for r in range(150)]
+        measured = float(np.mean([mem["share_closer_than_heldout_1pct"] for mem in shares]))
+        expected, bound = shares[0]["near_copy_share_fresh"], shares[0]["near_copy_share_fresh_q99"]
+        assert (expected, bound) == fresh_near_copy_share(m, 2000) and abs(measured - expected) < 0.25 * expected + 0.003
+        above = np.mean([mem["share_closer_than_heldout_1pct"] > bound for mem in shares])
+        assert above < 0.04, (m, above)  # the 99% bound: 1 run in 100 above it
+    assert fresh_near_copy_share(30, 30)[0] > 3 * fresh_near_copy_share(1000, 1000)[0]
+    verdicts = [heldout_report(_normal(300, 3, 10 + r), train, _normal(30, 3, 50 + r), _normal(300, 3, 90 + r),
+                               heldout_rows=30)["verdict"] for r in range(20)]
+    assert not any(line.startswith("copies training rows") for verdict in verdicts for line in verdict)
+    assert any("4% expected for fresh data on 30 held-out rows, up to 20% by chance" in line for line in verdicts[0])
 
 
 def test_dcr_share_is_a_half_for_fresh_draws_and_near_one_for_a_copier():

@@ -17,7 +17,9 @@ MIN_HELDOUT = 100
 #: below this many (+-0.03 at 2 x 500 points) overlapping intervals of fdrl and the Gaussian
 #: baseline mean the test is too weak to separate them, rather than that they are equal
 SMALL_HELDOUT = 500
-#: a share of near-copies above this (1% expected for fresh data) means the model copies
+#: a share of near-copies above this (1% expected for fresh data on a large held-out part), and
+#: above what fresh data reach by chance on a small one (``near_copy_share_fresh_q99``: 20% on
+#: 30 rows), means the model copies
 NEAR_COPY_LIMIT = 0.05
 #: a DCR share whose 95% interval lies above 0.5 + this leans towards the training rows
 DCR_MARGIN = 0.03
@@ -69,19 +71,33 @@ def _size_line(report: dict[str, Any], heldout_rows: int | None) -> str | None:
     return f"{start}: too few to tell these models apart (C2ST +-{_half_width(report):.2f}); {advice}"
 
 
+def _fresh_share(mem: dict[str, Any]) -> float:
+    """The near-copy share of fresh data on this report's held-out part (1% in an old report)."""
+    fresh = mem.get("near_copy_share_fresh")
+    return 0.01 if fresh is None or math.isnan(fresh) else fresh
+
+
+def _on_rows(mem: dict[str, Any]) -> str:
+    """", on N held-out rows" where so few rows move the expectation above 1%."""
+    return f" on {mem['heldout_rows']} held-out rows" if round(_fresh_share(mem), 2) > 0.01 else ""
+
+
 def _memorisation_lines(mem: dict[str, Any]) -> list[str]:
     """The copying verdict and, where held-out rows also occur in training, that warning."""
-    near = mem["share_closer_than_heldout_1pct"]
+    near, fresh = mem["share_closer_than_heldout_1pct"], _fresh_share(mem)
     dcr, ci = mem.get("dcr_share"), mem.get("dcr_share_ci")
     dcr_text = "" if dcr is None else f"; DCR share {dcr:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] (0.5 for fresh data)"
-    if near > NEAR_COPY_LIMIT:
-        lines = [f"copies training rows: {near:.0%} of samples are near-copies (1% expected for fresh data){dcr_text}"]
+    expected, chance = f"{fresh:.0%} expected for fresh data{_on_rows(mem)}", mem.get("near_copy_share_fresh_q99")
+    if chance is not None and not math.isnan(chance) and chance > NEAR_COPY_LIMIT:
+        expected += f", up to {chance:.0%} by chance"
+    if near > NEAR_COPY_LIMIT and not (chance is not None and near <= chance):
+        lines = [f"copies training rows: {near:.0%} of samples are near-copies ({expected}){dcr_text}"]
     elif dcr is not None and ci[0] > 0.5 + DCR_MARGIN:
         lines = [f"leans towards its training rows: {dcr:.0%} of samples are closer to a training row than to any "
                  f"held-out row (DCR share [{ci[0]:.2f}, {ci[1]:.2f}]; 0.5 for fresh data, "
                  f"{mem['dcr_share_copier']:.2f} for a model that copies)"]
     else:
-        lines = [f"no sign of copying: {near:.1%} near-copies (1% expected for fresh data){dcr_text}"]
+        lines = [f"no sign of copying: {near:.1%} near-copies ({expected}){dcr_text}"]
     shared = mem.get("heldout_rows_in_training", 0)
     if shared:
         lines.append(f"{shared} of {mem['heldout_rows']} held-out rows also occur among the training rows "
@@ -146,7 +162,7 @@ def _score_cells(scores: dict[str, Any]) -> str:
 
 def _memorisation_text(mem: dict[str, Any]) -> list[str]:
     """The memorisation numbers, those an old report lacks left out."""
-    line = f"memorisation: near-copies {mem['share_closer_than_heldout_1pct']:.1%} (1% expected)"
+    line = f"memorisation: near-copies {mem['share_closer_than_heldout_1pct']:.1%} ({_fresh_share(mem):.0%} expected)"
     if mem.get("dcr_share") is not None:
         lo, hi = mem["dcr_share_ci"]
         line += (f"; DCR share {mem['dcr_share']:.2f} [{lo:.2f}, {hi:.2f}] (0.5 fresh, "
