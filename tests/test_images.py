@@ -356,5 +356,5 @@ def test_every_preset_loads_and_cpu_presets_are_small():
         assert c.model.name == "mlp" and c.prior.name == prior and c.data.name == name
         assert c.data.params == {"split": "train"}
     # mnist's mixture covers its 784 pixels (above max_dim it would fall back to one Gaussian)
-    assert load_config("mnist").prior.params == {"components": 40, "max_dim": 1024}
+    assert load_config("mnist").prior.params == {"components": 60, "max_dim": 1024}
     assert build_data("digits").flip is False
