@@ -353,7 +353,7 @@ def test_divergence_after_the_retries_is_one_line_with_exit_code_2(tmp_path, mon
     line = _one_line_error(["train", "swissroll", *TINY, "train.steps=6", "train.guard_retries=2",
                             "--out", str(run), "--quiet"], capsys)
     assert line.startswith("fdrl: error: the loss is nan at step 0, after 2 rollback(s)")
-    assert "train.guard_retries" in line
+    assert "train.guard_retries" in line and f"fdrl sample {run}" in line
     assert [r["event"] for r in _events(run) if "event" in r] == ["flow_plan", "rollback", "rollback", "diverged"]
 
 

@@ -5,7 +5,8 @@ A step with a non-finite loss or gradient, a ratio estimate |r| above
 ``train.guard_particle_ratio``, rolls training back to the newest checkpoint and multiplies the
 learning rate by ``train.guard_lr_factor``; the cut is kept in later checkpoints (the guard's
 :meth:`~DivergenceGuard.state_dict`), so a resumed run goes on with it. After
-``train.guard_retries`` rollbacks the run stops with :class:`TrainingError`.
+``train.guard_retries`` rollbacks the run stops with :class:`TrainingError`; its checkpoints stay
+and can be sampled.
 
 The particle bound is the one the objective makes meaningful: r estimates q~/p, so its mean over
 the flowed particles estimates E_q~[q~/p] = 1 + chi2(q~ || p), the Pearson divergence of the
@@ -13,7 +14,10 @@ particles from the data. After the K flow steps of Eq. 9 the particles are near 
 that stays small (about 1 on a healthy run); a mean in the hundreds means the flow throws the
 particles away from the data and the estimator chases them there -- the runaway seen on
 collinear tables, where the ratio on particles grew from 1 to 1e5 in 100 steps and the samples
-reached 70 standard deviations long before any |r| reached ``guard_max_ratio``.
+reached 70 standard deviations long before any |r| reached ``guard_max_ratio``. On a few hundred
+images trained past about 1000 steps the bound also fires on an estimator that has learnt its
+training images (r below 1 on them and 10-25 on held-out images;
+``benchmarks/estimator_memory.py``): fewer steps, not a lower learning rate, avoid that.
 """
 
 from __future__ import annotations
@@ -82,8 +86,8 @@ class DivergenceGuard:
             log({"event": "diverged", "step": step, "problem": problem, "rollbacks": self.rollbacks})
             raise TrainingError(
                 f"{problem} at step {step}, after {self.rollbacks} rollback(s); the last good checkpoint is in "
-                f"{self.checkpoints}: resume with a larger train.guard_retries, or start a new run "
-                "with a lower train.lr or flow.eta"
+                f"{self.checkpoints} (`fdrl sample {self.checkpoints.parent}` samples it): resume with a larger "
+                "train.guard_retries, or start a new run with fewer train.steps or a lower train.lr or flow.eta"
             )
         scale, rollbacks = self.lr_scale * self.train.guard_lr_factor, self.rollbacks + 1
         where = restore()  # the checkpoint's learning rate and guard state
