@@ -161,6 +161,25 @@ def test_the_near_copy_share_of_fresh_data_is_the_stated_expectation_for_the_hel
     assert any("4% expected for fresh data on 30 held-out rows, up to 20% by chance" in line for line in verdicts[0])
 
 
+def test_an_estimator_that_learnt_its_training_rows_is_named_in_the_verdict():
+    """r = q~/p about 1 on every data row: no line; r low on the training rows themselves and
+    high on every other row (held-out ones included): the verdict says so, with both means."""
+    train, heldout = _normal(300, 3, 0), _normal(60, 3, 1)
+
+    def remembering(x):
+        on_a_training_row = torch.cdist(x, train, compute_mode="donot_use_mm_for_euclid_dist").min(1).values < 1e-6
+        return torch.where(on_a_training_row, 0.5, 12.0)
+
+    for ratio, learnt in ((lambda x: torch.ones(len(x)), False), (remembering, True)):
+        report = heldout_report(_normal(60, 3, 2), train, heldout, _normal(60, 3, 3), heldout_rows=60, ratio=ratio)
+        assert report["estimator_ratio"] == ({"train": 0.5, "heldout": 12.0} if learnt else {"train": 1.0, "heldout": 1.0})
+        lines = [line for line in report["verdict"] if line.startswith("the estimator has learnt its training rows")]
+        assert len(lines) == int(learnt)
+        if learnt:
+            assert "averages 12 on held-out rows against 0.5 on training rows" in lines[0]
+        assert any(line.strip().startswith("estimator: mean r") for line in report_lines(report))
+
+
 def test_dcr_share_is_a_half_for_fresh_draws_and_near_one_for_a_copier():
     train, heldout = _normal(1000, 4, 0), _normal(1000, 4, 1)
     fresh = memorisation(_normal(1000, 4, 2), train, heldout)
@@ -238,9 +257,11 @@ def test_evaluate_heldout_adds_column_scores_for_fdrl_and_the_mixture():
     fresh = torch.from_numpy(codec.encode(_table_data(150, 2)))
     model = SimpleNamespace(sample=lambda m, seed, batch_size, standardized: fresh[:m],
                             prior=SimpleNamespace(sample=lambda m, g: torch.randn(m, 3, generator=g)),
-                            decode=lambda particles, g: particles)
+                            decode=lambda particles, g: particles, space=None, device="cpu",
+                            estimator=lambda z: torch.ones(len(z)), objective=SimpleNamespace(ratio=lambda out: out))
     config = SimpleNamespace(train=SimpleNamespace(seed=0), data=DataComponent("array"))
     report = evaluate_heldout(model, config, data, 150)
+    assert report["estimator_ratio"] == {"train": 1.0, "heldout": 1.0}
     for columns in (report["columns"], report["baselines"]["gmm"]["columns"]):
         assert set(columns["per_column"]) == {"a", "b"} and columns["pairs_scored"] == 1
         # fresh rows of the same table, 150 of them: 10 x 2 contingency cells are noisy

@@ -296,6 +296,9 @@ def test_a_real_table_with_defaults_gives_its_types_and_class_shares(tmp_path, m
     assert (shares - expected[shares.index]).abs().max() < 0.05, (shares, expected)
     metrics = json.loads((tmp_path / "runs" / "wine" / "metrics.json").read_text())
     assert metrics["memorisation"]["share_closer_than_heldout_1pct"] <= 0.05
+    # the estimator has not learnt its rows: r = q~/p is about 1 on training and held-out rows
+    ratio = metrics["estimator_ratio"]
+    assert 0.5 < ratio["train"] < 2 and 0.5 < ratio["heldout"] < 2, ratio
 
 
 def _dated(n=60, seed=0):

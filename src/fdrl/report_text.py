@@ -23,6 +23,9 @@ SMALL_HELDOUT = 500
 NEAR_COPY_LIMIT = 0.05
 #: a DCR share whose 95% interval lies above 0.5 + this leans towards the training rows
 DCR_MARGIN = 0.03
+#: an estimator whose mean ratio on held-out rows is this many times its mean on training rows
+#: (and above 2) has learnt its training rows: r is about 1 on both when it has not
+MEMORY_FACTOR = 3.0
 #: how the report names its rows
 ROW_NAMES = {"gaussian": "Gaussian (Eq. 8)", "gmm": "Gaussian mixture (10)", "prior": "prior draws"}
 #: how the verdict names the baselines it compares with
@@ -126,11 +129,21 @@ def _comparison(report: dict[str, Any]) -> str | None:
     return line
 
 
+def _estimator_memory_line(ratio: dict[str, float] | None) -> str | None:
+    """A line when the estimator's ratio says it has learnt its training rows, else None."""
+    if ratio is None or not (ratio["heldout"] > 2 and ratio["heldout"] > MEMORY_FACTOR * max(ratio["train"], 0.0)):
+        return None
+    return (f"the estimator has learnt its training rows: its ratio r = q~/p averages {ratio['heldout']:.3g} on "
+            f"held-out rows against {ratio['train']:.3g} on training rows (about 1 on both when it has not), so "
+            "log_ratio on new data is not a density ratio (it grows with train.steps and shrinks with more data)")
+
+
 def verdict(report: dict[str, Any], heldout_rows: int | None = None) -> list[str]:
     """Short sentences on a held-out report (:func:`fdrl.evaluate.heldout.heldout_report`),
     most important first: a failed run (samples measurably further from the held-out data than
     the prior's draws), a scored set too small to separate the models, copying of training
-    rows (and held-out rows that are not unseen), then fdrl against its best baseline.
+    rows (and held-out rows that are not unseen), an estimator that has learnt its training
+    rows, then fdrl against its best baseline.
     ``heldout_rows``: the size of the held-out part (None: fresh draws, as many as wanted)."""
     lines = []
     prior = report["baselines"].get("prior")
@@ -142,6 +155,9 @@ def verdict(report: dict[str, Any], heldout_rows: int | None = None) -> list[str
     if size is not None:
         lines.append(size)
     lines += _memorisation_lines(report["memorisation"])
+    memory = _estimator_memory_line(report.get("estimator_ratio"))
+    if memory is not None:
+        lines.append(memory)
     comparison = _comparison(report)
     if comparison is not None:
         lines.append(comparison)
@@ -216,6 +232,10 @@ def report_lines(metrics: dict[str, Any]) -> list[str]:
         lines.append(f"  {ROW_NAMES.get(name, name):<28}{_score_cells(scores)}")
     if "memorisation" in metrics:
         lines += [f"  {line}" for line in _memorisation_text(metrics["memorisation"])]
+    if "estimator_ratio" in metrics:
+        ratio = metrics["estimator_ratio"]
+        lines.append(f"  estimator: mean r = q~/p {ratio['train']:.3g} on training rows, {ratio['heldout']:.3g} on "
+                     "held-out rows (about 1 on both for an estimator that has not learnt its training rows)")
     lines += [f"  {line}" for line in _columns_text(metrics)]
     lines += [f"  note: {note}" for note in metrics.get("notes", [])]
     return lines

@@ -53,6 +53,8 @@ NN_MAX_TRAIN = 20000
 DCR_MIN_ROWS = 20
 #: the C2ST's cross-validation folds: with fewer rows than this in a set it is not computed
 C2ST_FOLDS = 5
+#: rows per call of the estimator when the report measures its ratio
+RATIO_BATCH = 500
 
 
 def scores(x: Tensor, heldout: Tensor, seed: int) -> dict[str, Any]:
@@ -218,7 +220,8 @@ def heldout_report(samples: Tensor, train: Tensor, heldout: Tensor, prior_draws:
                    value_range: tuple[float, float] | None = None,
                    project: Callable[[Tensor], Tensor] | None = None, heldout_rows: int | None = None,
                    decode: Callable[[Tensor], Any] | None = None,
-                   column_kinds: dict[str, str] | None = None) -> dict[str, Any]:
+                   column_kinds: dict[str, str] | None = None,
+                   ratio: Callable[[Tensor], Tensor] | None = None) -> dict[str, Any]:
     """Samples, baselines and the floor scored against ``heldout`` (module docstring), with the
     verdict. All sets are cut to the same size m = min(len(samples), len(heldout)); ``train``
     is the training part (the floor uses m of its rows, the Gaussian and the mixture are fitted
@@ -228,7 +231,8 @@ def heldout_report(samples: Tensor, train: Tensor, heldout: Tensor, prior_draws:
     ``heldout_rows``: the size of the whole held-out part (None: fresh draws, unlimited), for
     the verdict's advice. ``decode`` (model-unit rows -> the user's pandas DataFrame) and
     ``column_kinds`` (column -> "continuous" | "integer" | "categorical") add per-column
-    scores for fdrl and the mixture."""
+    scores for fdrl and the mixture. ``ratio`` (rows -> the estimator's r = q~/p on each) adds
+    ``estimator_ratio`` (:func:`estimator_ratio`), for a held-out part that is unseen data."""
     m = min(samples.shape[0], heldout.shape[0])
     samples, heldout = samples[:m], heldout[:m]
     g = torch.Generator().manual_seed(seed)
@@ -267,8 +271,22 @@ def heldout_report(samples: Tensor, train: Tensor, heldout: Tensor, prior_draws:
         report["columns"] = table_scores(real, decode(samples), column_kinds, seed)
         if mixture is not None:
             baselines["gmm"]["columns"] = table_scores(real, decode(mixture), column_kinds, seed)
+    if ratio is not None:
+        report["estimator_ratio"] = estimator_ratio(ratio, train_m, heldout)
     report["verdict"] = verdict(report, heldout_rows)
     return report
+
+
+def estimator_ratio(ratio: Callable[[Tensor], Tensor], train: Tensor, heldout: Tensor) -> dict[str, float]:
+    """The estimator's mean r = q~/p (App. C) on training rows and on as many held-out rows
+    (``ratio``: rows -> r). After training q~ is close to p on the data, so both are about 1; an
+    estimator that has learnt its training rows themselves gives r well below 1 on them and far
+    above 1 on unseen rows (on 320 photos after 1000 steps: 0.58 and 17; tables, digits and
+    MNIST: 1.0-1.3 and 1.0-1.7), where its log_ratio then says nothing about new data."""
+    with torch.no_grad():
+        means = {name: float(torch.cat([ratio(part) for part in rows.split(RATIO_BATCH)]).double().mean())
+                 for name, rows in (("train", train), ("heldout", heldout))}
+    return means
 
 
 def evaluate_heldout(model: Any, config: Any, data: Any, n: int) -> dict[str, Any]:
@@ -300,6 +318,15 @@ def evaluate_heldout(model: Any, config: Any, data: Any, n: int) -> dict[str, An
     table = getattr(data, "codec", None) is not None
     report = heldout_report(samples, train, heldout, prior_draws, seed, getattr(data, "value_range", None),
                             getattr(data, "project", None), heldout_rows, data.decode if table else None,
-                            data.column_kinds if table else None)
+                            data.column_kinds if table else None, _ratio_of(model) if held is not None else None)
     units = "standardised features" if getattr(data, "scaler", None) is not None else "the data's own"
     return {"reference": reference, "units": units, **report}
+
+
+def _ratio_of(model: Any) -> Callable[[Tensor], Tensor]:
+    """Rows as the report holds them (model units; a principal space's images in pixels) -> the
+    estimator's r on each."""
+    def ratio(x: Tensor) -> Tensor:
+        z = model.space.encode(x) if model.space is not None else x
+        return model.objective.ratio(model.estimator(z.to(model.device))).cpu()
+    return ratio
