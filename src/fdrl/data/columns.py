@@ -280,9 +280,9 @@ class TableCodec:
 
     def decode(self, features: np.ndarray, dates_as_text: bool = True) -> Any:
         """Model features (n, :attr:`width`) in the data's units -> a DataFrame of the user's
-        columns and dtypes (integers rounded into range, dates kept inside the data's span, labels
-        by the largest one-hot feature, constants exact, missing cells where the missing feature says so; dates as the data
-        wrote them, or as datetimes without ``dates_as_text``)."""
+        columns and dtypes (integers rounded into range, labels by the largest one-hot feature,
+        constants exact, missing cells where the missing feature says so; dates inside the
+        data's span, as the data wrote them, or as datetimes without ``dates_as_text``)."""
         import pandas as pd
 
         features = np.asarray(features, dtype=np.float64)
