@@ -90,10 +90,12 @@ def _memorisation_lines(mem: dict[str, Any]) -> list[str]:
     near, fresh = mem["share_closer_than_heldout_1pct"], _fresh_share(mem)
     dcr, ci = mem.get("dcr_share"), mem.get("dcr_share_ci")
     dcr_text = "" if dcr is None else f"; DCR share {dcr:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] (0.5 for fresh data)"
-    expected, chance = f"{fresh:.0%} expected for fresh data{_on_rows(mem)}", mem.get("near_copy_share_fresh_q99")
-    if chance is not None and not math.isnan(chance) and chance > NEAR_COPY_LIMIT:
+    chance = mem.get("near_copy_share_fresh_q99")
+    chance = NEAR_COPY_LIMIT if chance is None or math.isnan(chance) else max(chance, NEAR_COPY_LIMIT)
+    expected = f"{fresh:.0%} expected for fresh data{_on_rows(mem)}"
+    if chance > NEAR_COPY_LIMIT:
         expected += f", up to {chance:.0%} by chance"
-    if near > NEAR_COPY_LIMIT and not (chance is not None and near <= chance):
+    if near > chance:
         lines = [f"copies training rows: {near:.0%} of samples are near-copies ({expected}){dcr_text}"]
     elif dcr is not None and ci[0] > 0.5 + DCR_MARGIN:
         lines = [f"leans towards its training rows: {dcr:.0%} of samples are closer to a training row than to any "

@@ -303,12 +303,10 @@ class TableCodec:
             values = block[:, 0]
             if c.kind == "integer":
                 values = np.clip(np.round(values), c.low, c.high)
-            if c.kind == "datetime":  # inside the data's span, as synthetic-data tools do by default
-                values = np.clip(values, c.low, c.high)
             if c.missing:
                 values = np.where(block[:, 1] > 0.5, np.nan, values)
-            if c.kind == "datetime":
-                times = _times(values, c.time, dates_as_text)
+            if c.kind == "datetime":  # inside the data's span, as synthetic-data tools do by default
+                times = _times(np.clip(values, c.low, c.high), c.time, dates_as_text)
                 # text in the column's own string dtype (a gap then reads as the file's did)
                 data[c.name] = _restore(times, c) if dates_as_text or c.time["format"] is None else times
             else:
