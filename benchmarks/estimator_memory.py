@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("run", type=Path)
     ap.add_argument("--particles", type=int, default=1000)
     args = ap.parse_args(argv)
+    if not (args.run / "config.yaml").is_file():
+        raise SystemExit(f"{args.run}: not a run directory (no config.yaml)")
     data = build_run_data(load_config(str(args.run / "config.yaml")).data.spec)
     if not isinstance(data, PrincipalImages) or data.held_out() is None:
         raise SystemExit(f"{args.run}: not an image-folder run in a principal space with a held-out part")
