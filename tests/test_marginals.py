@@ -12,7 +12,7 @@ import torch
 import fdrl
 from fdrl import FDRL
 from fdrl.data.columns import TableCodec
-from fdrl.data.marginals import MARGINALS_FILE, MarginalMap
+from fdrl.data.marginals import MARGINALS_FILE, TABLE_GAP, MarginalMap
 
 
 def test_the_map_takes_one_marginal_onto_the_other_and_keeps_ranks():
@@ -57,6 +57,25 @@ def test_a_zero_inflated_integer_column_gets_its_share_of_zeros_back():
     blurred_zeros = float((fresh.round().clamp(0, 5) == 0).float().mean())
     mapped_zeros = float((marginals(fresh).round() == 0).float().mean())
     assert blurred_zeros < 0.7 and abs(mapped_zeros - 0.9) < 0.02
+
+
+def test_a_table_column_is_mapped_only_when_its_sampled_marginal_is_off_by_more_than_noise():
+    """The gate on a table's columns: a sampler that already draws a column's distribution should
+    mostly leave it unmapped (mapping it adds the noise of a few hundred rows' quantiles); one 1.3
+    times too wide, or one that blurs a point mass, is mapped every time."""
+    g = torch.Generator().manual_seed(0)
+    kept = np.zeros(3)
+    for n in [160, 400] * 20:
+        rows, particles = torch.randn(n, 3, generator=g), torch.randn(4000, 3, generator=g)
+        particles[:, 1] *= 1.3
+        rows[:, 2], particles[:, 2] = (rows[:, 2] > 0.3).float(), (particles[:, 2] > 0.3).float()
+        particles[:, 2] += 0.2 * torch.randn(4000, generator=g)
+        marginals = MarginalMap.fit(particles, rows, [0, 1, 2], steps=60, min_gap=TABLE_GAP)
+        kept[marginals.features] += 1
+        assert marginals.source.shape[0] == len(marginals.features)
+    assert kept[0] <= 12 and kept[1] >= 39 and kept[2] == 40, kept
+    everything = MarginalMap.fit(particles, rows, [0, 1, 2], steps=60)
+    assert everything.features == [0, 1, 2]
 
 
 def test_saved_and_loaded_it_maps_the_same_and_a_damaged_file_is_named(tmp_path):
@@ -109,7 +128,9 @@ def test_a_table_run_calibrates_its_sampler_and_only_that_one(tmp_path):
     assert not loaded.sample(300, seed=2).equals(unmapped.sample(300, seed=2))
     events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     (event,) = [e for e in events if e.get("event") == "marginals"]
-    assert event["features"] == 2 and event["strength"] > 0 and event["near_copies"] <= 0.05
+    assert event["features"] + event["features_within_noise"] == 2
+    assert event["strength"] > 0 and event["near_copies"] <= 0.05
+    assert loaded.codec.numeric_features[0] in loaded.marginals.features  # the zero-inflated count is mapped
 
     fdrl.fit(table, out=tmp_path / "off", progress=False, **options, **{"train.calibrate_marginals": False})
     assert not (tmp_path / "off" / MARGINALS_FILE).exists() and FDRL.load(tmp_path / "off").marginals is None

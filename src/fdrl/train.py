@@ -33,7 +33,7 @@ from fdrl import __version__, distributed, seeding
 from fdrl.checkpoint import CheckpointMismatch
 from fdrl.config import Config, ConfigError
 from fdrl.data import DataSource, ImageData
-from fdrl.data.marginals import MARGINALS_FILE, MarginalMap
+from fdrl.data.marginals import MARGINALS_FILE, TABLE_GAP, MarginalMap
 from fdrl.data.principal import build_run_data
 from fdrl.data.scaling import Standardizer
 from fdrl.flow import FlowOptions, FlowPlan, Generators, flow, frozen, plan_flow, prepare_estimator, ratio_potential
@@ -518,19 +518,26 @@ class Trainer:
         model, seed = self.model(), self.config.train.seed
         n = max(CALIBRATION_PARTICLES, 2 * rows.shape[0])
         particles = model.particles(n, seeding.derived_seed(seed, "marginals"), batch_size=CALIBRATION_PARTICLES)
-        full = MarginalMap.fit(particles, rows, features, model.sampling_steps)
-        # the most of the map that keeps near-copies of training rows at the smoothing's bound
-        judged, scale = particles[:CALIBRATION_JUDGED], self._copy_scale()
-        scale = 1.0 if scale is None else scale
-        for strength in CALIBRATION_STRENGTHS:
-            copies = near_copy_share(model.as_rows(full.weakened(strength)(judged)).flatten(1) * scale, rows * scale,
-                                     seeding.generator(seed, "marginals"))
-            if copies <= COPY_SHARE:
-                self.marginals = full.weakened(strength)
-                self.marginals.save(self.run_dir)
-                break
-        self.run.log({"event": "marginals", "step": self.step, "particles": n, "features": len(features),
-                      "strength": 0.0 if self.marginals is None else self.marginals.strength, "near_copies": copies})
+        # a table's columns whose sampled marginal is already within the noise of the rows' are
+        # left as sampled (TABLE_GAP); an image's pixels and principal coefficients are all mapped
+        # (measured that way: docs/images-cpu.md)
+        min_gap = None if isinstance(self.data, ImageData) or self.space is not None else TABLE_GAP
+        full = MarginalMap.fit(particles, rows, features, model.sampling_steps, min_gap=min_gap)
+        event = {"event": "marginals", "step": self.step, "particles": n, "features": len(full.features),
+                 "features_within_noise": len(features) - len(full.features), "strength": 0.0}
+        if full.features:
+            # the most of the map that keeps near-copies of training rows at the smoothing's bound
+            judged, scale = particles[:CALIBRATION_JUDGED], self._copy_scale()
+            scale = 1.0 if scale is None else scale
+            for strength in CALIBRATION_STRENGTHS:
+                copies = near_copy_share(model.as_rows(full.weakened(strength)(judged)).flatten(1) * scale,
+                                         rows * scale, seeding.generator(seed, "marginals"))
+                if copies <= COPY_SHARE:
+                    self.marginals = full.weakened(strength)
+                    self.marginals.save(self.run_dir)
+                    break
+            event.update(strength=0.0 if self.marginals is None else self.marginals.strength, near_copies=copies)
+        self.run.log(event)
 
     def evaluate(self, n: int | None = None) -> dict[str, Any]:
         """Score up to ``n`` (default ``train.eval_n``) EMA samples against held-out data beside

@@ -66,11 +66,15 @@ def _space_line(run: Path) -> str | None:
 def _marginals_line(event: dict[str, Any]) -> str:
     """The marginal calibration's record in words."""
     strength, features = event.get("strength"), event.get("features")
-    copies = event.get("near_copies")
+    copies, unmapped = event.get("near_copies"), event.get("features_within_noise")
     shown = f"{copies:.1%}" if isinstance(copies, (int, float)) else "?"
+    left = f"; {unmapped} left as sampled (within the noise of the rows')" if unmapped else ""
+    if not features:
+        return f"not applied: every feature's sampled marginal is within the noise of the rows'"
     if not strength:
-        return f"not applied: every strength made near-copies of training rows ({shown} at the weakest)"
-    return f"{features} features mapped onto the training data's marginals at strength {strength} (near-copies {shown})"
+        return f"not applied: every strength made near-copies of training rows ({shown} at the weakest){left}"
+    return (f"{features} features mapped onto the training data's marginals at strength {strength} "
+            f"(near-copies {shown}){left}")
 
 
 def _prior_line(run: Path, config: dict) -> str:
