@@ -139,10 +139,61 @@ def mixed_synthetic() -> tuple[Any, dict[str, str]]:
     return df, kinds
 
 
+def _continuous(x: np.ndarray, names: list[str]) -> tuple[Any, dict[str, str]]:
+    import pandas as pd
+
+    return pd.DataFrame(x, columns=names), dict.fromkeys(names, CONTINUOUS)
+
+
+def blobs() -> tuple[Any, dict[str, str]]:
+    """400 rows in 5-D from six Gaussian clusters of standard deviations 0.3-2 (a mixture's home)."""
+    from sklearn.datasets import make_blobs
+
+    x, _ = make_blobs(400, n_features=5, centers=6, cluster_std=[0.5, 1, 1.5, 0.7, 0.3, 2], random_state=4)
+    return _continuous(x, list("abcde"))
+
+
+def circles() -> tuple[Any, dict[str, str]]:
+    """Two concentric circles in 2-D (500 rows, noise 0.05, radii 1 and 0.5)."""
+    from sklearn.datasets import make_circles
+
+    x, _ = make_circles(500, noise=0.05, factor=0.5, random_state=1)
+    return _continuous(x, ["x", "y"])
+
+
+def s_curve() -> tuple[Any, dict[str, str]]:
+    """A 2-D sheet bent into an S in 3-D (600 rows, noise 0.05)."""
+    from sklearn.datasets import make_s_curve
+
+    x, _ = make_s_curve(600, noise=0.05, random_state=2)
+    return _continuous(x, ["a", "b", "c"])
+
+
+def swiss_roll_3d() -> tuple[Any, dict[str, str]]:
+    """A rolled 2-D sheet in 3-D (600 rows, noise 0.3)."""
+    from sklearn.datasets import make_swiss_roll
+
+    x, _ = make_swiss_roll(600, noise=0.3, random_state=3)
+    return _continuous(x, ["a", "b", "c"])
+
+
+def skewed() -> tuple[Any, dict[str, str]]:
+    """400 rows of skewed, bounded columns: log-normal, exponential, a product of normals and a
+    square plus noise (tied to the log-normal's exponent)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((400, 3))
+    df = pd.DataFrame({"lognorm": np.exp(z[:, 0]), "expo": rng.exponential(2, 400),
+                       "prod": z[:, 1] * z[:, 2], "sq": z[:, 0] ** 2 + 0.1 * z[:, 1]})
+    return df, dict.fromkeys(df.columns, CONTINUOUS)
+
+
 TABLES: dict[str, Callable[[], tuple[Any, dict[str, str]]]] = {
     "wine": wine, "diabetes": diabetes, "breast_cancer": breast_cancer, "digits": digits, "moons": moons,
     "collinear": collinear, "iris_species": iris_species, "wine_mixed": wine_mixed,
-    "mixed_synthetic": mixed_synthetic,
+    "mixed_synthetic": mixed_synthetic, "blobs": blobs, "circles": circles, "s_curve": s_curve,
+    "swiss_roll_3d": swiss_roll_3d, "skewed": skewed,
 }
 
 

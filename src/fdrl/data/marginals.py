@@ -52,7 +52,7 @@ ROWS_PER_QUANTILE, MIN_QUANTILES, MAX_QUANTILES = 10, 16, 256
 #: clusters) pushes samples off it. Measured over three splits (docs/tables-quality.md):
 #: gated at 1.5, moons C2ST 0.531 / blobs 0.508 / diabetes 0.518 / wine 0.544 against 0.535 /
 #: 0.530 / 0.537 / 0.552 mapping every column, the rest level; shrinking each column's map by
-#: 1 - noise / gap instead lost diabetes (0.748): a map weakened at all blurs a column's point
+#: 1 - noise / gap instead lost diabetes (0.75): a map weakened at all blurs a column's point
 #: masses, which a classifier sees
 TABLE_GAP = 1.5
 
