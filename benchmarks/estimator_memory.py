@@ -31,8 +31,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     data = build_run_data(load_config(str(args.run / "config.yaml")).data.spec)
     if not isinstance(data, PrincipalImages) or data.held_out() is None:
         raise SystemExit(f"{args.run}: not an image-folder run in a principal space with a held-out part")
-    sets = {"train": data.samples,
-            "heldout": torch.cat([data.space.encode(b) for b in data.held_out().iter_batches(256)])}
+    sets = {"train": data.samples, "heldout": data.space.encode_all(data.held_out())}
     rows = []
     for checkpoint in sorted((args.run / "checkpoints").glob("ckpt_*.pt")):
         model = FDRL.load(args.run, checkpoint=checkpoint)

@@ -105,6 +105,11 @@ class PrincipalSpace:
         flat = x.reshape(x.shape[0], -1).float()
         return (flat - self.gaussian.mean.to(flat.device)) @ self.components.to(flat.device) / self.scale.to(flat.device)
 
+    def encode_all(self, images: ImageData) -> Tensor:
+        """Every image of ``images`` as coefficients (n, k), encoded in batches that fit memory."""
+        batch = fit_batch_size(math.prod(images.shape))
+        return torch.cat([self.encode(b) for b in images.iter_batches(batch)])
+
     def decode(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Coefficients (n, k) -> images (n, C, H, W) in the pixel range; with a ``generator``
         the remaining directions get their draw of the Gaussian (module docstring) and the
@@ -150,8 +155,7 @@ class PrincipalImages(ArrayData):
     (samples decode to pixels and are scored there)."""
 
     def __init__(self, images: ImageData, space: PrincipalSpace, heldout: ImageData | None):
-        batch = fit_batch_size(math.prod(images.shape))
-        super().__init__(torch.cat([space.encode(b) for b in images.iter_batches(batch)]), name=images.name)
+        super().__init__(space.encode_all(images), name=images.name)
         self.image_data, self.space, self.heldout_images = images, space, heldout
 
     def held_out(self) -> ImageData | None:
