@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from fdrl.cli import main
@@ -47,7 +48,8 @@ def test_train_then_sample(tmp_path, capsys):
     out = tmp_path / "s.png"
     assert main(["sample", str(run), "--n", "64", "--out", str(out), "--quiet"]) == 0
     assert out.stat().st_size > 0
-    assert main(["sample", str(run), "--n", "10", "--steps", "2", "--out", str(tmp_path / "s.npy"), "--quiet"]) == 0
+    assert main(["sample", str(run), "-n", "10", "--steps", "2", "--out", str(tmp_path / "s.npy"), "--quiet"]) == 0
+    assert np.load(tmp_path / "s.npy").shape == (10, 2)
 
 
 def test_resume_continues_a_run(tmp_path):

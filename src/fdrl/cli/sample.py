@@ -16,7 +16,7 @@ def register(subparsers: Any) -> None:
     """Add ``sample`` to ``subparsers``."""
     p = subparsers.add_parser("sample", help="draw samples from a trained run (Algorithm 2: K + kappa steps)")
     p.add_argument("run", type=run_dir, help="run directory or saved model directory")
-    p.add_argument("--n", type=positive_int, default=1000)
+    p.add_argument("-n", "--n", dest="n", type=positive_int, default=1000, help="how many samples (default 1000)")
     p.add_argument("--steps", type=positive_int, help="total flow steps (default K + kappa)")
     p.add_argument("--batch", type=positive_int, help="samples per batch")
     p.add_argument("--seed", type=seed, default=0)
