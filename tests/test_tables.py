@@ -22,7 +22,7 @@ QUICK_ARGS = [f"{k}={v}" for k, v in QUICK.items()]
 
 def _mixed(n=400, seed=0):
     """A table with every kind of column: continuous, integer, labels, booleans, a 3-level
-    integer code, a constant and a pandas category."""
+    integer code, a constant and an ordered pandas category with a level no row uses."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=n)
     return pd.DataFrame({
@@ -32,7 +32,7 @@ def _mixed(n=400, seed=0):
         "smoker": rng.random(n) < 0.3,
         "target": rng.integers(0, 3, n),
         "one": np.ones(n),
-        "size": pd.Categorical(rng.choice(["S", "M", "L"], n), categories=["S", "M", "L"]),
+        "size": pd.Categorical(rng.choice(["S", "M", "L"], n), categories=["S", "M", "L", "XL"], ordered=True),
         "y": (2 * x + rng.normal(size=n) * 0.1).round(4),
     })
 
@@ -72,7 +72,8 @@ def test_decoding_puts_values_back_in_their_type_and_range():
     assert (back["age"] == 89).all()  # rounded into the observed range
     assert set(back["species"]) <= set(frame["species"]) and set(back["target"]) <= {0, 1, 2}
     assert (back["one"] == 1.0).all()  # the constant exactly
-    assert list(back["size"].cat.categories) == ["S", "M", "L"]
+    assert list(back["size"].cat.categories) == ["S", "M", "L", "XL"] and back["size"].cat.ordered
+    assert set(back["size"]) <= {"S", "M", "L"}  # a level no row has is in the dtype, never sampled
 
 
 def test_features_of_decoded_rows_are_exact_one_hot():
@@ -156,6 +157,7 @@ def test_fit_a_dataframe_gives_back_a_dataframe_also_after_loading(tmp_path):
     assert again.metrics["n"] == model.metrics["n"] == 80  # the report of a loaded run
     saved = fdrl.FDRL.load(model.save_pretrained(tmp_path / "saved"))
     pd.testing.assert_frame_equal(saved.sample(100), samples)
+    assert json.dumps(saved.metrics) == json.dumps(model.metrics)  # the held-out report travels with the weights
     assert np.isfinite(model.log_ratio(frame.head(5))).all()  # takes rows in the table's form
 
 

@@ -40,7 +40,7 @@ from fdrl.nets import build_estimator
 from fdrl.objectives import Objective, get_objective, scaled_step_size
 from fdrl.priors import Prior, load_prior
 
-MODEL_FILE, META_FILE = "model.safetensors", "fdrl.json"
+MODEL_FILE, META_FILE, METRICS_FILE = "model.safetensors", "fdrl.json", "metrics.json"
 #: what ``fdrl.json`` holds (FDRL.meta)
 _META_KEYS = ("objective", "estimator", "eta", "noise", "steps", "refine_steps")
 
@@ -115,16 +115,20 @@ class FDRL:
         #: the run directory :meth:`load` read (None for a saved model or one built in memory)
         self.run_dir: Path | None = None
         self._metrics: dict[str, Any] | None = None
+        #: where :meth:`load` found the held-out report, read on first use of :attr:`metrics`
+        self._metrics_file: Path | None = None
 
     @property
     def metrics(self) -> dict[str, Any] | None:
-        """The held-out report of the run (``RUN/metrics.json``), or None if it has none."""
-        if self._metrics is None and self.run_dir is not None and (self.run_dir / "metrics.json").is_file():
+        """The held-out report of the run (``RUN/metrics.json``, or the copy :meth:`save` wrote
+        beside the weights), or None if it has none."""
+        if self._metrics is None and self._metrics_file is not None and self._metrics_file.is_file():
             try:
-                self._metrics = json.loads((self.run_dir / "metrics.json").read_text())
+                self._metrics = json.loads(self._metrics_file.read_text())
             except ValueError:
-                raise ValueError(f"'{self.run_dir / 'metrics.json'}' is damaged; re-score with: fdrl evaluate "
-                                 f"{self.run_dir}") from None
+                fix = (f"re-score with: fdrl evaluate {self.run_dir}" if self.run_dir is not None else
+                       "delete it, or save the model again from its run")
+                raise ValueError(f"'{self._metrics_file}' is damaged; {fix}") from None
         return self._metrics
 
     @metrics.setter
@@ -336,7 +340,8 @@ class FDRL:
         }
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``model.safetensors``, ``fdrl.json`` and the prior to ``directory``."""
+        """Write ``model.safetensors``, ``fdrl.json``, the prior, the data's encoding and the
+        held-out report (``metrics.json``, if the model has one) to ``directory``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.estimator.state_dict().items()}
@@ -348,6 +353,8 @@ class FDRL:
         for part in (self.codec, self.space, self.marginals):
             if part is not None:
                 part.save(directory)
+        if self.metrics is not None:
+            (directory / METRICS_FILE).write_text(json.dumps(self.metrics, indent=2))
         return directory
 
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -384,6 +391,7 @@ class FDRL:
                     flow_plan=meta.get("flow_plan"), space=space, marginals=marginals)
         model.checkpoint = None if checkpoint is None else Path(checkpoint)
         model.run_dir = path if (path / RUN_CONFIG).exists() and not (path / META_FILE).exists() else None
+        model._metrics_file = path / METRICS_FILE
         return model.to(resolve_device(str(device)) if isinstance(device, str) else device)
 
     @classmethod

@@ -122,6 +122,10 @@ class Column:
     time: dict[str, Any] | None = None
     #: cells that mark a missing value in this column of numbers ("?", "-"), read as missing
     marks: list[str] | None = None
+    #: a pandas category column's dtype: all its categories (also those no row uses) and
+    #: whether they are ordered, so that samples come back in the same dtype
+    dtype_categories: list[Any] | None = None
+    ordered: bool = False
 
     @property
     def width(self) -> int:
@@ -361,7 +365,8 @@ def _restore(series: Any, c: Column) -> Any:
     import pandas as pd
 
     if c.dtype == "category":
-        return pd.Series(pd.Categorical(series, categories=[x for x in c.categories if x is not None]))
+        categories = c.dtype_categories if c.dtype_categories is not None else [x for x in c.categories if x is not None]
+        return pd.Series(pd.Categorical(series, categories=categories, ordered=c.ordered))
     if c.dtype == "bool" and series.isna().any():
         return series.astype("boolean")
     try:
@@ -591,7 +596,11 @@ def _type_values(series: Any, name: Any, kind: str | None, missing: str, where: 
             raise ValueError(f"{where}: column '{name}' has {len(labels)} distinct labels in {len(present)} rows, like an "
                              f"identifier; leave it out with data.params.columns.{name}=drop")
         fill = _native(present.mode().iloc[0]) if absent.any() and missing == "impute" else None
-        return Column(name, "categorical", dtype, categories=labels, fill=fill, missing=has_missing)
+        column = Column(name, "categorical", dtype, categories=labels, fill=fill, missing=has_missing)
+        if categorical_dtype:
+            column.dtype_categories = [_native(v) for v in series.cat.categories]
+            column.ordered = bool(series.cat.ordered)
+        return column
     if numbers is None:
         raise ValueError(f"{where}: column '{name}' holds labels, not numbers; it cannot be {kind}")
     fill = float(np.median(finite)) if absent.any() else None
