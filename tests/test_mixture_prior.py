@@ -1,12 +1,15 @@
 """The Gaussian-mixture prior: EM recovers a known mixture, draws follow the stored parameters,
 it saves and loads exactly, and it fits the rows of a table."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
 from fdrl.components import DataMixtureSpec
 from fdrl.data.source import ArrayData
+from fdrl.evaluate.heldout import gaussian_mixture_draws
 from fdrl.priors import GaussianMixturePrior, GaussianPrior, build_prior, load_prior
 from fdrl.schema import ConfigError
 
@@ -35,6 +38,18 @@ def test_components_are_capped_by_rows():
     assert GaussianMixturePrior.fit(rows).components == 42 // 5
     assert GaussianMixturePrior.fit(rows, components=2).components == 2
     assert GaussianMixturePrior.fit(rows[:4]).components == 1
+
+
+def test_components_are_capped_by_distinct_rows_and_em_does_not_warn():
+    """A column of 7 codes has 7 clusters at most: asking EM for 10 would make it warn (and
+    fit components to nothing)."""
+    codes = torch.arange(7.0).repeat(40)[:, None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prior = GaussianMixturePrior.fit(codes)
+    assert prior.components == 7
+    assert sorted(prior.means.squeeze(1).round().tolist()) == list(range(7))
+    assert gaussian_mixture_draws(codes, 50, seed=0).shape == (50, 1)  # the report's baseline too
 
 
 def test_discrete_and_repeated_rows_still_fit():

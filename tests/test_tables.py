@@ -12,6 +12,7 @@ import torch
 import fdrl
 from fdrl.cli import main
 from fdrl.data.columns import TableCodec, project
+from fdrl.data.files import read_table
 
 #: enough to run every part end to end, not to train well
 QUICK = {"train.steps": 6, "flow.steps": 3, "flow.refine_steps": 1, "train.batch_size": 32,
@@ -365,6 +366,25 @@ def test_a_table_with_dates_trains_and_samples_dates_inside_its_span(tmp_path):
     assert main(["sample", str(tmp_path / "run"), "--n", "5", "--out", str(tmp_path / "s.npy"), "--quiet"]) == 2
     assert main(["sample", str(tmp_path / "run"), "--n", "5", "--out", str(tmp_path / "s.csv"), "--quiet"]) == 0
     assert pd.read_csv(tmp_path / "s.csv")["day"].dropna().str.fullmatch(r"\d{2}\.\d{2}\.\d{4}").all()
+
+
+def test_numbers_with_thousands_separators_are_numbers(tmp_path):
+    """Spreadsheets export 12,345.67 (quoted in a CSV): read as text, such a column of distinct
+    values looked like an identifier and was left out."""
+    rng = np.random.default_rng(0)
+    values = rng.lognormal(8, 1.5, 200).round(2)
+    cells = [f'"{v:,.2f}"' for v in values]
+    cells[5] = "?"
+    (tmp_path / "t.csv").write_text("amount,code\n" + "\n".join(f"{c},{i % 4}" for i, c in enumerate(cells)) + "\n")
+    frame = read_table(tmp_path / "t.csv")
+    with pytest.warns(UserWarning, match="column 'amount' holds numbers written with thousands separators"):
+        codec = TableCodec.fit(frame)
+    assert codec.kinds["amount"] == "continuous"
+    back = codec.decode(codec.encode(frame))
+    np.testing.assert_allclose(back["amount"].drop(index=5).to_numpy(), np.delete(values, 5))
+    assert np.isnan(back["amount"][5])  # with a mark of a missing value too
+    assert TableCodec.fit(pd.DataFrame({"id": ["1,234", "5,678", "9,012"] * 10, "v": ["a", "b", "x"] * 10}),
+                          {"id": "categorical"}).kinds["id"] == "categorical"  # asked for labels
 
 
 def test_a_mark_of_a_missing_value_in_a_column_of_numbers_is_a_missing_cell():

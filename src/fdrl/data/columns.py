@@ -24,6 +24,8 @@ loaded model gives back exactly the columns, labels and dtypes it was trained on
 * ``constant``: no feature at all; its value is put back exactly;
 * ``drop``: only on request (``data.params.columns.NAME=drop``): left out, not returned.
 
+Numbers written with thousands separators (``12,345.67``) are numbers (:func:`_has_grouped_numbers`).
+
 Missing cells (``data.params.missing``; in a column of numbers, cells holding a mark such as
 ``?`` or ``-`` count as missing, :func:`_missing_marks`): ``model`` (default) keeps their rate: a numeric column
 with missing cells gets one more feature, 1 where the cell was missing (the value itself is
@@ -56,6 +58,8 @@ _DATE_CELL = re.compile(r"\s*\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T]\d{1,2}:\d{2}(:
 _DAY_SECONDS = 86400.0
 #: a cell that marks a missing value in a column of numbers: one to three punctuation characters
 _MISSING_MARK = re.compile(r"[^\w\s]{1,3}")
+#: a number written with thousands separators: 1,234 or -12,345,678.5
+_GROUPED_NUMBER = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?")
 #: numeric columns with at most this many distinct values are categorical (class labels, counts of
 #: a few levels, 0/1 flags; fractional ones only if each value recurs): their shares then come
 #: back as in the data
@@ -122,6 +126,8 @@ class Column:
     time: dict[str, Any] | None = None
     #: cells that mark a missing value in this column of numbers ("?", "-"), read as missing
     marks: list[str] | None = None
+    #: numbers written with thousands separators (1,234.5), read without them
+    thousands: bool = False
     #: a pandas category column's dtype: all its categories (also those no row uses) and
     #: whether they are ordered, so that samples come back in the same dtype
     dtype_categories: list[Any] | None = None
@@ -256,7 +262,8 @@ class TableCodec:
         for c in self.columns:
             if not c.width:
                 continue
-            raw = frame[c.name] if not c.marks else _unmarked(frame[c.name], c.marks)
+            raw = _ungrouped(frame[c.name]) if c.thousands else frame[c.name]
+            raw = _unmarked(raw, c.marks) if c.marks else raw
             absent = _is_missing(raw)
             if c.kind == "categorical":
                 index = {label: i for i, label in enumerate(c.categories)}
@@ -505,23 +512,52 @@ def _missing_marks(series: Any) -> list[str]:
     return sorted(set(text[marked]))
 
 
+def _has_grouped_numbers(series: Any) -> bool:
+    """Whether a text column holds numbers written with thousands separators (``1,234``,
+    ``-12,345,678.5``: a comma before each group of three digits, a point for decimals), and
+    otherwise only plain numbers, marks of a missing value or missing cells."""
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(series.dtype) or isinstance(series.dtype, pd.CategoricalDtype) \
+            or series.dtype == bool or str(series.dtype) == "boolean":
+        return False
+    text = series[~_is_missing(series)].astype(str).str.strip()
+    grouped = text.str.fullmatch(_GROUPED_NUMBER)
+    rest = text[~grouped & ~text.str.fullmatch(_MISSING_MARK)]
+    return bool(grouped.any()) and not pd.to_numeric(rest, errors="coerce").isna().any()
+
+
+def _ungrouped(values: Any) -> Any:
+    """``values`` with the thousands separators of its grouped numbers taken out."""
+    text = values.astype(str).str.strip()
+    return values.mask(text.str.fullmatch(_GROUPED_NUMBER) & ~_is_missing(values),
+                       text.str.replace(",", "", regex=False))
+
+
 def _unmarked(values: Any, marks: list[str]) -> Any:
     """``values`` with the cells that hold one of ``marks`` missing."""
     return values.mask(values.astype(str).str.strip().isin(marks) & ~_is_missing(values))
 
 
 def _type_column(series: Any, name: Any, kind: str | None, missing: str, where: str, line_of_row: Any) -> Column:
-    """Infer (or apply ``kind`` to) one column; see the module docstring for the rules. Marks of
-    a missing value in a column of numbers (:func:`_missing_marks`) are read as missing cells."""
-    marks = _missing_marks(series) if kind in (None, "continuous", "integer") else []
-    if not marks:
-        return _type_values(series, name, kind, missing, where, line_of_row)
-    count = int(series.astype(str).str.strip().isin(marks).sum())
-    warnings.warn(f"{where}: column '{name}' holds numbers and {', '.join(repr(m) for m in marks)} in {count} "
-                  f"cell(s): read as missing cells (to keep the column as labels: "
-                  f"data.params.columns.{name}=categorical)", stacklevel=4)
-    column = _type_values(_unmarked(series, marks), name, kind, missing, where, line_of_row)
-    column.marks = marks
+    """Infer (or apply ``kind`` to) one column; see the module docstring for the rules. Numbers
+    written with thousands separators (:func:`_has_grouped_numbers`) are read as numbers, and marks
+    of a missing value in a column of numbers (:func:`_missing_marks`) as missing cells."""
+    numeric = kind in (None, "continuous", "integer")
+    grouped = numeric and _has_grouped_numbers(series)
+    if grouped:
+        series = _ungrouped(series)
+        warnings.warn(f"{where}: column '{name}' holds numbers written with thousands separators (such as 1,234.5): "
+                      "read as numbers, and sampled without separators", stacklevel=4)
+    marks = _missing_marks(series) if numeric else []
+    if marks:
+        count = int(series.astype(str).str.strip().isin(marks).sum())
+        warnings.warn(f"{where}: column '{name}' holds numbers and {', '.join(repr(m) for m in marks)} in {count} "
+                      f"cell(s): read as missing cells (to keep the column as labels: "
+                      f"data.params.columns.{name}=categorical)", stacklevel=4)
+        series = _unmarked(series, marks)
+    column = _type_values(series, name, kind, missing, where, line_of_row)
+    column.marks, column.thousands = marks or None, grouped
     return column
 
 

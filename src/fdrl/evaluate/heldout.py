@@ -39,6 +39,7 @@ from torch import Tensor
 from fdrl import seeding
 from fdrl.data import build_held_out
 from fdrl.evaluate.metrics import c2st_counts, energy_distance
+from fdrl.priors.mixture import component_count
 from fdrl.evaluate.tabular import table_scores
 from fdrl.evaluate.uncertainty import energy_distance_se, wilson_interval
 from fdrl.priors import GaussianPrior
@@ -200,11 +201,11 @@ def memorisation(samples: Tensor, train: Tensor, heldout: Tensor, seed: int = 0)
 
 def gaussian_mixture_draws(train: Tensor, n: int, seed: int, components: int = GMM_COMPONENTS) -> Tensor:
     """``n`` draws of a Gaussian mixture with full covariances fitted to ``train`` (at most one
-    component per 5 training rows)."""
+    component per 5 training rows and per distinct row)."""
     from sklearn.mixture import GaussianMixture
 
     flat = _flat(train).double().numpy()
-    k = max(1, min(components, flat.shape[0] // 5))
+    k = component_count(flat, components)
     for reg_covar in (1e-6, 1e-4, 1e-2):  # duplicated or discrete rows make a component singular
         try:
             gmm = GaussianMixture(k, covariance_type="full", random_state=seed, reg_covar=reg_covar).fit(flat)

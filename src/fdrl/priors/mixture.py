@@ -31,6 +31,14 @@ ROWS_PER_COMPONENT = 5
 MAX_FIT_ROWS = 50_000
 
 
+def component_count(rows: np.ndarray, components: int = DEFAULT_COMPONENTS) -> int:
+    """``components``, but at most one per :data:`ROWS_PER_COMPONENT` rows and one per distinct
+    row (a table of few distinct rows, such as one column of codes, has no more clusters for
+    EM to find), and at least one."""
+    distinct = len(np.unique(rows, axis=0)) if rows.shape[0] > 0 else 0
+    return max(1, min(components, rows.shape[0] // ROWS_PER_COMPONENT, distinct))
+
+
 def _fit_em(rows: np.ndarray, components: int, seed: int):
     """scikit-learn's EM with full covariances, regularised as little as the rows allow."""
     from sklearn.mixture import GaussianMixture
@@ -73,14 +81,14 @@ class GaussianMixturePrior(Prior):
     @classmethod
     def fit(cls, rows: Tensor, components: int = DEFAULT_COMPONENTS, seed: int = 0,
             shape: Iterable[int] | None = None, clamp: tuple[float, float] | None = None) -> "GaussianMixturePrior":
-        """EM on ``rows`` (n, ...): ``components`` components, at most one per
-        :data:`ROWS_PER_COMPONENT` rows, fitted to at most :data:`MAX_FIT_ROWS` of them."""
+        """EM on ``rows`` (n, ...): ``components`` components (:func:`component_count`), fitted
+        to at most :data:`MAX_FIT_ROWS` of them."""
         flat = rows.detach().reshape(rows.shape[0], -1).double().cpu().numpy()
         if flat.shape[0] < 2:
             raise ValueError(f"need at least 2 rows to fit a mixture prior, got {flat.shape[0]}")
         if flat.shape[0] > MAX_FIT_ROWS:
             flat = flat[np.random.default_rng(seed).choice(flat.shape[0], MAX_FIT_ROWS, replace=False)]
-        gmm = _fit_em(flat, max(1, min(components, flat.shape[0] // ROWS_PER_COMPONENT)), seed)
+        gmm = _fit_em(flat, component_count(flat, components), seed)
         as_tensor = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)  # noqa: E731
         shape = tuple(shape) if shape is not None else tuple(rows.shape[1:])
         return cls(as_tensor(gmm.weights_), as_tensor(gmm.means_), as_tensor(np.linalg.cholesky(gmm.covariances_)),
