@@ -50,17 +50,18 @@ def test_time_to_quality_curve_of_a_folder(tmp_path):
 
 @pytest.mark.slow
 def test_tabular_peers_quick_scores_finite(tmp_path):
-    """fdrl and the Gaussian mixture on one small numeric table: every row has finite CPU
+    """fdrl, the Gaussian mixture and the training rows on one small numeric table: every row has finite CPU
     seconds and metrics in their ranges, and the mixture (0.56 measured) is told from held-out
     moons well below always (a wrong encoding or decoding is told apart)."""
     out = tmp_path / "peers.json"
     subprocess.run([sys.executable, str(BENCH / "tabular_peers.py"), "--quick", "--tables", "moons",
-                    "--methods", "fdrl,gmm", "--out", str(out)], capture_output=True, text=True, timeout=300,
+                    "--methods", "fdrl,gmm,rows", "--out", str(out)], capture_output=True, text=True, timeout=300,
                    check=True)
     rows = json.loads(out.read_text())["rows"]
-    assert [r["method"] for r in rows] == ["fdrl", "gmm"]
+    assert [r["method"] for r in rows] == ["fdrl", "gmm", "rows"]
     for r in rows:
         assert "error" not in r, r
         assert all(math.isfinite(r[key]) for key in ("cpu_s", "c2st", "energy", "near_copies", "dcr_share"))
         assert 0 <= r["near_copies"] <= 1 and 0 <= r["dcr_share"] <= 1 and 0 <= r["c2st"] <= 1
     assert rows[1]["c2st"] < 0.75
+    assert rows[2]["near_copies"] == 1.0 and rows[2]["dcr_share"] > 0.55  # the training rows: a copier
