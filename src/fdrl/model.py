@@ -39,6 +39,7 @@ from fdrl.flow import FlowOptions, FlowPlan, Potential, flow, frozen, prepare_es
 from fdrl.nets import build_estimator
 from fdrl.objectives import Objective, get_objective, scaled_step_size
 from fdrl.priors import Prior, load_prior
+from fdrl.progress import progress_bar
 
 MODEL_FILE, META_FILE, METRICS_FILE = "model.safetensors", "fdrl.json", "metrics.json"
 #: what ``fdrl.json`` holds (FDRL.meta)
@@ -306,10 +307,8 @@ class FDRL:
             self.require_pixels("guidance by a classifier")
         batches = (b for i, b in enumerate(self.prior_batches(n, seed, batch_size)) if i % world == rank)
         if progress:
-            from tqdm.auto import tqdm
-
             total = -(-n // (batch_size or n))
-            batches = tqdm(batches, desc="sampling", unit="batch", total=len(range(rank, total, world)))
+            batches = progress_bar(batches, desc="sampling", unit="batch", total=len(range(rank, total, world)))
         out = []
         with guidance.bound(self, n) if guidance is not None else contextlib.nullcontext():
             labels = guidance.labels_for(n) if guidance is not None else None

@@ -45,6 +45,7 @@ from fdrl.evaluate.binding import BoundMetric, bind_metric, dataset_identity
 from fdrl.guard import DivergenceGuard, TrainingError
 from fdrl.plots import save_samples_figure
 from fdrl.priors import Prior, build_prior
+from fdrl.progress import progress_bar
 from fdrl.rundir import RunDirectory, config_conflict
 from fdrl.smoothing import COPY_SHARE, BatchSmoother, near_copy_share
 
@@ -415,8 +416,6 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
     def fit(self) -> FDRL:
         """Run (or continue) Algorithm 1 until ``train.steps``; returns the EMA model."""
-        from tqdm.auto import tqdm
-
         cfg, t, f = self.config, self.config.train, self.config.flow
         eta = cfg.step_size()
         if self.dist.is_main:
@@ -427,7 +426,7 @@ class Trainer:
                 self.run.log({"event": "data_smoothing", "bandwidth": self.smoother.bandwidth})
         distributed.barrier(self.dist)
         writer = self.run.tensorboard()
-        bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, desc=cfg.name, unit="it")
+        bar = progress_bar(total=t.steps, initial=self.step, disable=not self.progress, desc=cfg.name, unit="it")
         since = (time.perf_counter(), self.step)
         try:
             with _StopRequest() as stop:
@@ -464,7 +463,7 @@ class Trainer:
                             if key != "step" and writer is not None:
                                 writer.add_scalar(f"train/{key}", value, self.step)
                         bar.set_postfix(loss=f"{record['loss']:.4g}", r_p=f"{record['r_data']:.3g}",
-                                        r_q=f"{record['r_particles']:.3g}")
+                                        r_q=f"{record['r_particles']:.3g}", refresh=False)
                     improved = (t.eval_every > 0 and self.step % t.eval_every == 0 and self.dist.is_main
                                 and self._evaluate_for_best())
                     if improved or stop_all or self.step % t.checkpoint_every == 0 or self.step == t.steps:
