@@ -5,6 +5,7 @@ import bz2
 import gzip
 import lzma
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -123,6 +124,17 @@ def test_bom_and_latin1(tmp_path):
     assert list(read_table(tmp_path / "bom.csv").columns) == ["a", "b"]
     (tmp_path / "latin.csv").write_bytes("café,b\n1,2\n".encode("latin-1"))
     assert list(read_table(tmp_path / "latin.csv").columns) == ["café", "b"]
+
+
+def test_repeated_column_names_are_said_with_the_names_pandas_gives(tmp_path):
+    (tmp_path / "t.csv").write_text("a,a,b,a\n1,2,3,4\n5,6,7,8\n")
+    with pytest.warns(UserWarning, match=r"column name\(s\) 'a' repeat; read as 'a', 'a.1', 'a.2'"):
+        frame = read_table(tmp_path / "t.csv")
+    assert list(frame.columns) == ["a", "a.1", "b", "a.2"] and frame["a.2"].tolist() == [4, 8]
+    (tmp_path / "u.csv").write_text("a,b\n1,2\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # distinct names: no warning
+        read_table(tmp_path / "u.csv")
 
 
 def test_line_of_row_counts_the_header_and_blank_lines(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fdrl.data.table_format import (TableFormat, WHITESPACE, damage_error, data_rows, detect_format,
+from fdrl.data.table_format import (TableFormat, WHITESPACE, damage_error, data_rows, detect_format, header_cells,
                                     is_decimal_comma, is_missing)
 from fdrl.table_paths import PARQUET_SUFFIX, is_table_path, split_name, supported_suffixes
 
@@ -151,6 +152,8 @@ def read_table(path: str | Path) -> "pandas.DataFrame":
         fmt = detect_format(path)
         frame = _parse(path, fmt)
         frame.attrs["header"] = fmt.header
+        if fmt.header:
+            _warn_repeated_names(path, header_cells(path, fmt), list(frame.columns))
         if len(frame) and len(frame.columns):
             _check_short_rows(path, fmt, frame)
     if len(frame) == 0:
@@ -158,6 +161,16 @@ def read_table(path: str | Path) -> "pandas.DataFrame":
                          len(frame.columns) else f"data file '{path}' is empty")
     frame.attrs["path"] = str(path)
     return frame
+
+
+def _warn_repeated_names(path: Path, written: list[str], read: list[object]) -> None:
+    """pandas reads a second column named ``a`` as ``a.1``: say so, since samples and the run's
+    column settings (``data.params.columns.a.1``) then use the names pandas gave."""
+    repeated = sorted({name for name in written if name and written.count(name) > 1})
+    if repeated and len(written) == len(read):
+        given = ", ".join(f"'{r}'" for w, r in zip(written, read) if w in repeated)
+        warnings.warn(f"data file '{path}': column name(s) {', '.join(repr(n) for n in repeated)} repeat; read as "
+                      f"{given} (samples use these names); rename the columns to choose them", stacklevel=3)
 
 
 def _row_cells(path: str | Path, row: int) -> tuple[int, list[str]]:

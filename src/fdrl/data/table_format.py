@@ -115,6 +115,16 @@ def open_text(path: Path, fmt: TableFormat) -> IO[str]:
     return io.TextIOWrapper(open_binary(path, fmt.compression), encoding=fmt.encoding, newline="")
 
 
+def header_cells(path: Path, fmt: TableFormat) -> list[str]:
+    """The cells of the table's first non-blank row, as written (the header when ``fmt.header``).
+    Only the first SAMPLE_BYTES are decoded, leniently: a bad byte further on is the reader's to
+    report, not this look at the header's."""
+    with open_binary(path, fmt.compression) as handle:
+        text = handle.read(SAMPLE_BYTES).decode(fmt.encoding, errors="replace")
+    first = _rows(text, fmt.sep)
+    return [cell.strip() for cell in first[0]] if first else []
+
+
 def _sample(path: Path, compression: str | None) -> tuple[bytes, bool]:
     """The first SAMPLE_BYTES decompressed bytes, and whether that is the whole file."""
     import lzma
