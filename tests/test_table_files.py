@@ -64,7 +64,7 @@ def test_each_suffix_and_compression_reads_the_same_table(tmp_path, name, write)
     frame = read_table(write(tmp_path / name, TABLE))
     assert list(frame.columns) == ["a", "b"]
     assert frame["a"].tolist() == [1.5, -3.0] and frame["b"].tolist() == [2, 4]
-    assert frame.attrs == {"header": True, "path": str(tmp_path / name)}
+    assert frame.attrs == {"header": True, "path": str(tmp_path / name), "sep": ",", "decimal": "."}
 
 
 def test_zstd_reads_where_zstandard_is_installed(tmp_path):
@@ -89,7 +89,7 @@ def test_each_separator_is_found(tmp_path, text):
 def test_a_semicolon_table_with_decimal_commas(tmp_path):
     frame = read_table(_write(tmp_path / "t.csv", "x;y;name\n1,5;-2,25;a, b\n3;4,0e1;c\n"))
     assert frame["x"].tolist() == [1.5, 3.0] and frame["y"].tolist() == [-2.25, 40.0]
-    assert frame["name"].tolist() == ["a, b", "c"]
+    assert frame["name"].tolist() == ["a, b", "c"] and (frame.attrs["sep"], frame.attrs["decimal"]) == (";", ",")
     no_header = read_table(_write(tmp_path / "u.csv", "1,5;2\n3;4,5\n"))
     assert no_header.attrs["header"] is False and no_header.to_numpy().tolist() == [[1.5, 2.0], [3.0, 4.5]]
 

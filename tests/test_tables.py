@@ -208,6 +208,23 @@ def test_train_a_csv_with_every_column_type_and_sample_it_back(tmp_path, monkeyp
         assert "label or date columns (species" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("sep, decimal", [(";", ","), ("\t", ".")])
+def test_sampled_csv_is_written_the_way_the_training_file_was(tmp_path, monkeypatch, sep, decimal):
+    """A European file (';' and decimal commas) gets one back, which its spreadsheet reads; a
+    tab-separated one a plain CSV (commas and points, what the .csv suffix promises)."""
+    monkeypatch.chdir(tmp_path)
+    frame = _mixed(200)
+    frame.to_csv(tmp_path / "table.csv", index=False, sep=sep, decimal=decimal)
+    assert main(["train", "table.csv", *QUICK_ARGS, "--quiet"]) == 0
+    assert main(["sample", "runs/table", "--n", "50", "--out", "s.csv", "--quiet"]) == 0
+    written = (tmp_path / "s.csv").read_text().splitlines()
+    expected_sep = ";" if sep == ";" else ","
+    assert written[0] == expected_sep.join(frame.columns)
+    samples = pd.read_csv(tmp_path / "s.csv", sep=expected_sep, decimal=decimal if sep == ";" else ".")
+    assert samples["x"].dtype == np.float64 and samples["age"].dtype == np.int64
+    assert ("," in written[1].split(expected_sep)[0]) == (sep == ";")  # x as -0,123 with decimal commas
+
+
 def test_a_changed_data_file_is_refused_and_nothing_in_the_run_is_rewritten(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     _table_file(tmp_path / "table.csv")

@@ -86,12 +86,13 @@ def _table(samples: Any, codec: Any) -> Any:
 
 
 def _write_table_csv(frame: Any, out: Path, codec: Any) -> None:
-    """One row per sample, continuous columns with the decimals the data had."""
+    """One row per sample, continuous columns with the decimals the data had, separated and
+    with the decimal mark as the training file was (``;`` and ``1,5``, or ``,`` and ``1.5``)."""
     frame = frame.copy()
     for column in codec.columns:
         if column.kind == "continuous" and column.decimals is not None and column.name in frame:
             frame[column.name] = frame[column.name].round(column.decimals)
-    frame.to_csv(out, index=False, header=codec.header)
+    frame.to_csv(out, index=False, header=codec.header, sep=codec.csv_sep, decimal=codec.decimal)
 
 
 @contextlib.contextmanager

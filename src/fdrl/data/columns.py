@@ -148,12 +148,16 @@ class TableCodec:
     """A table's columns and how its rows map to model features (module docstring).
 
     ``header``: the file had a header row (otherwise the labels are 0..d-1 and sampled CSV has
-    no header); ``returns``: what :meth:`fdrl.FDRL.sample` gives back; ``dtype``: the array
-    dtype for ``numpy`` / ``tensor`` returns.
+    no header); ``csv_sep`` / ``decimal``: how sampled CSV is written, as the file was (a
+    ``;``-separated file with decimal commas gets one back; anything else commas and points);
+    ``returns``: what :meth:`fdrl.FDRL.sample` gives back; ``dtype``: the array dtype for
+    ``numpy`` / ``tensor`` returns.
     """
 
     columns: list[Column]
     header: bool = True
+    csv_sep: str = ","
+    decimal: str = "."
     returns: str = "dataframe"
     dtype: str | None = None
     missing_policy: str = "model"
@@ -185,7 +189,8 @@ class TableCodec:
         if not any(c.width for c in columns):
             raise ValueError(f"{where} has no column that varies (all are constant or dropped); there is nothing to learn")
         codec = cls(columns, header=bool(frame.attrs.get("header", True)), returns=returns, dtype=dtype,
-                    missing_policy=missing)
+                    missing_policy=missing, csv_sep=";" if frame.attrs.get("sep") == ";" else ",",
+                    decimal="," if frame.attrs.get("decimal") == "," else ".")
         codec.feature_names = codec._feature_names()
         return codec
 
@@ -339,7 +344,7 @@ class TableCodec:
     # -- storage --------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {"header": self.header, "returns": self.returns, "dtype": self.dtype, "missing": self.missing_policy,
-                "columns": [asdict(c) for c in self.columns]}
+                "csv_sep": self.csv_sep, "decimal": self.decimal, "columns": [asdict(c) for c in self.columns]}
 
     def save(self, directory: str | Path) -> None:
         path = Path(directory) / TABLE_FILE
@@ -360,7 +365,10 @@ class TableCodec:
                 if c.kind not in COLUMN_KINDS or (c.kind == "categorical" and not c.categories):
                     raise ValueError(f"column {c.name!r} has kind {c.kind!r}")
             codec = cls(columns, header=bool(record["header"]), returns=record["returns"], dtype=record["dtype"],
-                        missing_policy=record["missing"])
+                        missing_policy=record["missing"], csv_sep=str(record.get("csv_sep", ",")),
+                        decimal=str(record.get("decimal", ".")))
+            if (codec.csv_sep, codec.decimal) not in ((",", "."), (";", "."), (";", ",")):
+                raise ValueError(f"CSV separator {codec.csv_sep!r} with decimal mark {codec.decimal!r}")
         except (ValueError, KeyError, TypeError) as err:
             raise ValueError(f"'{path}' is damaged ({type(err).__name__}: {err})") from None
         codec.feature_names = codec._feature_names()

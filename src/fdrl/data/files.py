@@ -142,7 +142,8 @@ def read_table(path: str | Path) -> "pandas.DataFrame":
     """A text table or a ``.parquet`` file as pandas reads it, in the format found from its
     first lines (:func:`fdrl.data.table_format.detect_format`): pandas' dtypes (int64, float64,
     bool, strings), missing cells as NaN, columns named by the header or ``0..d-1`` without one.
-    ``attrs``: ``path`` (str) and ``header`` (whether the first row named the columns)."""
+    ``attrs``: ``path`` (str), ``header`` (whether the first row named the columns) and, for a
+    text table, its ``sep`` and ``decimal`` mark."""
     path = _checked_path(path)
     if split_name(path)[1] == PARQUET_SUFFIX:
         frame = _read_parquet(path)
@@ -151,7 +152,7 @@ def read_table(path: str | Path) -> "pandas.DataFrame":
     else:
         fmt = detect_format(path)
         frame = _parse(path, fmt)
-        frame.attrs["header"] = fmt.header
+        frame.attrs.update(header=fmt.header, sep=fmt.sep, decimal=fmt.decimal)
         if fmt.header:
             _warn_repeated_names(path, header_cells(path, fmt), list(frame.columns))
         if len(frame) and len(frame.columns):
