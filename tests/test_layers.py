@@ -22,7 +22,7 @@ PACKAGES = ("fdrl", "fdrl_studies")
 #: lowest first. ``name.*`` is the package ``name`` and everything in it; other names are one
 #: module. The root package ``fdrl`` only holds the version and names it imports on first use.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("fdrl", "fdrl.seeding", "fdrl.outputs", "fdrl.table_paths", "fdrl.pairings",
+    ("foundation", ("fdrl", "fdrl.seeding", "fdrl.outputs", "fdrl.progress", "fdrl.table_paths", "fdrl.pairings",
                     "fdrl.schema", "fdrl.components", "fdrl.report_text", "fdrl.smoothing", "fdrl.image_io", "fdrl.presets.*",
                     "fdrl.checkpoint", "fdrl.native.*")),
     ("settings and networks", ("fdrl.config", "fdrl.objectives", "fdrl.nets.*", "fdrl.guard")),
