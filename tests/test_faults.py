@@ -109,7 +109,8 @@ def test_a_sample_write_that_fails_midway_leaves_no_half_file(tmp_path, monkeypa
     if suffix == "table.csv":
         from types import SimpleNamespace
 
-        codec = SimpleNamespace(kinds={"a": "continuous", "b": "continuous"}, columns=[], header=True)
+        codec = SimpleNamespace(kinds={"a": "continuous", "b": "continuous"}, columns=[], header=True,
+                                csv_sep=",", decimal=".")
     _broken(monkeypatch, suffix)
     with pytest.raises(OSError, match="No space left"):
         sample_files.write_samples(torch.randn(6, 2), out, codec=codec)
