@@ -504,16 +504,29 @@ def _date_view(series: Any, name: Any, where: str, line_of_row: Any) -> tuple[np
     return _seconds(series, time), time
 
 
+def _is_text(series: Any) -> bool:
+    """Whether a column is held as text (not numbers, booleans or a pandas category), so that its
+    cells may be numbers written in a way pandas did not read."""
+    import pandas as pd
+
+    return not (pd.api.types.is_numeric_dtype(series.dtype) or isinstance(series.dtype, pd.CategoricalDtype)
+                or series.dtype == bool or str(series.dtype) == "boolean")
+
+
+def _present_text(series: Any) -> Any:
+    """The column's present cells as stripped text."""
+    return series[~_is_missing(series)].astype(str).str.strip()
+
+
 def _missing_marks(series: Any) -> list[str]:
     """The punctuation cells (``?``, ``-``, ``--``, ``.``: at most three characters, no letter or
     digit) of a text column whose every other cell is a number or missing: marks of a missing
     value, as UCI tables write "?" and spreadsheets "-". Empty if the column is anything else."""
     import pandas as pd
 
-    if pd.api.types.is_numeric_dtype(series.dtype) or isinstance(series.dtype, pd.CategoricalDtype) \
-            or series.dtype == bool or str(series.dtype) == "boolean":
+    if not _is_text(series):
         return []
-    text = series[~_is_missing(series)].astype(str).str.strip()
+    text = _present_text(series)
     marked = text.str.fullmatch(_MISSING_MARK)
     if not marked.any() or marked.all() or pd.to_numeric(text[~marked], errors="coerce").isna().any():
         return []
@@ -526,10 +539,9 @@ def _has_grouped_numbers(series: Any) -> bool:
     otherwise only plain numbers, marks of a missing value or missing cells."""
     import pandas as pd
 
-    if pd.api.types.is_numeric_dtype(series.dtype) or isinstance(series.dtype, pd.CategoricalDtype) \
-            or series.dtype == bool or str(series.dtype) == "boolean":
+    if not _is_text(series):
         return False
-    text = series[~_is_missing(series)].astype(str).str.strip()
+    text = _present_text(series)
     grouped = text.str.fullmatch(_GROUPED_NUMBER)
     rest = text[~grouped & ~text.str.fullmatch(_MISSING_MARK)]
     return bool(grouped.any()) and not pd.to_numeric(rest, errors="coerce").isna().any()
