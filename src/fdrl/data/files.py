@@ -14,13 +14,13 @@ import importlib.util
 import re
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fdrl.data.table_format import (TableFormat, WHITESPACE, damage_error, data_rows, detect_format, header_cells,
+from fdrl.data.table_format import (TableFormat, WHITESPACE, damage_error, data_rows, detect_format,
                                     is_decimal_comma, is_missing)
 from fdrl.table_paths import PARQUET_SUFFIX, is_table_path, split_name, supported_suffixes
 
@@ -111,7 +111,7 @@ def _parse(path: Path, fmt: TableFormat) -> "pandas.DataFrame":
     except UnicodeDecodeError:
         if fmt.encoding == "latin-1":
             raise
-        return _parse(path, TableFormat(fmt.sep, fmt.decimal, fmt.header, "latin-1", fmt.compression))
+        return _parse(path, replace(fmt, encoding="latin-1"))
     except (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile) as err:
         if fmt.compression is None:
             raise
@@ -154,7 +154,7 @@ def read_table(path: str | Path) -> "pandas.DataFrame":
         frame = _parse(path, fmt)
         frame.attrs.update(header=fmt.header, sep=fmt.sep, decimal=fmt.decimal)
         if fmt.header:
-            _warn_repeated_names(path, header_cells(path, fmt), list(frame.columns))
+            _warn_repeated_names(path, list(fmt.first_row), list(frame.columns))
         if len(frame) and len(frame.columns):
             _check_short_rows(path, fmt, frame)
     if len(frame) == 0:

@@ -44,13 +44,16 @@ _COMPRESSION_NAMES = {"gzip": "gzip", "bz2": "bzip2", "zip": "zip", "xz": "xz", 
 @dataclass(frozen=True)
 class TableFormat:
     """How to read a text table: pandas' ``sep`` (``WHITESPACE`` for runs of blanks), ``decimal``,
-    whether the first row is a header, the text ``encoding`` and pandas' ``compression``."""
+    whether the first row is a header, the text ``encoding`` and pandas' ``compression``;
+    ``first_row``: the cells of the first non-blank row as written (the header's names when
+    ``header``), kept from the look at the file's start so that nothing reads it twice."""
 
     sep: str
     decimal: str
     header: bool
     encoding: str
     compression: str | None
+    first_row: tuple[str, ...] = ()
 
 
 def is_number(cell: str, decimal: str = ".") -> bool:
@@ -113,16 +116,6 @@ def open_binary(path: Path, compression: str | None) -> IO[bytes]:
 def open_text(path: Path, fmt: TableFormat) -> IO[str]:
     """The file's decompressed text in ``fmt.encoding``, line endings kept for the csv module."""
     return io.TextIOWrapper(open_binary(path, fmt.compression), encoding=fmt.encoding, newline="")
-
-
-def header_cells(path: Path, fmt: TableFormat) -> list[str]:
-    """The cells of the table's first non-blank row, as written (the header when ``fmt.header``).
-    Only the first SAMPLE_BYTES are decoded, leniently: a bad byte further on is the reader's to
-    report, not this look at the header's."""
-    with open_binary(path, fmt.compression) as handle:
-        text = handle.read(SAMPLE_BYTES).decode(fmt.encoding, errors="replace")
-    first = _rows(text, fmt.sep)
-    return [cell.strip() for cell in first[0]] if first else []
 
 
 def _sample(path: Path, compression: str | None) -> tuple[bytes, bool]:
@@ -214,7 +207,7 @@ def detect_format(path: Path) -> TableFormat:
     decimal = _decimal(rows, sep)
     present = [cell for cell in rows[0] if not is_missing(cell)]
     header = not present or not all(is_number(cell, decimal) for cell in present)
-    return TableFormat(sep, decimal, header, encoding, compression)
+    return TableFormat(sep, decimal, header, encoding, compression, tuple(cell.strip() for cell in rows[0]))
 
 
 def data_rows(path: Path, fmt: TableFormat) -> Iterator[tuple[int, list[str]]]:
