@@ -205,13 +205,18 @@ def _columns_text(metrics: dict[str, Any]) -> list[str]:
     pairs = f"{ours['pairs_scored']} pairs"
     if ours["pairs_scored"] < ours["pairs_total"]:
         pairs += f" of {ours['pairs_total']}, a fixed random subset"
+    if ours["pair_trends"] is None:  # one column: no pairs (the mixture's report has none either)
+        trend_text = "no pair trends (one column)"
+    elif gmm:
+        trend_text = f"pair trends {ours['pair_trends']:.3f} / {gmm['pair_trends']:.3f} ({pairs})"
+    else:
+        trend_text = f"pair trends {ours['pair_trends']:.3f} ({pairs})"
     if gmm:
         head = (f"columns (1 = as the held-out table), fdrl / Gaussian mixture: shapes {ours['shapes']:.3f} / "
-                f"{gmm['shapes']:.3f}, pair trends {ours['pair_trends']:.3f} / {gmm['pair_trends']:.3f} ({pairs})")
+                f"{gmm['shapes']:.3f}, {trend_text}")
         cells = [f"{c} {v:.2f} / {gmm['per_column'].get(c, float('nan')):.2f}" for c, v in ours["per_column"].items()]
     else:
-        head = (f"columns (1 = as the held-out table): shapes {ours['shapes']:.3f}, pair trends "
-                f"{ours['pair_trends']:.3f} ({pairs})")
+        head = f"columns (1 = as the held-out table): shapes {ours['shapes']:.3f}, {trend_text}"
         cells = [f"{c} {v:.2f}" for c, v in ours["per_column"].items()]
     return [head, "column shapes: " + ", ".join(cells)]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import math
 import os
 import socket
 import time
@@ -45,6 +46,20 @@ RESUMABLE_CHANGES = {"device", "train.steps", "train.log_every", "train.checkpoi
                      "train.eval_every", "train.eval_metric", "train.eval_classifier", "train.eval_inception_weights",
                      "train.guard_max_ratio", "train.guard_retries", "train.guard_lr_factor", "train.guard_particle_ratio"}
 
+
+
+def without_nan(record: Any) -> Any:
+    """``record`` with every NaN or infinite float replaced by None, in nested dicts and lists:
+    a score that does not exist (a ratio to a baseline at or below 0) is JSON's null, which
+    every JSON reader takes, where Python writes NaN, which strict readers (jq, JavaScript)
+    refuse."""
+    if isinstance(record, dict):
+        return {key: without_nan(value) for key, value in record.items()}
+    if isinstance(record, (list, tuple)):
+        return [without_nan(value) for value in record]
+    if isinstance(record, float) and not math.isfinite(record):
+        return None
+    return record
 
 class RunInUseError(ValueError):
     """Another process is writing the run directory; the message names it."""
@@ -287,6 +302,6 @@ class RunDirectory:
         return self.path / "samples" / f"step_{step:07d}.png"
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
-        """The held-out report, ``metrics.json``."""
+        """The held-out report, ``metrics.json`` (strict JSON: :func:`without_nan` first)."""
         if self.writer:
-            (self.path / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+            (self.path / METRICS_FILE).write_text(json.dumps(metrics, indent=2, allow_nan=False))

@@ -46,7 +46,7 @@ from fdrl.guard import DivergenceGuard, TrainingError
 from fdrl.plots import save_samples_figure
 from fdrl.priors import Prior, build_prior
 from fdrl.progress import progress_bar
-from fdrl.rundir import RunDirectory, config_conflict
+from fdrl.rundir import RunDirectory, config_conflict, without_nan
 from fdrl.smoothing import COPY_SHARE, BatchSmoother, near_copy_share
 
 __all__ = ["StepOutput", "Trainer", "TrainingError", "ema_decay", "training_step", "update_ema"]
@@ -544,8 +544,8 @@ class Trainer:
         ``metrics.json``. Held out: a finite dataset's held-out part (all of it up to ``n``),
         or fresh draws of an infinite toy distribution."""
         report = evaluate_heldout(self.model(), self.config, self.data, n or self.config.train.eval_n)
-        metrics = {"step": self.step, "objective": self.config.objective,
-                   "samples_steps": self.config.flow.sampling_steps,
-                   "data_bandwidth": 0.0 if self.smoother is None else self.smoother.bandwidth, **report}
+        metrics = without_nan({"step": self.step, "objective": self.config.objective,
+                               "samples_steps": self.config.flow.sampling_steps,
+                               "data_bandwidth": 0.0 if self.smoother is None else self.smoother.bandwidth, **report})
         self.run.write_metrics(metrics)
         return metrics
