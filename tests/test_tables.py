@@ -13,6 +13,7 @@ import fdrl
 from fdrl.cli import main
 from fdrl.data.columns import TableCodec, project
 from fdrl.data.files import read_table
+from fdrl.report_text import report_lines
 
 #: enough to run every part end to end, not to train well
 QUICK = {"train.steps": 6, "flow.steps": 3, "flow.refine_steps": 1, "train.batch_size": 32,
@@ -421,3 +422,79 @@ def test_a_mark_of_a_missing_value_in_a_column_of_numbers_is_a_missing_cell():
     fresh = pd.DataFrame({"v": ["?", "0.5"], "sign": ["+", "-"], "note": ["ok", "ok"]})
     assert np.isnan(codec.decode(codec.encode(fresh))["v"][0])  # a held-out file's marks too
     assert TableCodec.fit(frame, {"v": "categorical"}).kinds["v"] == "categorical"  # asked for labels
+
+
+def test_numbers_written_with_a_unit_sign_are_numbers():
+    """Spreadsheets export formatted cells: 12.5% and $1,234.50 were labels (a one-hot block of
+    every rate) or, all distinct, an identifier left out."""
+    rng = np.random.default_rng(0)
+    rates, prices = rng.uniform(0, 100, 120).round(1), rng.uniform(-50, 5000, 120).round(2)
+    frame = pd.DataFrame({"rate": [f"{r}%" for r in rates],
+                          "price": [f"-${-p:,.2f}" if p < 0 else f"${p:,.2f}" for p in prices]})
+    frame.loc[3, "rate"] = "7"  # a cell written without the sign is the same number
+    rates[3] = 7.0
+    with pytest.warns(UserWarning, match="column 'rate' holds numbers written with '%'"):
+        codec = TableCodec.fit(frame)
+    assert codec.kinds == {"rate": "continuous", "price": "continuous"}
+    back = codec.decode(codec.encode(frame))
+    np.testing.assert_allclose(back["rate"], rates)
+    np.testing.assert_allclose(back["price"], prices)
+    fresh = pd.DataFrame({"rate": ["50%"], "price": ["-$1,000.00"]})  # held-out rows in the same form
+    assert codec.encode(fresh).tolist() == [[50.0, -1000.0]]
+    words = pd.DataFrame({"plan": ["50% off", "$5 flat", "free"] * 10})
+    assert TableCodec.fit(words).kinds == {"plan": "categorical"}  # a sign beside words: labels
+
+
+def test_a_column_that_numbers_the_rows_is_left_out(tmp_path):
+    """DataFrame.to_csv writes the index as a first column without a name; sampled, such a
+    column (or an id 1..n) is noise in the data's range, and a classifier sees it at once."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=60).round(3), "count": rng.permutation(60) * 7 + 3})
+    frame.to_csv(tmp_path / "t.csv")
+    with pytest.warns(UserWarning, match="column 'Unnamed: 0' numbers the rows"):
+        codec = TableCodec.fit(read_table(tmp_path / "t.csv"))
+    # distinct whole numbers that do not run 1..n and are not named as an id are data
+    assert codec.kinds == {"x": "continuous", "count": "integer"}
+    shuffled = pd.DataFrame({"id": rng.permutation(60) + 1, "row": rng.permutation(60) * 3, "x": frame["x"]})
+    with pytest.warns(UserWarning, match="column 'row' numbers the rows"):
+        assert TableCodec.fit(shuffled).kinds == {"x": "continuous"}
+    assert TableCodec.fit(shuffled, {"id": "integer", "row": "integer"}).kinds["id"] == "integer"  # asked for
+
+
+def test_empty_columns_come_back_empty_and_trailing_separators_are_ignored(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(150, 2)).round(3)
+    # a separator at the end of every line makes columns with neither a name nor a value
+    (tmp_path / "t.csv").write_text("a,b,notes,,\n" + "".join(f"{u},{v},,,\n" for u, v in x))
+    frame = read_table(tmp_path / "t.csv")
+    with pytest.warns(UserWarning, match="column 'notes' has no values"):
+        codec = TableCodec.fit(frame)
+    assert codec.kinds == {"a": "continuous", "b": "continuous", "notes": "constant"}
+    back = codec.decode(codec.encode(frame))
+    assert list(back.columns) == ["a", "b", "notes"] and back["notes"].isna().all()
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match="neither a name nor a value") as said:
+        assert main(["train", "t.csv", "--out", "run", "--quiet", *QUICK_ARGS]) == 0
+    assert not [w for w in said if "missing cell" in str(w.message)]  # no cell of a modelled column is
+    assert main(["sample", "run", "-n", "5", "--out", "s.csv", "--quiet"]) == 0
+    assert (tmp_path / "s.csv").read_text().splitlines()[0] == "a,b,notes"
+
+
+def test_a_bad_cell_of_a_dataframe_is_named_by_its_row(tmp_path):
+    """A DataFrame is trained from the run's parquet copy of it: its bad cells were reported as
+    'data file .../data.parquet is not text' (the parquet file searched for a text line)."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=50), "y": [str(v) for v in rng.normal(size=50).round(3)]})
+    frame.loc[7, "y"] = "abc"
+    with pytest.raises(ValueError, match=r"^the DataFrame given to fdrl.fit, row 7: column 'y' holds 'abc'"):
+        fdrl.fit(frame, out=tmp_path / "run", progress=False, **QUICK)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_one_column_table_reports_no_pair_trends_in_strict_json(tmp_path):
+    x = np.random.default_rng(0).normal(size=(200, 1))
+    model = fdrl.fit(pd.DataFrame({"x": x[:, 0]}), out=tmp_path / "run", progress=False, **QUICK)
+    text = (tmp_path / "run" / "metrics.json").read_text()
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"metrics.json holds {name}"))
+    assert model.metrics["columns"]["pair_trends"] is None
+    assert "no pair trends (one column)" in "\n".join(report_lines(model.metrics))

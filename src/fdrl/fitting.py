@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from fdrl.config import Config, load_config, load_raw
+from fdrl.data.files import IN_MEMORY
 from fdrl.model import FDRL
 from fdrl.train import Trainer
 
@@ -142,6 +143,8 @@ def _keep_or_write(values: Any, path: Path) -> None:
     if path.suffix == ".npy":
         np.save(tmp, values)
     else:
+        values = values.copy(deep=False)
+        values.attrs[IN_MEMORY] = "the DataFrame given to fdrl.fit"
         values.to_parquet(tmp)
     tmp.replace(path)
 

@@ -24,7 +24,12 @@ loaded model gives back exactly the columns, labels and dtypes it was trained on
 * ``constant``: no feature at all; its value is put back exactly;
 * ``drop``: only on request (``data.params.columns.NAME=drop``): left out, not returned.
 
-Numbers written with thousands separators (``12,345.67``) are numbers (:func:`_has_grouped_numbers`).
+Numbers written with thousands separators (``12,345.67``) or with a unit sign (``12.5%``,
+``$1,234.50``) are numbers (:func:`_has_grouped_numbers`, :func:`_unit`), sampled without them. A
+column that numbers the rows (:func:`_looks_like_row_number`: a written pandas index, ``id``
+1..n) is left out like an identifier, with a warning. A column with no value at all is given
+back as it is, empty; one that has no name either (a separator at the end of every line) is left
+out.
 
 Missing cells (``data.params.missing``; in a column of numbers, cells holding a mark such as
 ``?`` or ``-`` count as missing, :func:`_missing_marks`): ``model`` (default) keeps their rate: a numeric column
@@ -60,6 +65,13 @@ _DAY_SECONDS = 86400.0
 _MISSING_MARK = re.compile(r"[^\w\s]{1,3}")
 #: a number written with thousands separators: 1,234 or -12,345,678.5
 _GROUPED_NUMBER = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?")
+#: signs written with numbers: a currency before the number (after its minus sign, if any) or a
+#: per cent sign after it, as spreadsheets export formatted cells
+_UNIT_SIGNS = ("%", "$", "€", "£", "¥")
+#: what pandas names a column whose header cell is empty (a trailing separator, a written index)
+_UNNAMED = re.compile(r"Unnamed: \d+")
+#: the name of a column that numbers or identifies rows
+_ROW_NUMBER_NAME = re.compile(r"(?i)(unnamed: \d+|index|idx|id|row|rowid|row_?(number|num|no))")
 #: numeric columns with at most this many distinct values are categorical (class labels, counts of
 #: a few levels, 0/1 flags; fractional ones only if each value recurs): their shares then come
 #: back as in the data
@@ -128,6 +140,8 @@ class Column:
     marks: list[str] | None = None
     #: numbers written with thousands separators (1,234.5), read without them
     thousands: bool = False
+    #: the sign written with its numbers (``%``, ``$``: :data:`_UNIT_SIGNS`), read without it
+    unit: str | None = None
     #: a pandas category column's dtype: all its categories (also those no row uses) and
     #: whether they are ordered, so that samples come back in the same dtype
     dtype_categories: list[Any] | None = None
@@ -254,7 +268,7 @@ class TableCodec:
         """Under the ``drop`` policy, the rows with a missing cell in a kept column."""
         if self.missing_policy != "drop":
             return np.zeros(len(frame), dtype=bool)
-        kept = [c.name for c in self.columns if c.kind != "drop"]
+        kept = [c.name for c in self.columns if c.width]
         return _is_missing(frame[kept]).any(axis=1)
 
     def encode(self, frame: Any) -> np.ndarray:
@@ -267,7 +281,8 @@ class TableCodec:
         for c in self.columns:
             if not c.width:
                 continue
-            raw = _ungrouped(frame[c.name]) if c.thousands else frame[c.name]
+            raw = _without_unit(frame[c.name], c.unit) if c.unit else frame[c.name]
+            raw = _ungrouped(raw) if c.thousands else raw
             raw = _unmarked(raw, c.marks) if c.marks else raw
             absent = _is_missing(raw)
             if c.kind == "categorical":
@@ -554,6 +569,41 @@ def _ungrouped(values: Any) -> Any:
                        text.str.replace(",", "", regex=False))
 
 
+def _unit_stripped(text: Any, unit: str) -> Any:
+    """Text cells without ``unit``: a per cent sign at the end, a currency sign at the start
+    (kept after a minus sign: ``-$5`` is -5)."""
+    if unit == "%":
+        return text.str.replace(r"\s*%$", "", regex=True)
+    return text.str.replace(rf"^([+-]?)\s*{re.escape(unit)}\s*", r"\1", regex=True)
+
+
+def _unit(series: Any) -> str | None:
+    """The sign of :data:`_UNIT_SIGNS` that a text column writes with its numbers (``12.5%``,
+    ``$1,234.50``, ``-€3``) when every other present cell is a number without it (thousands
+    separators allowed) or a mark of a missing value; None for any other column."""
+    import pandas as pd
+
+    if not _is_text(series):
+        return None
+    text = _present_text(series)
+    for unit in _UNIT_SIGNS:
+        bare = _unit_stripped(text, unit)
+        if not (bare != text).any():
+            continue
+        plain = bare[~bare.str.fullmatch(_MISSING_MARK)]
+        plain = plain.mask(plain.str.fullmatch(_GROUPED_NUMBER), plain.str.replace(",", "", regex=False))
+        if not pd.to_numeric(plain, errors="coerce").isna().any():
+            return unit
+    return None
+
+
+def _without_unit(values: Any, unit: str) -> Any:
+    """``values`` with ``unit`` taken off the cells that carry it."""
+    text = values.astype(str).str.strip()
+    bare = _unit_stripped(text, unit)
+    return values.mask((bare != text) & ~_is_missing(values), bare)
+
+
 def _unmarked(values: Any, marks: list[str]) -> Any:
     """``values`` with the cells that hold one of ``marks`` missing."""
     return values.mask(values.astype(str).str.strip().isin(marks) & ~_is_missing(values))
@@ -564,6 +614,12 @@ def _type_column(series: Any, name: Any, kind: str | None, missing: str, where: 
     written with thousands separators (:func:`_has_grouped_numbers`) are read as numbers, and marks
     of a missing value in a column of numbers (:func:`_missing_marks`) as missing cells."""
     numeric = kind in (None, "continuous", "integer")
+    unit = _unit(series) if numeric else None
+    if unit:
+        series = _without_unit(series, unit)
+        warnings.warn(f"{where}: column '{name}' holds numbers written with '{unit}' (such as "
+                      f"{'12.5%' if unit == '%' else unit + '1234.5'}): read as numbers, and sampled without it",
+                      stacklevel=4)
     grouped = numeric and _has_grouped_numbers(series)
     if grouped:
         series = _ungrouped(series)
@@ -577,7 +633,7 @@ def _type_column(series: Any, name: Any, kind: str | None, missing: str, where: 
                       f"data.params.columns.{name}=categorical)", stacklevel=4)
         series = _unmarked(series, marks)
     column = _type_values(series, name, kind, missing, where, line_of_row)
-    column.marks, column.thousands = marks or None, grouped
+    column.marks, column.thousands, column.unit = marks or None, grouped, unit
     return column
 
 
@@ -588,10 +644,16 @@ def _type_values(series: Any, name: Any, kind: str | None, missing: str, where: 
     dtype = str(series.dtype)
     absent = _is_missing(series)
     if absent.all():
-        if kind == "drop":
+        if kind == "drop" or (kind is None and _UNNAMED.fullmatch(str(name))):
+            if kind is None:
+                warnings.warn(f"{where}: column '{name}' has neither a name nor a value (a separator at the end of "
+                              "every line?): it is left out", stacklevel=4)
             return Column(name, "drop", dtype)
-        raise ValueError(f"{where}: column '{name}' has no values (every cell is missing); drop it, or pass "
-                         f"data.params.columns.{name}=drop")
+        if kind not in (None, "constant"):
+            raise ValueError(f"data.params.columns.{name}={kind}, but the column has no values (every cell is missing)")
+        warnings.warn(f"{where}: column '{name}' has no values (every cell is missing): samples have it, empty "
+                      f"(leave it out with data.params.columns.{name}=drop)", stacklevel=4)
+        return Column(name, "constant", dtype, value=None)
     has_missing = bool(absent.any()) and missing == "model"
     if kind == "drop":
         return Column(name, "drop", dtype)
@@ -635,6 +697,11 @@ def _type_values(series: Any, name: Any, kind: str | None, missing: str, where: 
             # steps) is a set of labels too, when each value recurs (at least twice on average)
             discrete = levels <= MAX_INTEGER_LEVELS and (integral or 2 * levels <= len(finite))
             kind = "categorical" if discrete else "integer" if integral else "continuous"
+    if inferred and kind == "integer" and not absent.any() and _looks_like_row_number(name, finite):
+        warnings.warn(f"{where}: column '{name}' numbers the rows (a different whole number in each): it is left out "
+                      f"(samples do not have it); model it anyway with data.params.columns.{name}=integer",
+                      stacklevel=4)
+        return Column(name, "drop", dtype)
     if kind == "constant":
         if levels != 1:
             raise ValueError(f"data.params.columns.{name}=constant, but the column has more than one value")
@@ -673,6 +740,16 @@ def _looks_like_identifier(labels: int, rows: int) -> bool:
     less than twice on average. Its one-hot features would each hold one or two rows, and every
     sampled label would be a training row's own (a customer id copied into synthetic data)."""
     return (labels == rows and rows >= 20) or (labels > MAX_LABELS and labels > rows // 2)
+
+
+def _looks_like_row_number(name: Any, values: np.ndarray) -> bool:
+    """An integer column that numbers or identifies the rows rather than measuring them: a
+    different value in every one of at least 20 rows, which either run without a gap (0..n-1,
+    1..n, in any order) or sit under a name such as ``id``, ``index`` or pandas' ``Unnamed: 0``
+    (the index ``DataFrame.to_csv`` writes). Sampled, it would be noise in the data's range."""
+    if len(values) < 20 or len(np.unique(values)) != len(values):
+        return False
+    return values.max() - values.min() + 1 == len(values) or bool(_ROW_NUMBER_NAME.fullmatch(str(name).strip()))
 
 
 def _datetime_column(series: Any, name: Any, dtype: str, seconds: np.ndarray, time: dict[str, Any],

@@ -40,6 +40,9 @@ class ArrayFile:
 
     values: np.ndarray
     columns: list[str] | None = None
+#: a table's ``attrs`` key: how messages name a table given in memory (the file read is only the
+#: run's copy of it, which the user never wrote), e.g. "the DataFrame given to fdrl.fit"
+IN_MEMORY = "in_memory"
 
 
 def _checked_path(path: str | Path) -> Path:

@@ -19,7 +19,7 @@ from torch import Tensor
 from fdrl import seeding
 from fdrl.components import DATA_SPECS, DEFAULT_TEST_FRACTION, ArraySpec, DataSpec, ImageSpec, ToySpec, as_spec
 from fdrl.data.columns import TableCodec, decode_rows, project
-from fdrl.data.files import line_of_row, read_data
+from fdrl.data.files import IN_MEMORY, line_of_row, read_data
 from fdrl.data.images import build_held_out_images, build_image_data
 from fdrl.data.order import SampleOrder
 from fdrl.data.scaling import Standardizer
@@ -207,11 +207,13 @@ def _encode(found: Any, path: str | Path, columns: dict[str, str] | None, missin
         with np.errstate(over="ignore"):
             return _checked(torch.from_numpy(found.astype(np.float32)), Path(path).name, "sample(s)"), None
     frame = found
+    where = frame.attrs.get(IN_MEMORY, where)
     if codec is None:
         array_dtype = frame.attrs.get("array_dtype")
+        # a cell is found by its line in a text table, by its row in parquet, .npy or memory
+        text = "sep" in frame.attrs and IN_MEMORY not in frame.attrs
         codec = TableCodec.fit(frame, columns, missing, returns or ("numpy" if array_dtype else "dataframe"),
-                               array_dtype, where,
-                               line_of_row=None if array_dtype else lambda row: line_of_row(path, row))
+                               array_dtype, where, line_of_row=(lambda row: line_of_row(path, row)) if text else None)
     elif [str(c) for c in frame.columns] != [str(c.name) for c in codec.columns]:
         raise ValueError(f"{where} has columns {', '.join(map(str, frame.columns))}; the training data has "
                          f"{', '.join(str(c.name) for c in codec.columns)}")
@@ -232,7 +234,8 @@ def _array_frame(array: np.ndarray) -> Any:
 
 def _missing_cells(frame: Any, codec: TableCodec, where: str) -> Any:
     """Apply the missing-cell policy (:mod:`fdrl.data.columns`), saying what it did."""
-    cells = int(frame.isna().to_numpy().sum())
+    # only the modelled columns count: an empty or dropped column's cells are no one's to fill
+    cells = int(frame[[c.name for c in codec.columns if c.width]].isna().to_numpy().sum())
     if not cells:
         return frame
     drop = codec.rows_to_drop(frame)
