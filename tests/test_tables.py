@@ -498,3 +498,32 @@ def test_a_one_column_table_reports_no_pair_trends_in_strict_json(tmp_path):
     json.loads(text, parse_constant=lambda name: pytest.fail(f"metrics.json holds {name}"))
     assert model.metrics["columns"]["pair_trends"] is None
     assert "no pair trends (one column)" in "\n".join(report_lines(model.metrics))
+
+
+def test_dataframes_as_pandas_holds_them_train_or_are_refused_in_one_line(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=120)
+    frame = pd.DataFrame({"x": x, "grade": pd.Categorical(rng.integers(1, 4, 120), categories=[1, 2, 3, 4]),
+                          "wait": pd.to_timedelta(rng.integers(0, 600, 120), unit="s"),
+                          "code": pd.Series([7, "a7", 3.5] * 40, dtype=object)})
+    with pytest.warns(UserWarning, match="column 'code' mixes text and numbers: read as text labels"):
+        model = fdrl.fit(frame, out=tmp_path / "run", progress=False, **QUICK)
+    samples = model.sample(50)
+    # number categories came back as int64 (the run's parquet copy), durations as floats
+    assert samples["grade"].dtype == frame["grade"].dtype and samples["wait"].dtype == frame["wait"].dtype
+    assert set(samples["code"]) <= {"7", "a7", "3.5"}
+    series = fdrl.fit(pd.Series(x, name="v"), out=tmp_path / "series", progress=False, **QUICK)
+    assert list(series.sample(3).columns) == ["v"]  # a Series is a table of one column
+    refused = {
+        "columns are a MultiIndex": pd.DataFrame(np.c_[x, x], columns=pd.MultiIndex.from_product([["a"], ["b", "c"]])),
+        "repeats 'a'": pd.DataFrame(np.c_[x, x], columns=["a", "a"]),
+        "column 'c' holds complex numbers": pd.DataFrame({"x": x, "c": x + 1j}),
+        "column 'b' holds bytes cells": pd.DataFrame({"x": x, "b": [b"ab"] * 120}),
+        "column 'l' holds list cells": pd.DataFrame({"x": x, "l": [[1, 2]] * 120}),
+        "column 'x' holds values up to 1.1e\\+300, beyond what the model's float32":
+            pd.DataFrame({"x": x / np.abs(x).max() * 1.1e300, "y": x}),
+    }
+    for message, bad in refused.items():
+        with pytest.raises(ValueError, match=message):
+            fdrl.fit(bad, out=tmp_path / "bad", progress=False, **QUICK)
+        assert not (tmp_path / "bad").exists()

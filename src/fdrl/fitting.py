@@ -11,22 +11,27 @@ run can be resumed, sampled and evaluated from the command line like any other.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import json
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fdrl.config import Config, load_config, load_raw
-from fdrl.data.files import IN_MEMORY
+from fdrl.data.files import CATEGORIES, IN_MEMORY, category_dtypes
 from fdrl.model import FDRL
 from fdrl.train import Trainer
 
 #: in-memory data is written into the run as one of these (a DataFrame keeps its dtypes in parquet)
 ARRAY_FILE, TABLE_FILE = "data.npy", "data.parquet"
+#: what a cell of a DataFrame's object column may be: text, a number, a boolean or a date
+_CELL_TYPES = (str, int, float, bool, np.number, np.bool_, datetime.date, datetime.time, decimal.Decimal)
 
 
 def _as_data(data: Any) -> tuple[Any, str]:
@@ -36,10 +41,12 @@ def _as_data(data: Any) -> tuple[Any, str]:
     import pandas as pd
     import torch
 
+    if isinstance(data, pd.Series):
+        data = data.to_frame()
     if isinstance(data, pd.DataFrame):
         if data.empty:
             raise ValueError("fdrl.fit got an empty DataFrame")
-        return data, "dataframe"
+        return _checked_frame(data), "dataframe"
     if isinstance(data, torch.Tensor):
         return data.detach().cpu().numpy(), "tensor"
     if isinstance(data, np.ndarray):
@@ -62,6 +69,45 @@ def _as_data(data: Any) -> tuple[Any, str]:
         return torch.stack(rows).numpy(), "tensor"
     raise TypeError(f"fdrl.fit takes a pandas DataFrame, a NumPy array, a tensor, a torch Dataset or a path; got "
                     f"{type(data).__name__}")
+
+
+def _checked_frame(frame: Any) -> Any:
+    """``frame`` as a table fit can store and type: a ValueError naming what it cannot (a
+    MultiIndex or a repeated name, complex numbers, cells that are bytes, lists or other
+    objects); an object column of text and numbers mixed is read as text, with a warning (as a
+    CSV reader would read it)."""
+    import pandas as pd
+
+    if isinstance(frame.columns, pd.MultiIndex):
+        raise ValueError("fdrl.fit needs one name per column; this DataFrame's columns are a MultiIndex: flatten "
+                         "them, e.g. df.columns = ['_'.join(map(str, c)) for c in df.columns]")
+    repeated = list(dict.fromkeys(frame.columns[frame.columns.duplicated()]))
+    if repeated:
+        raise ValueError(f"fdrl.fit needs one column per name; this DataFrame repeats {', '.join(map(repr, repeated))}:"
+                         " rename the columns")
+    mixed = {}
+    for name in frame.columns:
+        column = frame[name]
+        if pd.api.types.is_complex_dtype(column.dtype):
+            raise ValueError(f"column {name!r} holds complex numbers; give their real and imaginary parts as two "
+                             "columns")
+        if column.dtype != object:
+            continue
+        types = set(column[column.notna()].map(type).unique())
+        other = sorted(t.__name__ for t in types if not issubclass(t, _CELL_TYPES))
+        if other:
+            raise ValueError(f"column {name!r} holds {other[0]} cells; fdrl.fit takes numbers, text, booleans, "
+                             "categories and dates (convert the column, or leave it out)")
+        if str in types and len(types) > 1:
+            mixed[name] = column.where(column.isna(), column.astype(str))
+    if not mixed:
+        return frame
+    frame = frame.copy(deep=False)
+    for name, text in mixed.items():
+        warnings.warn(f"the DataFrame given to fdrl.fit: column {name!r} mixes text and numbers: read as text "
+                      "labels (as a CSV reader would)", stacklevel=4)
+        frame[name] = text
+    return frame
 
 
 def _override_texts(overrides: dict[str, Any]) -> list[str]:
@@ -145,6 +191,7 @@ def _keep_or_write(values: Any, path: Path) -> None:
     else:
         values = values.copy(deep=False)
         values.attrs[IN_MEMORY] = "the DataFrame given to fdrl.fit"
+        values.attrs[CATEGORIES] = category_dtypes(values)
         values.to_parquet(tmp)
     tmp.replace(path)
 

@@ -81,6 +81,8 @@ MAX_LABELS = 500
 #: how the model's samples are handed back
 RETURN_TYPES = ("dataframe", "numpy", "tensor")
 MISSING_POLICIES = ("model", "impute", "drop")
+#: the largest magnitude a value may have: model features are float32
+FEATURE_MAX = float(np.finfo(np.float32).max)
 #: the standard deviation of the Gaussian noise on one-hot features in training batches
 ONE_HOT_NOISE = 0.15
 
@@ -399,6 +401,8 @@ def _restore(series: Any, c: Column) -> Any:
         return pd.Series(pd.Categorical(series, categories=categories, ordered=c.ordered))
     if c.dtype == "bool" and series.isna().any():
         return series.astype("boolean")
+    if c.dtype.startswith("timedelta64"):  # the value is a count of the dtype's unit
+        return pd.to_timedelta(series.round(), unit=np.datetime_data(np.dtype(c.dtype))[0]).astype(c.dtype)
     try:
         return series.astype(c.dtype)
     except (TypeError, ValueError):
@@ -673,7 +677,7 @@ def _type_values(series: Any, name: Any, kind: str | None, missing: str, where: 
             numbers = _numeric_view(series, name, where, line_of_row)
             if numbers is None and kind in ("continuous", "integer"):
                 raise ValueError(f"{where}: column '{name}' holds labels, not numbers; it cannot be {kind}")
-            if numbers is not None:
+            if numbers is not None and not dtype.startswith("timedelta64"):  # durations stay durations
                 dtype = "float64"
     present = series[~absent]
     if numbers is not None:
@@ -682,6 +686,9 @@ def _type_values(series: Any, name: Any, kind: str | None, missing: str, where: 
             row = int(np.flatnonzero(np.isinf(numbers))[0])
             raise ValueError(f"{_cell(where, row, line_of_row)}: column '{name}' holds inf; replace it by a number or "
                              "leave the cell empty (a missing cell)")
+        if np.abs(finite).max(initial=0) > FEATURE_MAX:
+            raise ValueError(f"{where}: column '{name}' holds values up to {np.abs(finite).max():.3g}, beyond what the "
+                             f"model's float32 features hold ({FEATURE_MAX:.3g}); rescale the column")
         integral = bool(np.all(finite == np.round(finite)))
         levels = 1 if finite.min() == finite.max() else len(np.unique(finite)) if integral else _few_levels(finite)
     else:

@@ -16,7 +16,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,6 +43,9 @@ class ArrayFile:
 #: a table's ``attrs`` key: how messages name a table given in memory (the file read is only the
 #: run's copy of it, which the user never wrote), e.g. "the DataFrame given to fdrl.fit"
 IN_MEMORY = "in_memory"
+#: a table's ``attrs`` key: its pandas category columns' dtypes (:func:`category_dtypes`), which
+#: a parquet round trip loses for categories that are numbers (they come back as int64)
+CATEGORIES = "category_dtypes"
 
 
 def _checked_path(path: str | Path) -> Path:
@@ -76,6 +79,31 @@ def _read_npy(path: Path) -> np.ndarray:
     return array
 
 
+def category_dtypes(frame: "pandas.DataFrame") -> list[list[Any]]:
+    """``[name, categories, ordered]`` of each category column of ``frame`` whose name and
+    categories JSON holds (text, numbers, booleans), for :data:`CATEGORIES`."""
+    import pandas as pd
+
+    found = []
+    for name in frame.columns:
+        dtype = frame[name].dtype
+        if isinstance(dtype, pd.CategoricalDtype):
+            categories = [c.item() if isinstance(c, np.generic) else c for c in dtype.categories]
+            if all(isinstance(c, (str, int, float, bool)) for c in [name, *categories]):
+                found.append([name, categories, bool(dtype.ordered)])
+    return found
+
+
+def _with_categories(frame: "pandas.DataFrame") -> "pandas.DataFrame":
+    """``frame`` with the category dtypes its :data:`CATEGORIES` attrs name put back."""
+    import pandas as pd
+
+    for name, categories, ordered in frame.attrs.get(CATEGORIES, []):
+        if name in frame.columns and not isinstance(frame[name].dtype, pd.CategoricalDtype):
+            frame[name] = pd.Categorical(frame[name], categories=categories, ordered=ordered)
+    return frame
+
+
 def _read_parquet(path: Path) -> "pandas.DataFrame":
     if all(importlib.util.find_spec(engine) is None for engine in ("pyarrow", "fastparquet")):
         raise ValueError(f"data file '{path}': reading .parquet needs pyarrow: pip install pyarrow (a dependency of fdrl: reinstall it)")
@@ -86,7 +114,7 @@ def _read_parquet(path: Path) -> "pandas.DataFrame":
     except Exception as err:  # noqa: BLE001 - the engines raise their own types; any is one message
         raise ValueError(f"data file '{path}' is damaged or not parquet ({str(err).splitlines()[0]})") from None
     frame.attrs["header"] = True
-    return frame
+    return _with_categories(frame)
 
 
 def _parse(path: Path, fmt: TableFormat) -> "pandas.DataFrame":
