@@ -527,3 +527,17 @@ def test_dataframes_as_pandas_holds_them_train_or_are_refused_in_one_line(tmp_pa
         with pytest.raises(ValueError, match=message):
             fdrl.fit(bad, out=tmp_path / "bad", progress=False, **QUICK)
         assert not (tmp_path / "bad").exists()
+
+
+def test_codes_written_with_leading_zeros_stay_text(tmp_path):
+    """A postcode 00123 was read by pandas as the number 123: typed as an integer, sampled as
+    values between codes, and written back without its zeros."""
+    rng = np.random.default_rng(0)
+    codes = ["00501", "02134", "10001", "07030"]
+    rows = [f"{c},{v:.2f},{w}" for c, v, w in zip(rng.choice(codes, 80), rng.normal(size=80), rng.integers(0, 40, 80))]
+    (tmp_path / "t.csv").write_text("zip,x,count\n" + "\n".join(rows) + "\n")
+    frame = read_table(tmp_path / "t.csv")
+    codec = TableCodec.fit(frame)
+    assert codec.kinds == {"zip": "categorical", "x": "continuous", "count": "integer"}
+    assert set(codec.decode(codec.encode(frame))["zip"]) == set(codes)  # zeros kept
+    assert TableCodec.fit(pd.DataFrame({"zip": ["00501", "10001"] * 20})).kinds == {"zip": "categorical"}

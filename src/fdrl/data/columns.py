@@ -54,6 +54,8 @@ from typing import Any
 
 import numpy as np
 
+from fdrl.data.table_format import ZERO_PADDED
+
 TABLE_FILE = "table.json"
 COLUMN_KINDS = ("continuous", "integer", "categorical", "datetime", "constant", "drop")
 #: a text cell that is a date (year, month and day as numbers in any order, separated by - / or .)
@@ -426,7 +428,7 @@ def _numeric_view(series: Any, name: Any, where: str, line_of_row: Any) -> np.nd
     import pandas as pd
 
     present = series[~_is_missing(series)]
-    if present.empty:
+    if present.empty or present.astype(str).str.fullmatch(ZERO_PADDED).any():  # codes such as 00123 are labels
         return None
     numbers = pd.to_numeric(present, errors="coerce")
     bad = numbers.isna().to_numpy()

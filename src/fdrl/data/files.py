@@ -128,6 +128,9 @@ def _parse(path: Path, fmt: TableFormat) -> "pandas.DataFrame":
                    encoding=fmt.encoding, compression=fmt.compression, skip_blank_lines=True)
     if fmt.sep != WHITESPACE:
         options["skipinitialspace"] = True
+    names = fmt.first_row if fmt.header else range(len(fmt.first_row))
+    if fmt.zero_padded and len(set(names)) == len(names):  # codes such as 00123 stay text
+        options["dtype"] = {names[i]: str for i in fmt.zero_padded if i < len(names)}
     try:
         return pd.read_csv(path, **options)
     except pd.errors.EmptyDataError:

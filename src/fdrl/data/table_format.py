@@ -35,6 +35,8 @@ NA_TOKENS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-N
 WHITESPACE = r"\s+"
 #: candidate separator -> its name in messages, in order of preference
 SEPARATORS = {"\t": "tab", ";": "semicolon", ",": "comma", WHITESPACE: "whitespace"}
+#: a whole number written with a leading zero: a code (00123), not a quantity
+ZERO_PADDED = re.compile(r"\s*[+-]?0\d+\s*")
 _DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+(?:[eE][+-]?\d+)?")
 _DECIMAL_POINT = re.compile(r"[+-]?\d*\.\d+(?:[eE][+-]?\d+)?")
 #: what a compression's damage is called in messages
@@ -46,7 +48,9 @@ class TableFormat:
     """How to read a text table: pandas' ``sep`` (``WHITESPACE`` for runs of blanks), ``decimal``,
     whether the first row is a header, the text ``encoding`` and pandas' ``compression``;
     ``first_row``: the cells of the first non-blank row as written (the header's names when
-    ``header``), kept from the look at the file's start so that nothing reads it twice."""
+    ``header``), kept from the look at the file's start so that nothing reads it twice;
+    ``zero_padded``: the positions of the columns where a sampled cell is a whole number written
+    with a leading zero (``00123``: a code, such as a postcode, that pandas would read as 123)."""
 
     sep: str
     decimal: str
@@ -54,6 +58,7 @@ class TableFormat:
     encoding: str
     compression: str | None
     first_row: tuple[str, ...] = ()
+    zero_padded: tuple[int, ...] = ()
 
 
 def is_number(cell: str, decimal: str = ".") -> bool:
@@ -207,7 +212,10 @@ def detect_format(path: Path) -> TableFormat:
     decimal = _decimal(rows, sep)
     present = [cell for cell in rows[0] if not is_missing(cell)]
     header = not present or not all(is_number(cell, decimal) for cell in present)
-    return TableFormat(sep, decimal, header, encoding, compression, tuple(cell.strip() for cell in rows[0]))
+    data = rows[1 if header else 0:]
+    padded = sorted({i for row in data for i, cell in enumerate(row) if ZERO_PADDED.fullmatch(cell)})
+    return TableFormat(sep, decimal, header, encoding, compression, tuple(cell.strip() for cell in rows[0]),
+                       tuple(padded))
 
 
 def data_rows(path: Path, fmt: TableFormat) -> Iterator[tuple[int, list[str]]]:
