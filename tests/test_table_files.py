@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from fdrl.config import data_source_kind, load_config
+from fdrl.data.columns import TableCodec
 from fdrl.data.files import is_table_path, line_of_row, read_array, read_data, read_table
 from fdrl.table_paths import table_stem
 
@@ -262,3 +263,27 @@ def test_training_data_from_a_compressed_semicolon_table(tmp_path):
     every = pd.concat([data.decode(data.samples), data.decode(data.held_out().samples)])
     assert sorted(every["price"].tolist()) == [i + 0.5 for i in range(10)]  # the decimal comma read
     assert sorted(every["sale"].tolist()) == [False] * 5 + [True] * 5
+
+
+def test_comment_lines_before_a_table_are_skipped_and_a_savetxt_header_names_the_columns(tmp_path):
+    """numpy.savetxt(header=...) writes '# a,b,c' above the rows, instruments write '#' notes:
+    the separator could not be told and the file was refused."""
+    x = np.random.default_rng(0).normal(size=(50, 3))
+    np.savetxt(tmp_path / "named.csv", x, delimiter=",", header="a,b,c")
+    frame = read_table(tmp_path / "named.csv")
+    assert list(frame.columns) == ["a", "b", "c"] and len(frame) == 50
+    np.testing.assert_allclose(frame.to_numpy(), x)
+    # notes above a header row: the header row names the columns; lines count as the editor shows them
+    rows = "".join(f"{u},{v}\n" for u, v in x[:, :2])
+    (tmp_path / "notes.csv").write_text("# instrument 7\n\n# volts\nu,v\n" + rows.replace("\n", "\nbad,1\n", 1))
+    noted = tmp_path / "notes.csv"
+    with pytest.raises(ValueError, match="line 6: column 'u' holds 'bad'"):
+        TableCodec.fit(read_table(noted), line_of_row=lambda row: line_of_row(noted, row))
+    (tmp_path / "notes.csv").write_text("# instrument 7\n\n# volts\nu,v\n" + rows)
+    assert list(read_table(tmp_path / "notes.csv").columns) == ["u", "v"]
+    # a sentence split by blanks is not a header
+    np.savetxt(tmp_path / "plain.txt", x, header="made by numpy")
+    assert list(read_table(tmp_path / "plain.txt").columns) == [0, 1, 2]
+    (tmp_path / "only.csv").write_text("# nothing yet\n")
+    with pytest.raises(ValueError, match="is empty \\(it holds only # comments\\)"):
+        read_table(tmp_path / "only.csv")

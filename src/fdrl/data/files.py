@@ -128,6 +128,10 @@ def _parse(path: Path, fmt: TableFormat) -> "pandas.DataFrame":
                    encoding=fmt.encoding, compression=fmt.compression, skip_blank_lines=True)
     if fmt.sep != WHITESPACE:
         options["skipinitialspace"] = True
+    if fmt.skip_lines:
+        options["skiprows"] = fmt.skip_lines
+    if fmt.header_in_comment:
+        options.update(header=None, names=list(fmt.first_row))
     names = fmt.first_row if fmt.header else range(len(fmt.first_row))
     if fmt.zero_padded and len(set(names)) == len(names):  # codes such as 00123 stay text
         options["dtype"] = {names[i]: str for i in fmt.zero_padded if i < len(names)}

@@ -59,6 +59,11 @@ class TableFormat:
     compression: str | None
     first_row: tuple[str, ...] = ()
     zero_padded: tuple[int, ...] = ()
+    #: lines before the table: comments starting with ``#`` (and blank lines among them)
+    skip_lines: int = 0
+    #: the column names came from the last of those comments (``numpy.savetxt(header=...)``
+    #: writes ``# x,y``; a comma, semicolon or tab table only), so every row after them is data
+    header_in_comment: bool = False
 
 
 def is_number(cell: str, decimal: str = ".") -> bool:
@@ -205,17 +210,42 @@ def detect_format(path: Path) -> TableFormat:
     text, encoding = _decode(path, head)
     if not whole:  # the last sampled line may be cut short
         text = text[: text.rfind("\n") + 1] or text
+    comments, text = _leading_comments(text)
     if not text.strip():
-        raise ValueError(f"data file '{path}' is empty")
+        raise ValueError(f"data file '{path}' is empty" + (" (it holds only # comments)" if comments else ""))
     sep = _separator(path, text)
     rows = _rows(text, sep)
     decimal = _decimal(rows, sep)
-    present = [cell for cell in rows[0] if not is_missing(cell)]
-    header = not present or not all(is_number(cell, decimal) for cell in present)
-    data = rows[1 if header else 0:]
+
+    def names_a_row(cells: list[str]) -> bool:  # a header: some present cell is not a number
+        present = [cell for cell in cells if not is_missing(cell)]
+        return not present or not all(is_number(cell, decimal) for cell in present)
+
+    header, names = names_a_row(rows[0]), rows[0]
+    in_comment = False
+    # a comment of as many cells names the columns, unless blanks split it: a sentence then
+    # splits into words just as easily
+    if comments and not header and sep != WHITESPACE:
+        last = _rows(comments[-1].lstrip()[1:], sep)
+        in_comment = bool(last) and len(last[0]) == len(rows[0]) and names_a_row(last[0])
+        if in_comment:
+            header, names = True, last[0]
+    data = rows[0 if in_comment or not header else 1:]
     padded = sorted({i for row in data for i, cell in enumerate(row) if ZERO_PADDED.fullmatch(cell)})
-    return TableFormat(sep, decimal, header, encoding, compression, tuple(cell.strip() for cell in rows[0]),
-                       tuple(padded))
+    return TableFormat(sep, decimal, header, encoding, compression, tuple(cell.strip() for cell in names),
+                       tuple(padded), len(comments), in_comment)
+
+
+def _leading_comments(text: str) -> tuple[list[str], str]:
+    """The lines before a table that start with ``#`` (blank lines among them included; as
+    ``numpy.savetxt`` and instruments write them) and the text after them."""
+    lines = text.splitlines(keepends=True)
+    count = 0
+    while count < len(lines) and (lines[count].lstrip().startswith("#") or not lines[count].strip()):
+        count += 1
+    if not any(line.lstrip().startswith("#") for line in lines[:count]):
+        return [], text
+    return lines[:count], "".join(lines[count:])
 
 
 def data_rows(path: Path, fmt: TableFormat) -> Iterator[tuple[int, list[str]]]:
@@ -227,9 +257,9 @@ def data_rows(path: Path, fmt: TableFormat) -> Iterator[tuple[int, list[str]]]:
         else:
             reader = csv.reader(handle, delimiter=fmt.sep, skipinitialspace=True)
             numbered = _numbered(reader)
-        header_seen = not fmt.header
+        header_seen = not fmt.header or fmt.header_in_comment
         for line, cells in numbered:
-            if _is_blank(cells):
+            if line <= fmt.skip_lines or _is_blank(cells):
                 continue
             if not header_seen:
                 header_seen = True
