@@ -207,6 +207,14 @@ def test_train_a_csv_with_every_column_type_and_sample_it_back(tmp_path, monkeyp
     for suffix in ("npy", "png"):
         assert main(["sample", "runs/table", "--n", "5", "--out", f"s.{suffix}", "--quiet"]) == 2
         assert "label or date columns (species" in capsys.readouterr().err
+    # the other table files the reader takes: the same rows (one seed), parquet with the dtypes
+    for name in ("s.tsv", "s.csv.gz", "s.tsv.xz", "s.parquet"):
+        assert main(["sample", "runs/table", "--n", "200", "--out", name, "--quiet"]) == 0
+        again = read_table(tmp_path / name)
+        pd.testing.assert_frame_equal(again, samples, check_dtype=name != "s.parquet", check_exact=False)
+    assert (read_table(tmp_path / "s.parquet").dtypes == fdrl.FDRL.load("runs/table").sample(3).dtypes).all()
+    assert main(["sample", "runs/table", "--n", "5", "--out", "s.json", "--quiet"]) == 2
+    assert "(a table run also .tsv, .csv.gz, .parquet)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("sep, decimal", [(";", ","), ("\t", ".")])

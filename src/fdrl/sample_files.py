@@ -6,7 +6,8 @@ Formats, chosen by the output path:
   reads it); ``.safetensors``: ``{"samples": tensor}``; ``.npy``: a NumPy array;
 * ``.csv``: rows of a table, under the training file's header when it had one, each column
   in its type (labels, integers, booleans) and continuous values with the decimals the data
-  had;
+  had; for a table run also ``.tsv``, either compressed (``.csv.gz``, ``.tsv.xz``: any
+  compression the reader takes), and ``.parquet`` (every dtype kept);
 * ``.png``: a figure (a grid of at most :data:`GRID_MAX` images, or a scatter of vectors);
 * a folder (a path ending in ``/``, or an existing directory): one PNG per image.
 
@@ -36,6 +37,7 @@ from fdrl import plots
 from fdrl.data.files import read_array
 from fdrl.image_io import IMAGE_SUFFIXES, read_image_files, save_pngs
 from fdrl.outputs import check_writable
+from fdrl.table_paths import PARQUET_SUFFIX, split_name
 
 #: the most images a ``.png`` grid shows
 GRID_MAX = 64
@@ -49,6 +51,15 @@ def is_folder_target(out: Path, text: str | None = None) -> bool:
     return out.is_dir() or (text is not None and text.endswith(("/", os.sep)))
 
 
+def table_sample_format(out: Path) -> str | None:
+    """How a table run writes samples to ``out``: ``csv`` or ``tsv`` (optionally compressed),
+    ``parquet``, or None for a path that is not a table file."""
+    _, suffix, compression = split_name(out)
+    if suffix == PARQUET_SUFFIX and compression is None:
+        return "parquet"
+    return suffix[1:] if suffix in (".csv", ".tsv") else None
+
+
 def check_output(out: Path, images: bool, folder: bool = False, codec: Any = None) -> None:
     """Raise ValueError (one line, naming the fix) if ``out`` cannot take samples: an unknown
     suffix, CSV for images, a folder for vectors, an array format for a table with label
@@ -56,9 +67,11 @@ def check_output(out: Path, images: bool, folder: bool = False, codec: Any = Non
     if folder and not images:
         raise ValueError(f"--out {out}/ writes one PNG per image, but this run samples vectors; "
                          "use .csv, .npy, .pt, .safetensors or .png")
-    if not folder:
+    if not folder and not (codec is not None and table_sample_format(out)):
         if out.suffix not in SAMPLE_SUFFIXES:
-            raise ValueError(f"--out must end in {', '.join(SAMPLE_SUFFIXES)} or name a folder (DIR/), got '{out.name}'")
+            tables = " (a table run also .tsv, .csv.gz, .parquet)" if codec is not None else ""
+            raise ValueError(f"--out must end in {', '.join(SAMPLE_SUFFIXES)}{tables} or name a folder (DIR/), "
+                             f"got '{out.name}'")
         if out.suffix == ".csv" and images:
             raise ValueError("--out .csv is for vector runs; for images use a folder (DIR/), .png, .npy, .pt "
                              "or .safetensors")
@@ -67,7 +80,7 @@ def check_output(out: Path, images: bool, folder: bool = False, codec: Any = Non
                                            or (kind == "categorical" and not _numeric_labels(codec, name))]
         if labels and out.suffix in (".npy", ".pt", ".safetensors", ".png"):
             raise ValueError(f"this run's table has label or date columns ({', '.join(map(str, labels[:3]))}), "
-                             f"which {out.suffix} cannot hold; write .csv")
+                             f"which {out.suffix} cannot hold; write .csv, .tsv or .parquet")
     check_writable(out, folder)
 
 
@@ -85,14 +98,20 @@ def _table(samples: Any, codec: Any) -> Any:
     return pd.DataFrame(np.asarray(samples), columns=list(codec.kinds))
 
 
-def _write_table_csv(frame: Any, out: Path, codec: Any) -> None:
-    """One row per sample, continuous columns with the decimals the data had, separated and
-    with the decimal mark as the training file was (``;`` and ``1,5``, or ``,`` and ``1.5``)."""
+def _write_table(frame: Any, out: Path, form: str, codec: Any) -> None:
+    """One row per sample, continuous columns with the decimals the data had; in CSV separated
+    and with the decimal mark as the training file was (``;`` and ``1,5``, or ``,`` and
+    ``1.5``), in TSV by tabs (compressed as ``out``'s name says); parquet keeps the dtypes."""
     frame = frame.copy()
     for column in codec.columns:
         if column.kind == "continuous" and column.decimals is not None and column.name in frame:
             frame[column.name] = frame[column.name].round(column.decimals)
-    frame.to_csv(out, index=False, header=codec.header, sep=codec.csv_sep, decimal=codec.decimal)
+    if form == "parquet":
+        frame.columns = [str(name) for name in frame.columns]  # parquet names are text
+        frame.to_parquet(out, index=False)
+        return
+    frame.to_csv(out, index=False, header=codec.header, sep=codec.csv_sep if form == "csv" else "\t",
+                 decimal=codec.decimal, compression="infer")
 
 
 @contextlib.contextmanager
@@ -116,9 +135,10 @@ def write_samples(samples: Any, out: Path, folder: bool = False, columns: Sequen
     (:class:`fdrl.data.columns.TableCodec`), when ``samples`` are rows of a table."""
     if codec is not None:
         frame = _table(samples, codec)
-        if out.suffix == ".csv":
+        form = table_sample_format(out)
+        if form is not None:
             with atomic_target(out) as tmp:
-                _write_table_csv(frame, tmp, codec)
+                _write_table(frame, tmp, form, codec)
             return f"{len(frame)} samples to {out}"
         samples = torch.tensor(frame.to_numpy(dtype=np.float32))
     images = samples.ndim >= 3
