@@ -161,6 +161,12 @@ def test_fit_a_dataframe_gives_back_a_dataframe_also_after_loading(tmp_path):
     pd.testing.assert_frame_equal(saved.sample(100), samples)
     assert json.dumps(saved.metrics) == json.dumps(model.metrics)  # the held-out report travels with the weights
     assert np.isfinite(model.log_ratio(frame.head(5))).all()  # takes rows in the table's form
+    assert model.log_ratio(frame.head(0)).shape == (0,)
+    # rows that are not the table's: one line naming the column (a KeyError and silent NaN before)
+    with pytest.raises(ValueError, match="the rows lack column\\(s\\) 'x'"):
+        model.log_ratio(frame.drop(columns="x").head(3))
+    with pytest.raises(ValueError, match="column 'x' holds 'abc', which is not a number"):
+        model.log_ratio(frame.astype({"x": object}).assign(x="abc").head(3))
 
 
 @pytest.mark.parametrize("make, kind", [

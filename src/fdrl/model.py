@@ -218,7 +218,10 @@ class FDRL:
         before the log.
         ``standardized``: ``x`` is already in the model's standardised units."""
         x = torch.as_tensor(x, dtype=torch.float32) if standardized else self.features(x)
-        log_r = self.objective.log_ratio(self.estimator(x.to(self.device)))
+        if x.shape[0] == 0:  # no rows: no scores (the network's layers cannot take an empty batch)
+            log_r = torch.zeros(0)
+        else:
+            log_r = self.objective.log_ratio(self.estimator(x.to(self.device)))
         return log_r.cpu() if self.codec is None or self.codec.returns == "tensor" else log_r.cpu().numpy()
 
     def flow(

@@ -279,6 +279,10 @@ class TableCodec:
         """Rows of the table -> float32 features (n, :attr:`width`)."""
         import pandas as pd
 
+        lacking = [str(c.name) for c in self.columns if c.width and c.name not in frame.columns]
+        if lacking:
+            raise ValueError(f"the rows lack column(s) {', '.join(map(repr, lacking))} of the training data (its "
+                             f"columns: {', '.join(str(c.name) for c in self.columns if c.kind != 'drop')})")
         n = len(frame)
         out = np.zeros((n, self.width), dtype=np.float32)
         at = 0
@@ -303,6 +307,11 @@ class TableCodec:
             else:
                 values = (_seconds(raw, c.time) - c.time["origin"] if c.kind == "datetime"
                           else np.asarray(pd.to_numeric(raw, errors="coerce"), dtype=np.float64))
+                unread = np.isnan(values) & ~absent
+                if unread.any():
+                    cell = raw.iloc[int(np.flatnonzero(unread)[0])]
+                    raise ValueError(f"column '{c.name}' holds {cell!r}, which is not a number ({c.kind} in the "
+                                     "training data)")
                 if absent.any():
                     if c.fill is None:
                         raise ValueError(f"column '{c.name}' has missing cells, which the training data did not have")
