@@ -555,3 +555,21 @@ def test_codes_written_with_leading_zeros_stay_text(tmp_path):
     assert codec.kinds == {"zip": "categorical", "x": "continuous", "count": "integer"}
     assert set(codec.decode(codec.encode(frame))["zip"]) == set(codes)  # zeros kept
     assert TableCodec.fit(pd.DataFrame({"zip": ["00501", "10001"] * 20})).kinds == {"zip": "categorical"}
+
+
+def test_a_held_out_file_is_scored_and_one_that_does_not_fit_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    frame = _table_file(tmp_path / "all.csv", n=300)
+    frame.iloc[:240].to_csv("train.csv", index=False)
+    frame.iloc[240:].to_csv("test.csv", index=False)
+    assert main(["train", "train.csv", "--out", "run", "--quiet", *QUICK_ARGS, "data.params.test_path=test.csv"]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["n"] == 60 and metrics["memorisation"]["training_rows"] == 240  # no fraction held out of train.csv
+    capsys.readouterr()
+    frame.iloc[240:].assign(species="dodo").to_csv("new_label.csv", index=False)
+    frame.iloc[240:].drop(columns="x").to_csv("fewer.csv", index=False)
+    for name, message in (("new_label.csv", "data file 'new_label.csv': column 'species' holds 'dodo', a label"),
+                          ("fewer.csv", "data file 'fewer.csv' has columns")):
+        assert main(["train", "train.csv", "--out", "bad", "--quiet", *QUICK_ARGS, f"data.params.test_path={name}"]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "bad").exists()

@@ -220,7 +220,11 @@ def _encode(found: Any, path: str | Path, columns: dict[str, str] | None, missin
     frame = _missing_cells(frame, codec, where)
     if len(frame) == 0:
         raise ValueError(f"{where} has no rows without a missing cell; use data.params.missing=model or impute")
-    return torch.from_numpy(codec.encode(frame)), codec
+    try:
+        features = codec.encode(frame)
+    except ValueError as err:  # a held-out file's cell the training data cannot hold: name the file
+        raise ValueError(f"{where}: {err}") from None
+    return torch.from_numpy(features), codec
 
 
 def _array_frame(array: np.ndarray) -> Any:
