@@ -26,8 +26,8 @@ loaded model gives back exactly the columns, labels and dtypes it was trained on
 
 Numbers written with thousands separators (``12,345.67``) or with a unit sign (``12.5%``,
 ``$1,234.50``) are numbers (:func:`_has_grouped_numbers`, :func:`_unit`), sampled without them. A
-column that numbers the rows (:func:`_looks_like_row_number`: a written pandas index, ``id``
-1..n) is left out like an identifier, with a warning. A column with no value at all is given
+column that numbers the rows (:func:`_looks_like_row_number`: a written pandas index, an ``id``
+of distinct numbers) is left out like an identifier, with a warning. A column with no value at all is given
 back as it is, empty; one that has no name either (a separator at the end of every line) is left
 out.
 
@@ -762,12 +762,13 @@ def _looks_like_identifier(labels: int, rows: int) -> bool:
 
 def _looks_like_row_number(name: Any, values: np.ndarray) -> bool:
     """An integer column that numbers or identifies the rows rather than measuring them: a
-    different value in every one of at least 20 rows, which either run without a gap (0..n-1,
-    1..n, in any order) or sit under a name such as ``id``, ``index`` or pandas' ``Unnamed: 0``
-    (the index ``DataFrame.to_csv`` writes). Sampled, it would be noise in the data's range."""
+    different value in every one of at least 20 rows, under a name such as ``id``, ``index``,
+    ``row`` or pandas' ``Unnamed: 0`` (the index ``DataFrame.to_csv`` writes). Sampled, it would be
+    noise over the data's range. A column of distinct numbers under any other name is data (a
+    count 0..n-1 is a uniform column as far as anyone can tell), so it is kept."""
     if len(values) < 20 or len(np.unique(values)) != len(values):
         return False
-    return values.max() - values.min() + 1 == len(values) or bool(_ROW_NUMBER_NAME.fullmatch(str(name).strip()))
+    return bool(_ROW_NUMBER_NAME.fullmatch(str(name).strip()))
 
 
 def _datetime_column(series: Any, name: Any, dtype: str, seconds: np.ndarray, time: dict[str, Any],
