@@ -602,12 +602,11 @@ def _unit(series: Any) -> str | None:
         return None
     text = _present_text(series)
     for unit in _UNIT_SIGNS:
-        bare = _unit_stripped(text, unit)
-        if not (bare != text).any():
+        if not text.str.contains(unit, regex=False).any():  # a quick look before the rewrite
             continue
+        bare = _unit_stripped(text, unit)
         plain = bare[~bare.str.fullmatch(_MISSING_MARK)]
-        plain = plain.mask(plain.str.fullmatch(_GROUPED_NUMBER), plain.str.replace(",", "", regex=False))
-        if not pd.to_numeric(plain, errors="coerce").isna().any():
+        if (bare != text).any() and not pd.to_numeric(_ungrouped(plain), errors="coerce").isna().any():
             return unit
     return None
 
