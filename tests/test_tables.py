@@ -574,3 +574,17 @@ def test_a_held_out_file_is_scored_and_one_that_does_not_fit_is_named(tmp_path, 
         assert main(["train", "train.csv", "--out", "bad", "--quiet", *QUICK_ARGS, f"data.params.test_path={name}"]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "bad").exists()
+
+
+def test_advice_to_set_a_column_kind_works_for_names_with_dots_and_blanks(tmp_path, monkeypatch, capsys):
+    """'data.params.columns.c.d e=drop' splits at the dot: the advice for such a name is JSON,
+    and that advice, run, does what it says."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"c.d e": [f"row{i}" for i in range(60)], "x": rng.normal(size=60)}).to_csv("t.csv", index=False)
+    with pytest.warns(UserWarning, match="""model it anyway with data.params.columns='{"c.d e": "categorical"}'"""):
+        TableCodec.fit(read_table(tmp_path / "t.csv"))
+    assert main(["train", "t.csv", "--out", "bad", "--quiet", *QUICK_ARGS, "data.params.columns.c.d e=drop"]) == 2
+    assert """goes in JSON: data.params.columns='{"c.d e": "KIND"}'""" in capsys.readouterr().err
+    assert main(["train", "t.csv", "--out", "run", "--quiet", *QUICK_ARGS, 'data.params.columns={"c.d e": "drop"}']) == 0
+    assert TableCodec.load(tmp_path / "run").kinds == {"x": "continuous"}

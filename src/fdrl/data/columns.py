@@ -72,6 +72,9 @@ _GROUPED_NUMBER = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?")
 _UNIT_SIGNS = ("%", "$", "€", "£", "¥")
 #: what pandas names a column whose header cell is empty (a trailing separator, a written index)
 _UNNAMED = re.compile(r"Unnamed: \d+")
+#: a column name that ``data.params.columns.NAME=KIND`` cannot carry (the key is split at dots, the
+#: argument at '=' and blanks)
+_SPLIT_NAME = re.compile(r"[.=\s]")
 #: the name of a column that numbers or identifies rows
 _ROW_NUMBER_NAME = re.compile(r"(?i)(unnamed: \d+|index|idx|id|row|rowid|row_?(number|num|no))")
 #: numeric columns with at most this many distinct values are categorical (class labels, counts of
@@ -197,11 +200,14 @@ class TableCodec:
         kinds = {str(k): v for k, v in (kinds or {}).items()}
         unknown = sorted(set(kinds) - {str(c) for c in frame.columns})
         if unknown:
+            awkward = [c for c in frame.columns if _SPLIT_NAME.search(str(c))]
+            hint = f" (a name with a dot, '=' or a blank goes in JSON: {override_text(awkward[0], 'KIND')})" \
+                if awkward else ""
             raise ValueError(f"data.params.columns names {', '.join(repr(u) for u in unknown)}, which {where} does not "
-                             f"have; its columns: {', '.join(str(c) for c in frame.columns)}")
+                             f"have; its columns: {', '.join(str(c) for c in frame.columns)}{hint}")
         for name, kind in kinds.items():
             if kind not in COLUMN_KINDS:
-                raise ValueError(f"data.params.columns.{name}={kind!r}: a column kind is one of {', '.join(COLUMN_KINDS)}")
+                raise ValueError(f"{override_text(name, str(kind))}: a column kind is one of {', '.join(COLUMN_KINDS)}")
         columns = [_type_column(frame[name], name, kinds.get(str(name)), missing, where, line_of_row)
                    for name in frame.columns]
         if not any(c.width for c in columns):
@@ -448,7 +454,7 @@ def _numeric_view(series: Any, name: Any, where: str, line_of_row: Any) -> np.nd
         raise ValueError(f"{_cell(where, _present_row(series, first), line_of_row)}: column '{name}' holds "
                          f"'{present.iloc[first]}' where "
                          f"{1 - bad.mean():.0%} of its cells are numbers; fix the cell, or treat the column as labels "
-                         f"with data.params.columns.{name}=categorical")
+                         f"with {override_text(name, 'categorical')}")
     return None
 
 
@@ -521,7 +527,7 @@ def _date_view(series: Any, name: Any, where: str, line_of_row: Any) -> tuple[np
             raise ValueError(f"{_cell(where, _present_row(series, bad), line_of_row)}: column '{name}' holds "
                              f"'{text.iloc[bad]}', which is not a date in the format "
                              f"{fmt} of its other cells; fix the cell, or treat the column as labels with "
-                             f"data.params.columns.{name}=categorical")
+                             f"{override_text(name, 'categorical')}")
         time = {"format": fmt, "tz": "UTC" if "%z" in fmt else None}
     # the resolution, judged on wall-clock time: a day, a minute, a second, or none (no rounding)
     if bool((local.dt.normalize() == local).all()):
@@ -644,7 +650,7 @@ def _type_column(series: Any, name: Any, kind: str | None, missing: str, where: 
         count = int(series.astype(str).str.strip().isin(marks).sum())
         warnings.warn(f"{where}: column '{name}' holds numbers and {', '.join(repr(m) for m in marks)} in {count} "
                       f"cell(s): read as missing cells (to keep the column as labels: "
-                      f"data.params.columns.{name}=categorical)", stacklevel=4)
+                      f"{override_text(name, 'categorical')})", stacklevel=4)
         series = _unmarked(series, marks)
     column = _type_values(series, name, kind, missing, where, line_of_row)
     column.marks, column.thousands, column.unit = marks or None, grouped, unit
@@ -664,9 +670,9 @@ def _type_values(series: Any, name: Any, kind: str | None, missing: str, where: 
                               "every line?): it is left out", stacklevel=4)
             return Column(name, "drop", dtype)
         if kind not in (None, "constant"):
-            raise ValueError(f"data.params.columns.{name}={kind}, but the column has no values (every cell is missing)")
+            raise ValueError(f"{override_text(name, kind)}, but the column has no values (every cell is missing)")
         warnings.warn(f"{where}: column '{name}' has no values (every cell is missing): samples have it, empty "
-                      f"(leave it out with data.params.columns.{name}=drop)", stacklevel=4)
+                      f"(leave it out with {override_text(name, 'drop')})", stacklevel=4)
         return Column(name, "constant", dtype, value=None)
     has_missing = bool(absent.any()) and missing == "model"
     if kind == "drop":
@@ -716,12 +722,12 @@ def _type_values(series: Any, name: Any, kind: str | None, missing: str, where: 
             kind = "categorical" if discrete else "integer" if integral else "continuous"
     if inferred and kind == "integer" and not absent.any() and _looks_like_row_number(name, finite):
         warnings.warn(f"{where}: column '{name}' numbers the rows (a different whole number in each): it is left out "
-                      f"(samples do not have it); model it anyway with data.params.columns.{name}=integer",
+                      f"(samples do not have it); model it anyway with {override_text(name, 'integer')}",
                       stacklevel=4)
         return Column(name, "drop", dtype)
     if kind == "constant":
         if levels != 1:
-            raise ValueError(f"data.params.columns.{name}=constant, but the column has more than one value")
+            raise ValueError(f"{override_text(name, 'constant')}, but the column has more than one value")
         return Column(name, "constant", dtype, value=_native(present.iloc[0]), missing=False)
     if kind == "categorical":
         labels = sorted({_native(v) for v in present.tolist()}, key=lambda v: (str(type(v)), v))
@@ -730,11 +736,11 @@ def _type_values(series: Any, name: Any, kind: str | None, missing: str, where: 
         if inferred and _looks_like_identifier(len(labels), len(present)):
             warnings.warn(f"{where}: column '{name}' has {len(labels)} distinct labels in {len(present)} rows, like an "
                           f"identifier or free text: it is left out (samples do not have it); model it anyway with "
-                          f"data.params.columns.{name}=categorical", stacklevel=4)
+                          f"{override_text(name, 'categorical')}", stacklevel=4)
             return Column(name, "drop", dtype)
         if len(labels) > MAX_LABELS and len(labels) > len(present) // 2:
             raise ValueError(f"{where}: column '{name}' has {len(labels)} distinct labels in {len(present)} rows, like an "
-                             f"identifier; leave it out with data.params.columns.{name}=drop")
+                             f"identifier; leave it out with {override_text(name, 'drop')}")
         fill = _native(present.mode().iloc[0]) if absent.any() and missing == "impute" else None
         column = Column(name, "categorical", dtype, categories=labels, fill=fill, missing=has_missing)
         if categorical_dtype:
@@ -747,8 +753,17 @@ def _type_values(series: Any, name: Any, kind: str | None, missing: str, where: 
     column = Column(name, kind, dtype, low=float(finite.min()), high=float(finite.max()), fill=fill,
                     missing=has_missing, decimals=_decimals(finite) if kind == "continuous" else 0)
     if kind == "integer" and not np.all(finite == np.round(finite)):
-        raise ValueError(f"data.params.columns.{name}=integer, but the column has fractional values")
+        raise ValueError(f"{override_text(name, 'integer')}, but the column has fractional values")
     return column
+
+
+def override_text(name: Any, kind: str) -> str:
+    """How to set column ``name``'s kind on the command line: ``data.params.columns.NAME=KIND``,
+    or as JSON where the name holds a dot, ``=`` or a blank, which the dotted key would split."""
+    text = str(name)
+    if _SPLIT_NAME.search(text):
+        return "data.params.columns='" + json.dumps({text: kind}) + "'"
+    return f"data.params.columns.{text}={kind}"
 
 
 def _looks_like_identifier(labels: int, rows: int) -> bool:
