@@ -118,9 +118,13 @@ def test_too_few_rows_and_a_run_directory_as_data_are_one_line(tmp_path, capsys)
 
 
 def test_a_spreadsheet_or_a_file_of_another_kind_is_named_as_such(tmp_path, capsys):
+    (tmp_path / "sales.xls").write_bytes(b"\xd0\xcf\x11\xe0 an old workbook")
+    assert main(["train", str(tmp_path / "sales.xls")]) == 2
+    assert "is a spreadsheet in a format fdrl does not read: save it as .xlsx or CSV" in capsys.readouterr().err
     (tmp_path / "sales.xlsx").write_bytes(b"PK\x03\x04 not really a workbook")
     assert main(["train", str(tmp_path / "sales.xlsx")]) == 2
-    assert "is a spreadsheet, which fdrl does not read: save it as CSV" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "sales.xlsx' is damaged or not an Excel workbook" in err and len(err.splitlines()) == 1
     (tmp_path / "blob.bin").write_bytes(bytes(range(256)))
     assert main(["train", str(tmp_path / "blob.bin")]) == 2
     err = capsys.readouterr().err

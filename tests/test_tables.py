@@ -588,3 +588,22 @@ def test_advice_to_set_a_column_kind_works_for_names_with_dots_and_blanks(tmp_pa
     assert """goes in JSON: data.params.columns='{"c.d e": "KIND"}'""" in capsys.readouterr().err
     assert main(["train", "t.csv", "--out", "run", "--quiet", *QUICK_ARGS, 'data.params.columns={"c.d e": "drop"}']) == 0
     assert TableCodec.load(tmp_path / "run").kinds == {"x": "continuous"}
+
+
+def test_an_excel_workbook_trains_from_its_first_sheet(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    sheet = pd.DataFrame({"x": rng.normal(size=80).round(3), "grade": rng.choice(["a", "b"], 80),
+                          "count": rng.integers(0, 50, 80), "day": pd.date_range("2024-01-01", periods=80)})
+    with pd.ExcelWriter(tmp_path / "book.xlsx") as book:
+        sheet.to_excel(book, sheet_name="data", index=False)
+        sheet.head(3).to_excel(book, sheet_name="notes", index=False)
+    with pytest.warns(UserWarning, match="read its first sheet 'data' of 2 \\('notes' left out\\)"):
+        frame = read_table(tmp_path / "book.xlsx")
+    assert TableCodec.fit(frame).kinds == {"x": "continuous", "grade": "categorical", "count": "integer",
+                                           "day": "datetime"}
+    with pytest.warns(UserWarning):
+        assert main(["train", "book.xlsx", "--quiet", *QUICK_ARGS]) == 0
+    assert main(["sample", "runs/book", "-n", "20", "--out", "s.csv", "--quiet"]) == 0
+    samples = pd.read_csv(tmp_path / "s.csv")
+    assert list(samples.columns) == list(sheet.columns) and set(samples["grade"]) <= {"a", "b"}

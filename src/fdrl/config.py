@@ -418,7 +418,7 @@ def _read_yaml(path_or_text: Any, label: str) -> dict[str, Any]:
 #: text tables may also be compressed (fdrl.table_paths.is_table_path)
 VECTOR_SUFFIXES = (".npy", *TEXT_SUFFIXES, PARQUET_SUFFIX)
 #: spreadsheet files, named in their own error (they are not tables fdrl reads)
-SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods")
+SPREADSHEET_SUFFIXES = (".xls", ".ods")
 #: the presets that a data file or an image folder given as PATH starts from
 VECTORS_PRESET, IMAGES_PRESET = "vectors", "images"
 
@@ -474,8 +474,8 @@ def load_raw(source: str, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
         if not path.is_file():
             raise ConfigError(f"config file '{source}' does not exist")
         if path.suffix.lower() in SPREADSHEET_SUFFIXES:
-            raise ConfigError(f"'{source}' is a spreadsheet, which fdrl does not read: save it as CSV, or pass "
-                              f"pandas.read_excel('{source}') to fdrl.fit")
+            raise ConfigError(f"'{source}' is a spreadsheet in a format fdrl does not read: save it as .xlsx or "
+                              "CSV")
         try:
             data = _read_yaml(path.read_text(), f"config file '{source}'")
         except (ConfigError, UnicodeDecodeError) as err:

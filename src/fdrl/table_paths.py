@@ -12,6 +12,8 @@ from pathlib import Path
 #: text tables (separator detected from the first lines)
 TEXT_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".dat")
 PARQUET_SUFFIX = ".parquet"
+#: spreadsheet workbooks read with openpyxl (their first sheet); .xls and .ods are not
+EXCEL_SUFFIXES = (".xlsx", ".xlsm")
 #: compression suffix -> the name pandas' ``read_csv(compression=...)`` gives it
 _COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zip": "zip", ".xz": "xz", ".zst": "zstd"}
 
@@ -39,9 +41,10 @@ def split_name(path: str | Path) -> tuple[str, str, str | None]:
 
 def is_table_path(path: str | Path) -> bool:
     """A text table (.csv .tsv .tab .txt .dat, each optionally compressed: .gz .bz2 .zip .xz, and
-    .zst where zstandard is installed) or an uncompressed .parquet file, judged by name only."""
+    .zst where zstandard is installed), an uncompressed .parquet file or an Excel workbook
+    (.xlsx, .xlsm), judged by name only."""
     _, suffix, compression = split_name(path)
-    return suffix in TEXT_SUFFIXES or (suffix == PARQUET_SUFFIX and compression is None)
+    return suffix in TEXT_SUFFIXES or (suffix in (PARQUET_SUFFIX, *EXCEL_SUFFIXES) and compression is None)
 
 
 def table_stem(path: str | Path) -> str:
@@ -51,5 +54,5 @@ def table_stem(path: str | Path) -> str:
 
 def supported_suffixes() -> str:
     """The readable data suffixes in words, for error messages."""
-    return (f".npy, {', '.join(TEXT_SUFFIXES)} (each optionally {', '.join(compressions())}) "
-            f"or {PARQUET_SUFFIX}")
+    return (f".npy, {', '.join(TEXT_SUFFIXES)} (each optionally {', '.join(compressions())}), "
+            f"{PARQUET_SUFFIX} or {', '.join(EXCEL_SUFFIXES)}")

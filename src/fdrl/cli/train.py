@@ -16,7 +16,7 @@ from fdrl.report_text import report_lines
 
 SOURCE_HELP = """\
 SOURCE is one of:
-  a table       FILE.csv | .tsv | .txt | .parquet (also .gz, .bz2, .xz, .zip) or FILE.npy: one row per
+  a table       FILE.csv | .tsv | .txt | .parquet | .xlsx (.gz, .bz2, .xz, .zip too) or FILE.npy: a row per
                 sample; separator, decimal comma and header detected; each column typed (continuous,
                 integer, categorical / text / boolean, constant; data.params.columns.NAME=KIND
                 overrides; missing cells: data.params.missing=model|impute|drop); starts from the

@@ -22,7 +22,7 @@ import numpy as np
 
 from fdrl.data.table_format import (TableFormat, WHITESPACE, damage_error, data_rows, detect_format,
                                     is_decimal_comma, is_missing)
-from fdrl.table_paths import PARQUET_SUFFIX, is_table_path, split_name, supported_suffixes
+from fdrl.table_paths import EXCEL_SUFFIXES, PARQUET_SUFFIX, is_table_path, split_name, supported_suffixes
 
 if TYPE_CHECKING:
     import pandas
@@ -104,6 +104,29 @@ def _with_categories(frame: "pandas.DataFrame") -> "pandas.DataFrame":
     return frame
 
 
+def _read_excel(path: Path) -> "pandas.DataFrame":
+    """The first sheet of an Excel workbook, its first row the header (pandas with openpyxl);
+    a warning names the sheets left unread."""
+    import pandas as pd
+
+    try:
+        with pd.ExcelFile(path, engine="openpyxl") as book:
+            sheets = book.sheet_names
+            frame = book.parse(sheets[0])
+    except ImportError:
+        raise ValueError(f"data file '{path}': reading .xlsx needs openpyxl: pip install openpyxl (a dependency of "
+                         "fdrl: reinstall it)") from None
+    except Exception as err:  # noqa: BLE001 - zipfile, XML and openpyxl errors alike: one message
+        raise ValueError(f"data file '{path}' is damaged or not an Excel workbook "
+                         f"({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__})") from None
+    if len(sheets) > 1:
+        warnings.warn(f"data file '{path}': read its first sheet '{sheets[0]}' of {len(sheets)} "
+                      f"({', '.join(map(repr, sheets[1:4]))}{', ...' if len(sheets) > 4 else ''} left out); to train "
+                      "on another, save that sheet as CSV", stacklevel=3)
+    frame.attrs["header"] = True
+    return frame
+
+
 def _read_parquet(path: Path) -> "pandas.DataFrame":
     if all(importlib.util.find_spec(engine) is None for engine in ("pyarrow", "fastparquet")):
         raise ValueError(f"data file '{path}': reading .parquet needs pyarrow: pip install pyarrow (a dependency of fdrl: reinstall it)")
@@ -177,14 +200,16 @@ def _check_short_rows(path: Path, fmt: TableFormat, frame: "pandas.DataFrame") -
 
 
 def read_table(path: str | Path) -> "pandas.DataFrame":
-    """A text table or a ``.parquet`` file as pandas reads it, in the format found from its
-    first lines (:func:`fdrl.data.table_format.detect_format`): pandas' dtypes (int64, float64,
-    bool, strings), missing cells as NaN, columns named by the header or ``0..d-1`` without one.
+    """A text table, a ``.parquet`` file or an Excel workbook's first sheet as pandas reads it (a
+    text table in the format found from its first lines (:func:`fdrl.data.table_format.detect_format`): pandas' dtypes (int64, float64,
+    bool, strings), missing cells as NaN, columns named by the header or ``0..d-1`` without one).
     ``attrs``: ``path`` (str), ``header`` (whether the first row named the columns) and, for a
     text table, its ``sep`` and ``decimal`` mark."""
     path = _checked_path(path)
     if split_name(path)[1] == PARQUET_SUFFIX:
         frame = _read_parquet(path)
+    elif path.suffix.lower() in EXCEL_SUFFIXES:
+        frame = _read_excel(path)
     elif path.suffix.lower() == ".npy":
         raise ValueError(f"data file '{path}' is a NumPy array, not a table; read it with read_data or read_array")
     else:
