@@ -527,6 +527,10 @@ def test_dataframes_as_pandas_holds_them_train_or_are_refused_in_one_line(tmp_pa
     # number categories came back as int64 (the run's parquet copy), durations as floats
     assert samples["grade"].dtype == frame["grade"].dtype and samples["wait"].dtype == frame["wait"].dtype
     assert set(samples["code"]) <= {"7", "a7", "3.5"}
+    months = pd.DataFrame({"x": x, "month": pd.period_range("2020-01", periods=120, freq="M")})
+    with pytest.warns(UserWarning, match="column 'month' holds periods: read as the datetime each starts at"):
+        dated = fdrl.fit(months, out=tmp_path / "months", progress=False, **QUICK).sample(20)["month"]
+    assert dated.dtype.kind == "M" and dated.between(pd.Timestamp("2020-01-01"), pd.Timestamp("2029-12-01")).all()
     series = fdrl.fit(pd.Series(x, name="v"), out=tmp_path / "series", progress=False, **QUICK)
     assert list(series.sample(3).columns) == ["v"]  # a Series is a table of one column
     refused = {

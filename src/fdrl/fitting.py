@@ -75,7 +75,7 @@ def _checked_frame(frame: Any) -> Any:
     """``frame`` as a table fit can store and type: a ValueError naming what it cannot (a
     MultiIndex or a repeated name, complex numbers, cells that are bytes, lists or other
     objects); an object column of text and numbers mixed is read as text, with a warning (as a
-    CSV reader would read it)."""
+    CSV reader would read it), and a column of pandas periods as the datetimes they start at."""
     import pandas as pd
 
     if isinstance(frame.columns, pd.MultiIndex):
@@ -85,9 +85,12 @@ def _checked_frame(frame: Any) -> Any:
     if repeated:
         raise ValueError(f"fdrl.fit needs one column per name; this DataFrame repeats {', '.join(map(repr, repeated))}:"
                          " rename the columns")
-    mixed = {}
+    rewritten = {}
     for name in frame.columns:
         column = frame[name]
+        if isinstance(column.dtype, pd.PeriodDtype):  # a period is modelled by its start, a datetime
+            rewritten[name] = column.dt.to_timestamp()
+            continue
         if pd.api.types.is_complex_dtype(column.dtype):
             raise ValueError(f"column {name!r} holds complex numbers; give their real and imaginary parts as two "
                              "columns")
@@ -99,14 +102,16 @@ def _checked_frame(frame: Any) -> Any:
             raise ValueError(f"column {name!r} holds {other[0]} cells; fdrl.fit takes numbers, text, booleans, "
                              "categories and dates (convert the column, or leave it out)")
         if str in types and len(types) > 1:
-            mixed[name] = column.where(column.isna(), column.astype(str))
-    if not mixed:
+            rewritten[name] = column.where(column.isna(), column.astype(str))
+    if not rewritten:
         return frame
     frame = frame.copy(deep=False)
-    for name, text in mixed.items():
-        warnings.warn(f"the DataFrame given to fdrl.fit: column {name!r} mixes text and numbers: read as text "
-                      "labels (as a CSV reader would)", stacklevel=4)
-        frame[name] = text
+    for name, values in rewritten.items():
+        said = ("holds periods: read as the datetime each starts at (samples are datetimes)"
+                if isinstance(frame[name].dtype, pd.PeriodDtype) else
+                "mixes text and numbers: read as text labels (as a CSV reader would)")
+        warnings.warn(f"the DataFrame given to fdrl.fit: column {name!r} {said}", stacklevel=4)
+        frame[name] = values
     return frame
 
 
