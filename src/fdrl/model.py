@@ -40,6 +40,7 @@ from fdrl.nets import build_estimator
 from fdrl.objectives import Objective, get_objective, scaled_step_size
 from fdrl.priors import Prior, load_prior
 from fdrl.progress import progress_bar
+from fdrl.rundir import without_nan
 
 MODEL_FILE, META_FILE, METRICS_FILE = "model.safetensors", "fdrl.json", "metrics.json"
 #: what ``fdrl.json`` holds (FDRL.meta)
@@ -356,7 +357,7 @@ class FDRL:
             if part is not None:
                 part.save(directory)
         if self.metrics is not None:
-            (directory / METRICS_FILE).write_text(json.dumps(self.metrics, indent=2))
+            (directory / METRICS_FILE).write_text(json.dumps(without_nan(self.metrics), indent=2, allow_nan=False))
         return directory
 
     def save_pretrained(self, directory: str | Path) -> Path:
