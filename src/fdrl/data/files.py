@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fdrl.data.table_format import (TableFormat, WHITESPACE, damage_error, data_rows, detect_format,
-                                    is_decimal_comma, is_missing)
+from fdrl.data.table_format import (FALLBACK_ENCODINGS, WHITESPACE, TableFormat, damage_error, data_rows,
+                                    detect_format, is_decimal_comma, is_missing)
 from fdrl.table_paths import EXCEL_SUFFIXES, PARQUET_SUFFIX, is_table_path, split_name, supported_suffixes
 
 if TYPE_CHECKING:
@@ -169,10 +169,12 @@ def _parse(path: Path, fmt: TableFormat) -> "pandas.DataFrame":
                              f"({str(err).strip().splitlines()[0]})") from None
         width, line, cells = (int(g) for g in found.groups())
         raise _ragged(path, fmt, line, cells, width) from None
-    except UnicodeDecodeError:
-        if fmt.encoding == "latin-1":
-            raise
-        return _parse(path, replace(fmt, encoding="latin-1"))
+    except UnicodeDecodeError as err:  # a byte past the sampled start: the next encoding that reads it
+        order = ("utf-8-sig", *FALLBACK_ENCODINGS)
+        if fmt.encoding not in order[:-1]:
+            raise ValueError(f"data file '{path}' is not {fmt.encoding} text throughout ({err.reason} at byte "
+                             f"{err.start}); save it as UTF-8") from None
+        return _parse(path, replace(fmt, encoding=order[order.index(fmt.encoding) + 1]))
     except (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile) as err:
         if fmt.compression is None:
             raise

@@ -37,6 +37,8 @@ WHITESPACE = r"\s+"
 SEPARATORS = {"\t": "tab", ";": "semicolon", ",": "comma", WHITESPACE: "whitespace"}
 #: a whole number written with a leading zero: a code (00123), not a quantity
 ZERO_PADDED = re.compile(r"\s*[+-]?0\d+\s*")
+#: what a text table that is not UTF-8 is read as, in turn: Windows-1252, then latin-1
+FALLBACK_ENCODINGS = ("cp1252", "latin-1")
 _DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+(?:[eE][+-]?\d+)?")
 _DECIMAL_POINT = re.compile(r"[+-]?\d*\.\d+(?:[eE][+-]?\d+)?")
 #: what a compression's damage is called in messages
@@ -124,8 +126,10 @@ def open_binary(path: Path, compression: str | None) -> IO[bytes]:
 
 
 def open_text(path: Path, fmt: TableFormat) -> IO[str]:
-    """The file's decompressed text in ``fmt.encoding``, line endings kept for the csv module."""
-    return io.TextIOWrapper(open_binary(path, fmt.compression), encoding=fmt.encoding, newline="")
+    """The file's decompressed text in ``fmt.encoding``, line endings kept for the csv module; a
+    byte that encoding cannot read is replaced (this text only finds lines and cells for
+    messages, and a file whose encoding changes past its sampled start still has lines)."""
+    return io.TextIOWrapper(open_binary(path, fmt.compression), encoding=fmt.encoding, newline="", errors="replace")
 
 
 def _sample(path: Path, compression: str | None) -> tuple[bytes, bool]:
@@ -144,15 +148,21 @@ def _sample(path: Path, compression: str | None) -> tuple[bytes, bool]:
 
 
 def _decode(path: Path, head: bytes) -> tuple[str, str]:
-    """The sample as text and its encoding: UTF-8 (with or without BOM), else latin-1."""
+    """The sample as text and its encoding: UTF-16 with its BOM (what Excel's "Unicode text"
+    writes), UTF-8 (with or without BOM), else Windows-1252 (Excel's CSV on Western Windows: the
+    euro sign is 0x80), else latin-1 (every byte is a character)."""
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise ValueError(f"data file '{path}' is UTF-16 text; save it as UTF-8")
+        return codecs.getincrementaldecoder("utf-16")().decode(head, final=False), "utf-16"
     if b"\x00" in head:
         raise ValueError(f"data file '{path}' is not text (is it a binary file with the wrong suffix?)")
     try:  # an incremental decoder: the sample may end inside a multi-byte character
         return codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=False), "utf-8-sig"
     except UnicodeDecodeError:
-        return head.decode("latin-1"), "latin-1"
+        pass
+    try:
+        return head.decode(FALLBACK_ENCODINGS[0]), FALLBACK_ENCODINGS[0]
+    except UnicodeDecodeError:
+        return head.decode(FALLBACK_ENCODINGS[1]), FALLBACK_ENCODINGS[1]
 
 
 def _rows(text: str, sep: str) -> list[list[str]]:
