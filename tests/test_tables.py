@@ -504,6 +504,8 @@ def test_a_bad_cell_of_a_dataframe_is_named_by_its_row(tmp_path):
     with pytest.raises(ValueError, match=r"^the DataFrame given to fdrl.fit, row 7: column 'y' holds 'abc'"):
         fdrl.fit(frame, out=tmp_path / "run", progress=False, **QUICK)
     assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="^the DataFrame given to fdrl.fit has 2 rows: too few to hold out"):
+        fdrl.fit(frame.head(2).assign(y=1.5), out=tmp_path / "run", progress=False, **QUICK)
 
 
 def test_a_one_column_table_reports_no_pair_trends_in_strict_json(tmp_path):
