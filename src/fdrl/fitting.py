@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from fdrl.config import Config, load_config, load_raw
-from fdrl.data.files import CATEGORIES, IN_MEMORY, category_dtypes
+from fdrl.data.files import DTYPES, IN_MEMORY, lost_dtypes
 from fdrl.model import FDRL
 from fdrl.train import Trainer
 
@@ -196,7 +196,7 @@ def _keep_or_write(values: Any, path: Path) -> None:
     else:
         values = values.copy(deep=False)
         values.attrs[IN_MEMORY] = "the DataFrame given to fdrl.fit"
-        values.attrs[CATEGORIES] = category_dtypes(values)
+        values.attrs[DTYPES] = lost_dtypes(values)
         values.to_parquet(tmp)
     tmp.replace(path)
 

@@ -443,7 +443,9 @@ def _numeric_view(series: Any, name: Any, where: str, line_of_row: Any) -> np.nd
     import pandas as pd
 
     present = series[~_is_missing(series)]
-    if present.empty or present.astype(str).str.fullmatch(ZERO_PADDED).any():  # codes such as 00123 are labels
+    if present.empty or pd.api.types.infer_dtype(present, skipna=True) == "boolean":  # True/False are labels
+        return None
+    if present.astype(str).str.fullmatch(ZERO_PADDED).any():  # codes such as 00123 are labels
         return None
     numbers = pd.to_numeric(present, errors="coerce")
     bad = numbers.isna().to_numpy()

@@ -43,9 +43,10 @@ class ArrayFile:
 #: a table's ``attrs`` key: how messages name a table given in memory (the file read is only the
 #: run's copy of it, which the user never wrote), e.g. "the DataFrame given to fdrl.fit"
 IN_MEMORY = "in_memory"
-#: a table's ``attrs`` key: its pandas category columns' dtypes (:func:`category_dtypes`), which
-#: a parquet round trip loses for categories that are numbers (they come back as int64)
-CATEGORIES = "category_dtypes"
+#: a table's ``attrs`` key: the pandas dtypes that a parquet round trip does not keep
+#: (:func:`lost_dtypes`): categories that are numbers come back as plain integers, an object
+#: column of text or booleans as ``str`` or ``bool``
+DTYPES = "pandas_dtypes"
 
 
 def _checked_path(path: str | Path) -> Path:
@@ -79,28 +80,37 @@ def _read_npy(path: Path) -> np.ndarray:
     return array
 
 
-def category_dtypes(frame: "pandas.DataFrame") -> list[list[Any]]:
-    """``[name, categories, ordered]`` of each category column of ``frame`` whose name and
-    categories JSON holds (text, numbers, booleans), for :data:`CATEGORIES`."""
+def lost_dtypes(frame: "pandas.DataFrame") -> list[list[Any]]:
+    """For :data:`DTYPES`: ``[name, "object"]`` for each object column and ``[name, "category",
+    categories, ordered]`` for each category column whose categories JSON holds (text, numbers,
+    booleans); names that JSON cannot hold are left out."""
     import pandas as pd
 
-    found = []
+    found: list[list[Any]] = []
     for name in frame.columns:
         dtype = frame[name].dtype
-        if isinstance(dtype, pd.CategoricalDtype):
+        if not isinstance(name, (str, int, float, bool)):
+            continue
+        if dtype == object:
+            found.append([name, "object"])
+        elif isinstance(dtype, pd.CategoricalDtype):
             categories = [c.item() if isinstance(c, np.generic) else c for c in dtype.categories]
-            if all(isinstance(c, (str, int, float, bool)) for c in [name, *categories]):
-                found.append([name, categories, bool(dtype.ordered)])
+            if all(isinstance(c, (str, int, float, bool)) for c in categories):
+                found.append([name, "category", categories, bool(dtype.ordered)])
     return found
 
 
-def _with_categories(frame: "pandas.DataFrame") -> "pandas.DataFrame":
-    """``frame`` with the category dtypes its :data:`CATEGORIES` attrs name put back."""
+def _with_dtypes(frame: "pandas.DataFrame") -> "pandas.DataFrame":
+    """``frame`` with the dtypes its :data:`DTYPES` attrs record put back."""
     import pandas as pd
 
-    for name, categories, ordered in frame.attrs.get(CATEGORIES, []):
-        if name in frame.columns and not isinstance(frame[name].dtype, pd.CategoricalDtype):
-            frame[name] = pd.Categorical(frame[name], categories=categories, ordered=ordered)
+    for name, kind, *category in frame.attrs.get(DTYPES, []):
+        if name not in frame.columns:
+            continue
+        if kind == "object":
+            frame[name] = frame[name].astype(object)
+        elif not isinstance(frame[name].dtype, pd.CategoricalDtype):
+            frame[name] = pd.Categorical(frame[name], categories=category[0], ordered=category[1])
     return frame
 
 
@@ -137,7 +147,7 @@ def _read_parquet(path: Path) -> "pandas.DataFrame":
     except Exception as err:  # noqa: BLE001 - the engines raise their own types; any is one message
         raise ValueError(f"data file '{path}' is damaged or not parquet ({str(err).splitlines()[0]})") from None
     frame.attrs["header"] = True
-    return _with_categories(frame)
+    return _with_dtypes(frame)
 
 
 def _parse(path: Path, fmt: TableFormat) -> "pandas.DataFrame":
