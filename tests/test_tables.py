@@ -533,9 +533,10 @@ def test_dataframes_as_pandas_holds_them_train_or_are_refused_in_one_line(tmp_pa
     with pytest.warns(UserWarning, match="column 'month' holds periods: read as the datetime each starts at"):
         dated = fdrl.fit(months, out=tmp_path / "months", progress=False, **QUICK).sample(20)["month"]
     assert dated.dtype.kind == "M" and dated.between(pd.Timestamp("2020-01-01"), pd.Timestamp("2029-12-01")).all()
-    # object columns of text or booleans came back as str and bool (parquet keeps neither as object)
+    # object columns of text, booleans or numbers came back as str, bool and float64
     objects = pd.DataFrame({"x": x, "city": pd.Series(rng.choice(["a", "b"], 120), dtype=object),
-                            "flag": pd.Series(rng.choice([True, False], 120), dtype=object)})
+                            "flag": pd.Series(rng.choice([True, False], 120), dtype=object),
+                            "count": pd.Series(rng.integers(0, 40, 120), dtype=object)})
     back = fdrl.fit(objects, out=tmp_path / "objects", progress=False, **QUICK).sample(10)
     assert (back.dtypes == objects.dtypes).all() and set(back["flag"]) <= {True, False}
     series = fdrl.fit(pd.Series(x, name="v"), out=tmp_path / "series", progress=False, **QUICK)

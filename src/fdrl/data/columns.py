@@ -86,6 +86,8 @@ MAX_LABELS = 500
 #: how the model's samples are handed back
 RETURN_TYPES = ("dataframe", "numpy", "tensor")
 MISSING_POLICIES = ("model", "impute", "drop")
+#: what pandas' infer_dtype calls an object column whose cells are numbers, not text
+_NUMBER_KINDS = ("integer", "floating", "mixed-integer-float", "decimal")
 #: the largest magnitude a value may have: model features are float32
 FEATURE_MAX = float(np.finfo(np.float32).max)
 #: the standard deviation of the Gaussian noise on one-hot features in training batches
@@ -695,7 +697,10 @@ def _type_values(series: Any, name: Any, kind: str | None, missing: str, where: 
             numbers = _numeric_view(series, name, where, line_of_row)
             if numbers is None and kind in ("continuous", "integer"):
                 raise ValueError(f"{where}: column '{name}' holds labels, not numbers; it cannot be {kind}")
-            if numbers is not None and not dtype.startswith("timedelta64"):  # durations stay durations
+            # text that holds numbers comes back as numbers; an object column of numbers themselves
+            # (a DataFrame's) as it was, and durations as durations
+            held = dtype == "object" and pd.api.types.infer_dtype(series, skipna=True) in _NUMBER_KINDS
+            if numbers is not None and not held and not dtype.startswith("timedelta64"):
                 dtype = "float64"
     present = series[~absent]
     if numbers is not None:
