@@ -522,12 +522,15 @@ def test_dataframes_as_pandas_holds_them_train_or_are_refused_in_one_line(tmp_pa
     x = rng.normal(size=120)
     frame = pd.DataFrame({"x": x, "grade": pd.Categorical(rng.integers(1, 4, 120), categories=[1, 2, 3, 4]),
                           "wait": pd.to_timedelta(rng.integers(0, 600, 120), unit="s"),
+                          "size": pd.Categorical(rng.integers(0, 3, 120).astype("int8")),
                           "code": pd.Series([7, "a7", 3.5] * 40, dtype=object)})
     with pytest.warns(UserWarning, match="column 'code' mixes text and numbers: read as text labels"):
         model = fdrl.fit(frame, out=tmp_path / "run", progress=False, **QUICK)
     samples = model.sample(50)
-    # number categories came back as int64 (the run's parquet copy), durations as floats
+    # number categories came back as int64 (the run's parquet copy), durations as floats, int8
+    # categories as int64 ones
     assert samples["grade"].dtype == frame["grade"].dtype and samples["wait"].dtype == frame["wait"].dtype
+    assert samples["size"].dtype == frame["size"].dtype  # int8 categories, not int64 ones
     assert set(samples["code"]) <= {"7", "a7", "3.5"}
     months = pd.DataFrame({"x": x, "month": pd.period_range("2020-01", periods=120, freq="M")})
     with pytest.warns(UserWarning, match="column 'month' holds periods: read as the datetime each starts at"):

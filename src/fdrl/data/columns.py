@@ -155,6 +155,8 @@ class Column:
     #: whether they are ordered, so that samples come back in the same dtype
     dtype_categories: list[Any] | None = None
     ordered: bool = False
+    #: the dtype of those categories (int8 categories are not JSON's ints: they would come back int64)
+    categories_dtype: str | None = None
 
     @property
     def width(self) -> int:
@@ -417,6 +419,8 @@ def _restore(series: Any, c: Column) -> Any:
 
     if c.dtype == "category":
         categories = c.dtype_categories if c.dtype_categories is not None else [x for x in c.categories if x is not None]
+        if c.categories_dtype is not None:
+            categories = pd.Index(categories, dtype=c.categories_dtype)
         return pd.Series(pd.Categorical(series, categories=categories, ordered=c.ordered))
     if c.dtype == "bool" and series.isna().any():
         return series.astype("boolean")
@@ -753,6 +757,7 @@ def _type_values(series: Any, name: Any, kind: str | None, missing: str, where: 
         if categorical_dtype:
             column.dtype_categories = [_native(v) for v in series.cat.categories]
             column.ordered = bool(series.cat.ordered)
+            column.categories_dtype = str(series.cat.categories.dtype)
         return column
     if numbers is None:
         raise ValueError(f"{where}: column '{name}' holds labels, not numbers; it cannot be {kind}")

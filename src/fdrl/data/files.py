@@ -82,8 +82,8 @@ def _read_npy(path: Path) -> np.ndarray:
 
 def lost_dtypes(frame: "pandas.DataFrame") -> list[list[Any]]:
     """For :data:`DTYPES`: ``[name, "object"]`` for each object column and ``[name, "category",
-    categories, ordered]`` for each category column whose categories JSON holds (text, numbers,
-    booleans); names that JSON cannot hold are left out."""
+    categories, ordered, categories' dtype]`` for each category column whose categories JSON holds
+    (text, numbers, booleans); names that JSON cannot hold are left out."""
     import pandas as pd
 
     found: list[list[Any]] = []
@@ -96,7 +96,7 @@ def lost_dtypes(frame: "pandas.DataFrame") -> list[list[Any]]:
         elif isinstance(dtype, pd.CategoricalDtype):
             categories = [c.item() if isinstance(c, np.generic) else c for c in dtype.categories]
             if all(isinstance(c, (str, int, float, bool)) for c in categories):
-                found.append([name, "category", categories, bool(dtype.ordered)])
+                found.append([name, "category", categories, bool(dtype.ordered), str(dtype.categories.dtype)])
     return found
 
 
@@ -110,7 +110,9 @@ def _with_dtypes(frame: "pandas.DataFrame") -> "pandas.DataFrame":
         if kind == "object":
             frame[name] = frame[name].astype(object)
         elif not isinstance(frame[name].dtype, pd.CategoricalDtype):
-            frame[name] = pd.Categorical(frame[name], categories=category[0], ordered=category[1])
+            categories, ordered, categories_dtype = category
+            frame[name] = pd.Categorical(frame[name], categories=pd.Index(categories, dtype=categories_dtype),
+                                         ordered=ordered)
     return frame
 
 
