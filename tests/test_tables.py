@@ -531,6 +531,7 @@ def test_dataframes_as_pandas_holds_them_train_or_are_refused_in_one_line(tmp_pa
     # categories as int64 ones
     assert samples["grade"].dtype == frame["grade"].dtype and samples["wait"].dtype == frame["wait"].dtype
     assert samples["size"].dtype == frame["size"].dtype  # int8 categories, not int64 ones
+    assert (samples["wait"].dt.microseconds == 0).all()  # whole seconds, as the data: its grid
     assert set(samples["code"]) <= {"7", "a7", "3.5"}
     months = pd.DataFrame({"x": x, "month": pd.period_range("2020-01", periods=120, freq="M")})
     with pytest.warns(UserWarning, match="column 'month' holds periods: read as the datetime each starts at"):
@@ -586,7 +587,8 @@ def test_a_held_out_file_is_scored_and_one_that_does_not_fit_is_named(tmp_path, 
     frame.iloc[240:].drop(columns="x").to_csv("fewer.csv", index=False)
     for name, message in (("new_label.csv", "data file 'new_label.csv': column 'species' holds 'dodo', a label"),
                           ("fewer.csv", "data file 'fewer.csv' has columns")):
-        assert main(["train", "train.csv", "--out", "bad", "--quiet", *QUICK_ARGS, f"data.params.test_path={name}"]) == 2
+        held_out = f"data.params.test_path={name}"
+        assert main(["train", "train.csv", "--out", "bad", "--quiet", *QUICK_ARGS, held_out]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "bad").exists()
 
@@ -601,7 +603,8 @@ def test_advice_to_set_a_column_kind_works_for_names_with_dots_and_blanks(tmp_pa
         TableCodec.fit(read_table(tmp_path / "t.csv"))
     assert main(["train", "t.csv", "--out", "bad", "--quiet", *QUICK_ARGS, "data.params.columns.c.d e=drop"]) == 2
     assert """goes in JSON: data.params.columns='{"c.d e": "KIND"}'""" in capsys.readouterr().err
-    assert main(["train", "t.csv", "--out", "run", "--quiet", *QUICK_ARGS, 'data.params.columns={"c.d e": "drop"}']) == 0
+    as_json = 'data.params.columns={"c.d e": "drop"}'
+    assert main(["train", "t.csv", "--out", "run", "--quiet", *QUICK_ARGS, as_json]) == 0
     assert TableCodec.load(tmp_path / "run").kinds == {"x": "continuous"}
 
 
@@ -622,3 +625,18 @@ def test_an_excel_workbook_trains_from_its_first_sheet(tmp_path, monkeypatch):
     assert main(["sample", "runs/book", "-n", "20", "--out", "s.csv", "--quiet"]) == 0
     samples = pd.read_csv(tmp_path / "s.csv")
     assert list(samples.columns) == list(sheet.columns) and set(samples["grade"]) <= {"a", "b"}
+
+
+def test_integers_come_back_on_the_grid_the_data_is_on():
+    """Prices in fives came back as any whole number between them; a duration in whole seconds
+    (held in microseconds) with microseconds."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"price": rng.integers(10, 200, 100) * 5 + 3, "age": rng.integers(18, 90, 100)})
+    codec = TableCodec.fit(frame)
+    assert [c.step for c in codec.columns] == [5.0, None]
+    features = np.c_[rng.uniform(40, 1010, 500), rng.uniform(10, 100, 500)]
+    back = codec.decode(features)
+    assert ((back["price"] - 3) % 5 == 0).all()
+    assert back["price"].between(frame["price"].min(), frame["price"].max()).all()
+    assert back["age"].between(18, 89).all() and back["age"].nunique() > 40  # a step of 1: every whole number
+    assert codec.dequantization()[1].tolist() == [5.0, 1.0]  # training noise over one step of the grid

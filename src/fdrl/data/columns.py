@@ -157,6 +157,8 @@ class Column:
     ordered: bool = False
     #: the dtype of those categories (int8 categories are not JSON's ints: they would come back int64)
     categories_dtype: str | None = None
+    #: an integer column's grid step when more than 1 (:func:`_grid_step`): samples land on it
+    step: float | None = None
 
     @property
     def width(self) -> int:
@@ -255,7 +257,8 @@ class TableCodec:
     def dequantization(self) -> tuple[np.ndarray, np.ndarray]:
         """Per feature, the Gaussian standard deviation and the uniform width of the noise that
         training batches get (:meth:`fdrl.data.ArrayData.batch`): one-hot and missing-cell
-        features :data:`ONE_HOT_NOISE`, integers uniform over one unit, continuous features none.
+        features :data:`ONE_HOT_NOISE`, integers uniform over one unit (one step of their grid),
+        continuous features none.
         A density ratio between continuous particles and data with point masses has no finite
         value (on the one-hot vertices the data's density is infinite), and the flow diverged on
         such tables; with the noise the data has a density, and decoding (largest one-hot
@@ -266,7 +269,8 @@ class TableCodec:
             if c.kind == "categorical":
                 gauss[at:at + c.width] = ONE_HOT_NOISE
             elif c.width:
-                uniform[at] = 1.0 if c.kind == "integer" else c.time["step"] if c.kind == "datetime" else 0.0
+                grid = {"integer": c.step or 1.0, "datetime": c.time["step"] if c.time else 0.0}
+                uniform[at] = grid.get(c.kind, 0.0)
                 if c.missing:
                     gauss[at + 1] = ONE_HOT_NOISE
             at += c.width
@@ -355,8 +359,9 @@ class TableCodec:
                 data[c.name] = _restore(pd.Series(labels, dtype=object), c)
                 continue
             values = block[:, 0]
-            if c.kind == "integer":
-                values = np.clip(np.round(values), c.low, c.high)
+            if c.kind == "integer":  # onto the data's grid (whole numbers, or multiples of its step)
+                step = c.step or 1.0
+                values = np.clip(c.low + np.round((values - c.low) / step) * step, c.low, c.high)
             if c.missing:
                 values = np.where(block[:, 1] > 0.5, np.nan, values)
             if c.kind == "datetime":  # inside the data's span, as synthetic-data tools do by default
@@ -766,7 +771,19 @@ def _type_values(series: Any, name: Any, kind: str | None, missing: str, where: 
                     missing=has_missing, decimals=_decimals(finite) if kind == "continuous" else 0)
     if kind == "integer" and not np.all(finite == np.round(finite)):
         raise ValueError(f"{override_text(name, 'integer')}, but the column has fractional values")
+    if kind == "integer":
+        column.step = _grid_step(finite)
     return column
+
+
+def _grid_step(values: np.ndarray) -> float | None:
+    """The step of the grid an integer column's values sit on (every value is the smallest plus
+    a multiple of it: prices in fives, a duration in whole seconds held in microseconds), when it
+    is more than 1; None otherwise, or for values too large to be exact in float64."""
+    if np.abs(values).max(initial=0) >= 2.0 ** 53:
+        return None
+    step = int(np.gcd.reduce((values - values.min()).astype(np.int64)))
+    return float(step) if step > 1 else None
 
 
 def override_text(name: Any, kind: str) -> str:
