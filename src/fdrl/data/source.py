@@ -134,7 +134,8 @@ class ArrayData:
             n_test = int(round(test_fraction * len(found)))
             if test_fraction > 0 and (n_test < 2 or len(found) - n_test < 2):
                 named = getattr(found, "attrs", {}).get(IN_MEMORY, f"data '{name}'")
-                raise ValueError(f"{named} has {len(found)} rows: too few to hold out a fraction of "
+                rows = f"{len(found)} row{'' if len(found) == 1 else 's'}"
+                raise ValueError(f"{named} has {rows}: too few to hold out a fraction of "
                                  f"{test_fraction} and train on the rest; add rows, or pass data.test_fraction=0")
         rows, codec = _encode(found, path, columns, missing, returns)
         if test_path is not None:
