@@ -444,17 +444,19 @@ def test_numbers_written_with_a_unit_sign_are_numbers():
     rng = np.random.default_rng(0)
     rates, prices = rng.uniform(0, 100, 120).round(1), rng.uniform(-50, 5000, 120).round(2)
     frame = pd.DataFrame({"rate": [f"{r}%" for r in rates],
-                          "price": [f"-${-p:,.2f}" if p < 0 else f"${p:,.2f}" for p in prices]})
+                          "price": [f"-${-p:,.2f}" if p < 0 else f"${p:,.2f}" for p in prices],
+                          "fee": [f"{p / 10:.2f} €" for p in prices]})  # the sign after the number
     frame.loc[3, "rate"] = "7"  # a cell written without the sign is the same number
     rates[3] = 7.0
     with pytest.warns(UserWarning, match="column 'rate' holds numbers written with '%'"):
         codec = TableCodec.fit(frame)
-    assert codec.kinds == {"rate": "continuous", "price": "continuous"}
+    assert codec.kinds == {"rate": "continuous", "price": "continuous", "fee": "continuous"}
     back = codec.decode(codec.encode(frame))
     np.testing.assert_allclose(back["rate"], rates)
     np.testing.assert_allclose(back["price"], prices)
-    fresh = pd.DataFrame({"rate": ["50%"], "price": ["-$1,000.00"]})  # held-out rows in the same form
-    assert codec.encode(fresh).tolist() == [[50.0, -1000.0]]
+    np.testing.assert_allclose(back["fee"], (prices / 10).round(2))
+    fresh = pd.DataFrame({"rate": ["50%"], "price": ["-$1,000.00"], "fee": ["-2.50€"]})  # held-out rows, same form
+    assert codec.encode(fresh).tolist() == [[50.0, -1000.0, -2.5]]
     words = pd.DataFrame({"plan": ["50% off", "$5 flat", "free"] * 10})
     assert TableCodec.fit(words).kinds == {"plan": "categorical"}  # a sign beside words: labels
 

@@ -67,8 +67,8 @@ _DAY_SECONDS = 86400.0
 _MISSING_MARK = re.compile(r"[^\w\s]{1,3}")
 #: a number written with thousands separators: 1,234 or -12,345,678.5
 _GROUPED_NUMBER = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?")
-#: signs written with numbers: a currency before the number (after its minus sign, if any) or a
-#: per cent sign after it, as spreadsheets export formatted cells
+#: signs written with numbers, before them (after a minus sign, if any) or after them, as
+#: spreadsheets export formatted cells: 12.5%, $1,234.50, 12 €
 _UNIT_SIGNS = ("%", "$", "€", "£", "¥")
 #: what pandas names a column whose header cell is empty (a trailing separator, a written index)
 _UNNAMED = re.compile(r"Unnamed: \d+")
@@ -604,11 +604,10 @@ def _ungrouped(values: Any) -> Any:
 
 
 def _unit_stripped(text: Any, unit: str) -> Any:
-    """Text cells without ``unit``: a per cent sign at the end, a currency sign at the start
-    (kept after a minus sign: ``-$5`` is -5)."""
-    if unit == "%":
-        return text.str.replace(r"\s*%$", "", regex=True)
-    return text.str.replace(rf"^([+-]?)\s*{re.escape(unit)}\s*", r"\1", regex=True)
+    """Text cells without ``unit`` at their end (``12.5%``, ``12 €``) or at their start, kept
+    after a minus sign (``$5``, ``-$5`` is -5)."""
+    sign = re.escape(unit)
+    return text.str.replace(rf"\s*{sign}$", "", regex=True).str.replace(rf"^([+-]?)\s*{sign}\s*", r"\1", regex=True)
 
 
 def _unit(series: Any) -> str | None:
