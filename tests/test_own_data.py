@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -170,6 +171,15 @@ def test_fit_again_on_the_same_out_resumes_and_other_data_is_refused(tmp_path):
     with pytest.raises(ValueError, match="already holds a run trained on other data"):
         fdrl.fit(x + 1.0, out=tmp_path / "run", progress=False, **quick)
     assert np.array_equal(np.load(tmp_path / "run" / "data.npy"), x)  # the run's data is untouched
+    # a DataFrame whose dtypes parquet does not keep (object text, number categories, periods) is
+    # the same data when it comes again: it was refused as "other data"
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": x[:, 0], "city": pd.Series(rng.choice(["a", "b"], 100), dtype=object),
+                          "grade": pd.Categorical(rng.integers(0, 3, 100)), "code": [1, "a"] * 50,
+                          "month": pd.period_range("2020-01", periods=100, freq="M")})
+    with pytest.warns(UserWarning):
+        fdrl.fit(frame, out=tmp_path / "frame", progress=False, **quick)
+        fdrl.fit(frame, out=tmp_path / "frame", progress=False, **quick)
 
 
 def test_fit_a_dataset_of_pairs_and_save_pretrained(tmp_path):

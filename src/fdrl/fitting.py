@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from fdrl.config import Config, load_config, load_raw
-from fdrl.data.files import DTYPES, IN_MEMORY, lost_dtypes
+from fdrl.data.files import DTYPES, IN_MEMORY, lost_dtypes, read_table
 from fdrl.model import FDRL
 from fdrl.train import Trainer
 
@@ -202,11 +202,10 @@ def _keep_or_write(values: Any, path: Path) -> None:
 
 
 def _read_back(path: Path) -> Any:
+    """The data a run holds, as training reads it (a DataFrame with its recorded dtypes back)."""
     if path.suffix == ".npy":
         return np.load(path, allow_pickle=False)
-    import pandas as pd
-
-    return pd.read_parquet(path)
+    return read_table(path)
 
 
 def _same(stored: Any, values: Any) -> bool:
