@@ -550,6 +550,8 @@ def test_dataframes_as_pandas_holds_them_train_or_are_refused_in_one_line(tmp_pa
     refused = {
         "columns are a MultiIndex": pd.DataFrame(np.c_[x, x], columns=pd.MultiIndex.from_product([["a"], ["b", "c"]])),
         "repeats 'a'": pd.DataFrame(np.c_[x, x], columns=["a", "a"]),
+        "column 0 is named nan: rename it": pd.DataFrame(np.c_[x, x], columns=[None, "b"]),
+        "column 0 is named True": pd.DataFrame(np.c_[x, x], columns=[True, False]),
         "column 'c' holds complex numbers": pd.DataFrame({"x": x, "c": x + 1j}),
         "column 'b' holds bytes cells": pd.DataFrame({"x": x, "b": [b"ab"] * 120}),
         "column 'l' holds list cells": pd.DataFrame({"x": x, "l": [[1, 2]] * 120}),

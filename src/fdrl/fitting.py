@@ -81,6 +81,10 @@ def _checked_frame(frame: Any) -> Any:
     if isinstance(frame.columns, pd.MultiIndex):
         raise ValueError("fdrl.fit needs one name per column; this DataFrame's columns are a MultiIndex: flatten "
                          "them, e.g. df.columns = ['_'.join(map(str, c)) for c in df.columns]")
+    for position, name in enumerate(frame.columns):
+        if isinstance(name, (bool, np.bool_)) or not isinstance(name, (str, int, float, np.number)) or name != name:
+            raise ValueError(f"fdrl.fit needs column names that are text or numbers; column {position} is named "
+                             f"{name!r}: rename it")
     repeated = list(dict.fromkeys(frame.columns[frame.columns.duplicated()]))
     if repeated:
         raise ValueError(f"fdrl.fit needs one column per name; this DataFrame repeats {', '.join(map(repr, repeated))}:"

@@ -54,7 +54,8 @@ def without_nan(record: Any) -> Any:
     every JSON reader takes, where Python writes NaN, which strict readers (jq, JavaScript)
     refuse."""
     if isinstance(record, dict):
-        return {key: without_nan(value) for key, value in record.items()}
+        return {str(key) if isinstance(key, float) and not math.isfinite(key) else key: without_nan(value)
+                for key, value in record.items()}
     if isinstance(record, (list, tuple)):
         return [without_nan(value) for value in record]
     if isinstance(record, float) and not math.isfinite(record):
