@@ -124,7 +124,7 @@ def _read_excel(path: Path) -> "pandas.DataFrame":
     try:
         with pd.ExcelFile(path, engine="openpyxl") as book:
             sheets = book.sheet_names
-            frame = book.parse(sheets[0])
+            frame = pd.read_excel(book, sheet_name=sheets[0])
     except ImportError:
         raise ValueError(f"data file '{path}': reading .xlsx needs openpyxl: pip install openpyxl (a dependency of "
                          "fdrl: reinstall it)") from None
