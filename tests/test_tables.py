@@ -545,6 +545,8 @@ def test_dataframes_as_pandas_holds_them_train_or_are_refused_in_one_line(tmp_pa
                             "count": pd.Series(rng.integers(0, 40, 120), dtype=object)})
     back = fdrl.fit(objects, out=tmp_path / "objects", progress=False, **QUICK).sample(10)
     assert (back.dtypes == objects.dtypes).all() and set(back["flag"]) <= {True, False}
+    named = fdrl.fit(pd.DataFrame({0: x, "a": -x}), out=tmp_path / "named", progress=False, **QUICK)
+    assert list(named.sample(3).columns) == [0, "a"]  # parquet writes mixed names as text: "0" came back
     series = fdrl.fit(pd.Series(x, name="v"), out=tmp_path / "series", progress=False, **QUICK)
     assert list(series.sample(3).columns) == ["v"]  # a Series is a table of one column
     refused = {

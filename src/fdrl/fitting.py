@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from fdrl.config import Config, load_config, load_raw
-from fdrl.data.files import DTYPES, IN_MEMORY, lost_dtypes, read_table
+from fdrl.data.files import DTYPES, IN_MEMORY, NAMES, lost_dtypes, read_table
 from fdrl.model import FDRL
 from fdrl.train import Trainer
 
@@ -201,6 +201,7 @@ def _keep_or_write(values: Any, path: Path) -> None:
         values = values.copy(deep=False)
         values.attrs[IN_MEMORY] = "the DataFrame given to fdrl.fit"
         values.attrs[DTYPES] = lost_dtypes(values)
+        values.attrs[NAMES] = [n.item() if isinstance(n, np.generic) else n for n in values.columns]
         values.to_parquet(tmp)
     tmp.replace(path)
 

@@ -47,6 +47,9 @@ IN_MEMORY = "in_memory"
 #: (:func:`lost_dtypes`): categories that are numbers come back as plain integers, an object
 #: column of text or booleans as ``str`` or ``bool``
 DTYPES = "pandas_dtypes"
+#: a table's ``attrs`` key: its column names as given, when they are text and numbers mixed
+#: (parquet writes them all as text: a column ``0`` beside ``"a"`` would come back as ``"0"``)
+NAMES = "column_names"
 
 
 def _checked_path(path: str | Path) -> Path:
@@ -89,7 +92,8 @@ def lost_dtypes(frame: "pandas.DataFrame") -> list[list[Any]]:
     found: list[list[Any]] = []
     for name in frame.columns:
         dtype = frame[name].dtype
-        if not isinstance(name, (str, int, float, bool)):
+        name = name.item() if isinstance(name, np.generic) else name
+        if not isinstance(name, (str, int, float)):
             continue
         if dtype == object:
             found.append([name, "object"])
@@ -101,9 +105,13 @@ def lost_dtypes(frame: "pandas.DataFrame") -> list[list[Any]]:
 
 
 def _with_dtypes(frame: "pandas.DataFrame") -> "pandas.DataFrame":
-    """``frame`` with the dtypes its :data:`DTYPES` attrs record put back."""
+    """``frame`` with the names and dtypes its :data:`NAMES` and :data:`DTYPES` attrs record put
+    back."""
     import pandas as pd
 
+    names = frame.attrs.get(NAMES)
+    if names and [str(n) for n in names] == [str(c) for c in frame.columns]:
+        frame.columns = names
     for name, kind, *category in frame.attrs.get(DTYPES, []):
         if name not in frame.columns:
             continue
