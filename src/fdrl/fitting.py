@@ -202,7 +202,9 @@ def _keep_or_write(values: Any, path: Path) -> None:
         values.attrs[IN_MEMORY] = "the DataFrame given to fdrl.fit"
         values.attrs[DTYPES] = lost_dtypes(values)
         values.attrs[NAMES] = [n.item() if isinstance(n, np.generic) else n for n in values.columns]
-        values.to_parquet(tmp)
+        with warnings.catch_warnings():  # mixed names come back as given (NAMES), not as pyarrow warns
+            warnings.filterwarnings("ignore", message="The DataFrame has column names of mixed type")
+            values.to_parquet(tmp)
     tmp.replace(path)
 
 
