@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from fdrl.config import Config, load_config, load_raw
+from fdrl.data.columns import native_scalar
 from fdrl.data.files import DTYPES, IN_MEMORY, NAMES, lost_dtypes, read_table
 from fdrl.model import FDRL
 from fdrl.train import Trainer
@@ -201,7 +202,7 @@ def _keep_or_write(values: Any, path: Path) -> None:
         values = values.copy(deep=False)
         values.attrs[IN_MEMORY] = "the DataFrame given to fdrl.fit"
         values.attrs[DTYPES] = lost_dtypes(values)
-        values.attrs[NAMES] = [n.item() if isinstance(n, np.generic) else n for n in values.columns]
+        values.attrs[NAMES] = [native_scalar(name) for name in values.columns]
         with warnings.catch_warnings():  # mixed names come back as given (NAMES), not as pyarrow warns
             warnings.filterwarnings("ignore", message="The DataFrame has column names of mixed type")
             values.to_parquet(tmp)

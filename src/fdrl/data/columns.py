@@ -94,7 +94,7 @@ FEATURE_MAX = float(np.finfo(np.float32).max)
 ONE_HOT_NOISE = 0.15
 
 
-def _native(value: Any) -> Any:
+def native_scalar(value: Any) -> Any:
     """A JSON-able Python scalar for a label (NumPy scalars, booleans, strings)."""
     if isinstance(value, np.generic):
         return value.item()
@@ -311,7 +311,7 @@ class TableCodec:
                 index = {label: i for i, label in enumerate(c.categories)}
                 labels = raw.tolist()
                 gone = len(c.categories) if c.missing else -1 if c.fill is None else index[c.fill]
-                codes = np.array([gone if a else index.get(_native(v), -1) for v, a in zip(labels, absent)],
+                codes = np.array([gone if a else index.get(native_scalar(v), -1) for v, a in zip(labels, absent)],
                                  dtype=np.int64)
                 unseen = codes < 0
                 if unseen.any():
@@ -743,11 +743,11 @@ def _type_values(series: Any, name: Any, kind: str | None, missing: str, where: 
     if kind == "constant":
         if levels != 1:
             raise ValueError(f"{override_text(name, 'constant')}, but the column has more than one value")
-        return Column(name, "constant", dtype, value=_native(present.iloc[0]), missing=False)
+        return Column(name, "constant", dtype, value=native_scalar(present.iloc[0]), missing=False)
     if kind == "categorical":
-        labels = sorted({_native(v) for v in present.tolist()}, key=lambda v: (str(type(v)), v))
+        labels = sorted({native_scalar(v) for v in present.tolist()}, key=lambda v: (str(type(v)), v))
         if categorical_dtype:
-            labels = [_native(v) for v in series.cat.categories if (present == v).any()]
+            labels = [native_scalar(v) for v in series.cat.categories if (present == v).any()]
         if inferred and _looks_like_identifier(len(labels), len(present)):
             warnings.warn(f"{where}: column '{name}' has {len(labels)} distinct labels in {len(present)} rows, like an "
                           f"identifier or free text: it is left out (samples do not have it); model it anyway with "
@@ -756,10 +756,10 @@ def _type_values(series: Any, name: Any, kind: str | None, missing: str, where: 
         if len(labels) > MAX_LABELS and len(labels) > len(present) // 2:
             raise ValueError(f"{where}: column '{name}' has {len(labels)} distinct labels in {len(present)} rows, like an "
                              f"identifier; leave it out with {override_text(name, 'drop')}")
-        fill = _native(present.mode().iloc[0]) if absent.any() and missing == "impute" else None
+        fill = native_scalar(present.mode().iloc[0]) if absent.any() and missing == "impute" else None
         column = Column(name, "categorical", dtype, categories=labels, fill=fill, missing=has_missing)
         if categorical_dtype:
-            column.dtype_categories = [_native(v) for v in series.cat.categories]
+            column.dtype_categories = [native_scalar(v) for v in series.cat.categories]
             column.ordered = bool(series.cat.ordered)
             column.categories_dtype = str(series.cat.categories.dtype)
         return column

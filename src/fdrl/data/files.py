@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fdrl.data.columns import native_scalar
 from fdrl.data.table_format import (FALLBACK_ENCODINGS, WHITESPACE, TableFormat, damage_error, data_rows,
                                     detect_format, is_decimal_comma, is_missing)
 from fdrl.table_paths import EXCEL_SUFFIXES, PARQUET_SUFFIX, is_table_path, split_name, supported_suffixes
@@ -92,13 +93,13 @@ def lost_dtypes(frame: "pandas.DataFrame") -> list[list[Any]]:
     found: list[list[Any]] = []
     for name in frame.columns:
         dtype = frame[name].dtype
-        name = name.item() if isinstance(name, np.generic) else name
+        name = native_scalar(name)
         if not isinstance(name, (str, int, float)):
             continue
         if dtype == object:
             found.append([name, "object"])
         elif isinstance(dtype, pd.CategoricalDtype):
-            categories = [c.item() if isinstance(c, np.generic) else c for c in dtype.categories]
+            categories = [native_scalar(c) for c in dtype.categories]
             if all(isinstance(c, (str, int, float, bool)) for c in categories):
                 found.append([name, "category", categories, bool(dtype.ordered), str(dtype.categories.dtype)])
     return found
@@ -222,9 +223,10 @@ def _check_short_rows(path: Path, fmt: TableFormat, frame: "pandas.DataFrame") -
 
 
 def read_table(path: str | Path) -> "pandas.DataFrame":
-    """A text table, a ``.parquet`` file or an Excel workbook's first sheet as pandas reads it (a
-    text table in the format found from its first lines (:func:`fdrl.data.table_format.detect_format`): pandas' dtypes (int64, float64,
-    bool, strings), missing cells as NaN, columns named by the header or ``0..d-1`` without one).
+    """A text table, a ``.parquet`` file or an Excel workbook's first sheet as pandas reads it:
+    pandas' dtypes (int64, float64, bool, strings), missing cells as NaN, columns named by the
+    header or ``0..d-1`` without one; a text table in the format found from its first lines
+    (:func:`fdrl.data.table_format.detect_format`).
     ``attrs``: ``path`` (str), ``header`` (whether the first row named the columns) and, for a
     text table, its ``sep`` and ``decimal`` mark."""
     path = _checked_path(path)
